@@ -1,0 +1,771 @@
+/* conf.c - owns qworkerd.conf: the INI grammar, the key table, defaults and
+ * checks. Every error names FILE:LINE and the key.
+ *
+ * The INI grammar is parsed here rather than with inih: Debian's libinih is
+ * built with a 200-byte line limit, only ';' inline comments and no line
+ * numbers for the handler, and the SPEC needs '#' comments after values and
+ * FILE:LINE in every message. The grammar itself is twenty lines. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+
+enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR };
+enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
+
+struct qw_conf_key {
+	enum qw_conf_sect sect;
+	const char *name;
+	enum qw_conf_type type;
+	size_t off;
+	uint64_t min, max;	/* for numbers, durations (ms) and sizes */
+};
+
+#define RK(n, t, f, lo, hi) { S_REDIS, n, t, offsetof(struct qw_conf, f), lo, hi }
+#define WK(n, t, f, lo, hi) { S_WORKERS, n, t, offsetof(struct qw_conf, f), lo, hi }
+#define QK(n, t, f, lo, hi) { S_QUEUE, n, t, offsetof(struct qw_queue_conf, f), lo, hi }
+#define DAY (24ULL * 3600 * 1000)
+
+/* The documented keys; tests/test_docs.py checks qworkerd.conf(5) against it. */
+static const struct qw_conf_key qw_conf_keys[] = {
+	RK("address", T_ADDR, redis_address, 0, 0),
+	RK("db", T_UINT, db, 0, 100000),
+	RK("password_file", T_STR, password_file, 0, 0),
+	RK("prefix", T_STR, prefix, 0, 0),
+	WK("concurrency", T_UINT, concurrency, 1, 10000),
+	WK("shutdown_timeout", T_DUR, shutdown_timeout_ms, 0, DAY),
+	WK("kill_grace", T_DUR, kill_grace_ms, 0, 3600 * 1000),
+	WK("lease_timeout", T_DUR, lease_timeout_ms, 1000, DAY),
+	WK("instance", T_STR, instance, 0, 0),
+	WK("log_level", T_LEVEL, log_level, 0, 0),
+	WK("metrics_listen", T_ADDR, metrics_listen, 0, 0),
+	QK("handler", T_HANDLER, argv, 0, 0),
+	QK("timeout", T_DUR, timeout_ms, 1, 365 * DAY),
+	QK("max_attempts", T_UINT, max_attempts, 1, 1000000),
+	QK("retry_base", T_DUR, retry_base_ms, 1, 365 * DAY),
+	QK("retry_max", T_DUR, retry_max_ms, 1, 365 * DAY),
+	QK("weight", T_UINT, weight, 1, 1000),
+	QK("concurrency", T_UINT, concurrency, 1, 10000),
+	QK("max_payload", T_SIZE, max_payload, 1, 512ULL << 20),
+	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
+	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
+};
+
+struct qw_conf_parser {
+	const char *path;
+	unsigned line;
+	enum qw_conf_sect sect;
+	bool in_section;
+	unsigned qline;			/* line of the current [queue] header */
+	uint64_t seen;			/* keys set in the current section */
+	struct qw_conf *conf;
+	char *err;
+};
+
+static int
+qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	free(p->err);
+	/* Line 0: about the file as a whole, not one line of it. */
+	if ((line ? asprintf(&p->err, "%s:%u: %s", p->path, line, msg)
+	    : asprintf(&p->err, "%s: %s", p->path, msg)) < 0)
+		p->err = NULL;
+	return -1;
+}
+
+int
+qw_conf_valid_queue_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > QW_QUEUE_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
+			return 0;
+	return 1;
+}
+
+/* "1.5s", "250ms", "2h", or a bare number of seconds. */
+int
+qw_conf_parse_duration(const char *s, uint64_t *ms)
+{
+	static const struct { const char *unit; double mult; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "", 1000 }, { "m", 60000 },
+		{ "h", 3600000 }, { "d", 86400000 },
+	};
+	char *end;
+	double v;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || v < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			double r = v * units[i].mult;
+			if (r > 1e15)
+				return -1;
+			*ms = (uint64_t)(r + 0.5);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* "512", "64KiB", "1MiB", "1GiB"; a bare number is bytes. */
+int
+qw_conf_parse_size(const char *s, uint64_t *bytes)
+{
+	static const struct { const char *unit; uint64_t mult; } units[] = {
+		{ "", 1 }, { "B", 1 }, { "KiB", 1ULL << 10 }, { "MiB", 1ULL << 20 },
+		{ "GiB", 1ULL << 30 },
+	};
+	char *end;
+	unsigned long long v;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			if (v > UINT64_MAX / units[i].mult)
+				return -1;
+			*bytes = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+void
+qw_conf_free_argv(char **argv)
+{
+	if (argv == NULL)
+		return;
+	for (char **a = argv; *a != NULL; a++)
+		free(*a);
+	free(argv);
+}
+
+/* Appends one byte to the word being built; returns -1 on ENOMEM. */
+static int
+qw_conf_word_put(char **w, size_t *len, size_t *cap, char c)
+{
+	if (*len + 2 > *cap) {
+		size_t ncap = *cap ? *cap * 2 : 32;
+		char *n = realloc(*w, ncap);
+		if (n == NULL)
+			return -1;
+		*w = n;
+		*cap = ncap;
+	}
+	(*w)[(*len)++] = c;
+	(*w)[*len] = '\0';
+	return 0;
+}
+
+static int
+qw_conf_argv_push(char ***argv, size_t *argc, char *word)
+{
+	char **n = realloc(*argv, (*argc + 2) * sizeof(char *));
+	if (n == NULL)
+		return -1;
+	*argv = n;
+	n[(*argc)++] = word;
+	n[*argc] = NULL;
+	return 0;
+}
+
+/* sh(1) word splitting without expansions: '...' is literal, "..." honours
+ * \" \\ \$ \`, a backslash outside quotes escapes the next byte, and an
+ * unquoted word starting with '#' begins a comment. */
+char **
+qw_conf_split_words(const char *s, const char **err)
+{
+	char **argv = NULL, *w = NULL;
+	size_t argc = 0, len = 0, cap = 0;
+	bool inword = false;
+
+	*err = "out of memory";
+	for (const char *c = s;; c++) {
+		if (*c == '\0' || isspace((unsigned char)*c) || (*c == '#' && !inword)) {
+			if (inword) {
+				if (qw_conf_argv_push(&argv, &argc, w) < 0)
+					goto fail;
+				w = NULL;
+				len = cap = 0;
+				inword = false;
+			}
+			if (*c == '\0' || *c == '#')
+				break;
+			continue;
+		}
+		inword = true;
+		if (w == NULL && qw_conf_word_put(&w, &len, &cap, 'x') == 0)
+			len = 0, w[0] = '\0';
+		if (w == NULL)
+			goto fail;
+		if (*c == '\'') {
+			for (c++; *c != '\'' ; c++) {
+				if (*c == '\0') {
+					*err = "unterminated single quote";
+					goto fail;
+				}
+				if (qw_conf_word_put(&w, &len, &cap, *c) < 0)
+					goto fail;
+			}
+		} else if (*c == '"') {
+			for (c++; *c != '"'; c++) {
+				if (*c == '\0') {
+					*err = "unterminated double quote";
+					goto fail;
+				}
+				if (*c == '\\' && c[1] != '\0' && strchr("\"\\$`", c[1]))
+					c++;
+				if (qw_conf_word_put(&w, &len, &cap, *c) < 0)
+					goto fail;
+			}
+		} else if (*c == '\\') {
+			if (c[1] == '\0') {
+				*err = "trailing backslash";
+				goto fail;
+			}
+			if (qw_conf_word_put(&w, &len, &cap, *++c) < 0)
+				goto fail;
+		} else if (qw_conf_word_put(&w, &len, &cap, *c) < 0) {
+			goto fail;
+		}
+	}
+	if (argc == 0) {
+		*err = "no program given";
+		goto fail;
+	}
+	*err = NULL;
+	return argv;
+fail:
+	free(w);
+	qw_conf_free_argv(argv);
+	return NULL;
+}
+
+/* Resolves a program name like execvp(3) would; returns a malloc'd path. */
+static char *
+qw_conf_resolve_program(const char *name, const char **why)
+{
+	struct stat st;
+	char *path = NULL;
+
+	if (strchr(name, '/') != NULL) {
+		path = strdup(name);
+	} else {
+		const char *env = getenv("PATH");
+		char *dirs = strdup(env ? env : "/usr/local/bin:/usr/bin:/bin");
+		char *save = NULL;
+
+		for (char *d = dirs ? strtok_r(dirs, ":", &save) : NULL; d != NULL;
+		    d = strtok_r(NULL, ":", &save)) {
+			char *cand;
+			if (asprintf(&cand, "%s/%s", d, name) < 0)
+				break;
+			if (access(cand, X_OK) == 0 && stat(cand, &st) == 0 &&
+			    S_ISREG(st.st_mode)) {
+				path = cand;
+				break;
+			}
+			free(cand);
+		}
+		free(dirs);
+		if (path == NULL) {
+			*why = "not found in PATH";
+			return NULL;
+		}
+	}
+	if (path == NULL) {
+		*why = strerror(ENOMEM);
+		return NULL;
+	}
+	if (stat(path, &st) < 0) {
+		*why = strerror(errno);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		*why = "not a regular file";
+		goto fail;
+	}
+	if (access(path, X_OK) < 0) {
+		*why = "not executable";
+		goto fail;
+	}
+	if (path[0] != '/') {
+		char *abs = realpath(path, NULL);
+		if (abs == NULL) {
+			*why = strerror(errno);
+			goto fail;
+		}
+		free(path);
+		path = abs;
+	}
+	return path;
+fail:
+	free(path);
+	return NULL;
+}
+
+static const char *
+qw_conf_sect_name(enum qw_conf_sect s)
+{
+	return s == S_REDIS ? "redis" : s == S_WORKERS ? "workers" : "queue";
+}
+
+static int
+qw_conf_set_str(struct qw_conf_parser *p, char **slot, const char *key, const char *val)
+{
+	char *dup = strdup(val);
+	if (dup == NULL)
+		return qw_conf_fail(p, p->line, "%s: out of memory", key);
+	free(*slot);
+	*slot = dup;
+	return 0;
+}
+
+static int
+qw_conf_set_handler(struct qw_conf_parser *p, char ***slot, const char *raw)
+{
+	const char *why;
+	char **argv = qw_conf_split_words(raw, &why);
+	char *prog;
+
+	if (argv == NULL)
+		return qw_conf_fail(p, p->line, "handler: %s", why);
+	prog = qw_conf_resolve_program(argv[0], &why);
+	if (prog == NULL) {
+		qw_conf_fail(p, p->line, "handler: %s: %s", argv[0], why);
+		qw_conf_free_argv(argv);
+		return -1;
+	}
+	free(argv[0]);
+	argv[0] = prog;
+	qw_conf_free_argv(*slot);
+	*slot = argv;
+	return 0;
+}
+
+/* Checks "unix:/path" or "host:port" (IPv6 as "[::1]:port"). */
+static int
+qw_conf_check_address(const char *v)
+{
+	const char *colon;
+	char *end;
+	long port;
+
+	if (strncmp(v, "unix:", 5) == 0)
+		return v[5] == '/' ? 0 : -1;
+	colon = strrchr(v, ':');
+	if (colon == NULL || colon == v)
+		return -1;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || colon[1] == '\0' || port < 1 || port > 65535)
+		return -1;
+	return 0;
+}
+
+static int
+qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
+    void *base, const char *val)
+{
+	uint64_t v;
+	char *end;
+
+	switch (k->type) {
+	case T_UINT:
+		errno = 0;
+		v = isdigit((unsigned char)*val) ? strtoull(val, &end, 10) : (end = (char *)val, 0);
+		if (errno != 0 || *end != '\0' || end == val)
+			return qw_conf_fail(p, p->line, "%s: '%s' is not a whole number", k->name, val);
+		if (v < k->min || v > k->max)
+			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llu to %llu)",
+			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
+		*(unsigned *)((char *)base + k->off) = (unsigned)v;
+		return 0;
+	case T_DUR:
+		if (qw_conf_parse_duration(val, &v) < 0)
+			return qw_conf_fail(p, p->line,
+			    "%s: '%s' is not a duration (a number with ms, s, m, h or d)", k->name, val);
+		if (v < k->min || v > k->max)
+			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llums to %llums)",
+			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
+		*(uint64_t *)((char *)base + k->off) = v;
+		return 0;
+	case T_SIZE:
+		if (qw_conf_parse_size(val, &v) < 0)
+			return qw_conf_fail(p, p->line,
+			    "%s: '%s' is not a size (a number of bytes, KiB, MiB or GiB)", k->name, val);
+		if (v < k->min || v > k->max)
+			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llu to %llu bytes)",
+			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
+		*(uint64_t *)((char *)base + k->off) = v;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static int
+qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const char *raw)
+{
+	struct qw_conf *c = p->conf;
+	void *base = p->sect == S_QUEUE ? (void *)&c->queues[c->nqueues - 1] : (void *)c;
+	size_t i;
+
+	for (i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++)
+		if (qw_conf_keys[i].sect == p->sect && strcmp(qw_conf_keys[i].name, key) == 0)
+			break;
+	if (i == sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]))
+		return qw_conf_fail(p, p->line, "unknown key '%s' in [%s]", key,
+		    qw_conf_sect_name(p->sect));
+	if (p->seen & (1ULL << i))
+		return qw_conf_fail(p, p->line, "%s: set twice in one section", key);
+	p->seen |= 1ULL << i;
+
+	const struct qw_conf_key *k = &qw_conf_keys[i];
+	if (*val == '\0' && k->type != T_HANDLER)
+		return qw_conf_fail(p, p->line, "%s: empty value", key);
+	switch (k->type) {
+	case T_STR:
+		if (strcmp(key, "prefix") == 0 && strpbrk(val, " \t{}") != NULL)
+			return qw_conf_fail(p, p->line,
+			    "prefix: '%s' may not contain spaces or braces", val);
+		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+	case T_ADDR:
+		if (qw_conf_check_address(val) < 0)
+			return qw_conf_fail(p, p->line,
+			    "%s: '%s' is not an address (host:port or unix:/path)", key, val);
+		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+	case T_LEVEL: {
+		int lvl = qw_log_parse_level(val);
+		if (lvl < 0)
+			return qw_conf_fail(p, p->line,
+			    "%s: '%s' is not one of error, warning, notice, info, debug", key, val);
+		*(int *)((char *)base + k->off) = lvl;
+		return 0;
+	}
+	case T_HANDLER:
+		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
+	default:
+		return qw_conf_set_number(p, k, base, val);
+	}
+}
+
+static void
+qw_conf_queue_defaults(struct qw_queue_conf *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->timeout_ms = 30 * 1000;
+	q->max_attempts = 5;
+	q->retry_base_ms = 1000;
+	q->retry_max_ms = 3600 * 1000;
+	q->weight = 1;
+	q->max_payload = 1 << 20;
+	q->max_interruptions = 10;
+	q->dead_max = 10000;
+}
+
+/* Checks what a finished section must have. */
+static int
+qw_conf_end_section(struct qw_conf_parser *p)
+{
+	struct qw_queue_conf *q;
+
+	if (!p->in_section || p->sect != S_QUEUE)
+		return 0;
+	q = &p->conf->queues[p->conf->nqueues - 1];
+	if (q->argv == NULL)
+		return qw_conf_fail(p, p->qline, "[queue %s]: no handler set", q->name);
+	if (q->retry_max_ms < q->retry_base_ms)
+		return qw_conf_fail(p, p->qline, "[queue %s]: retry_max is below retry_base", q->name);
+	return 0;
+}
+
+static int
+qw_conf_section(struct qw_conf_parser *p, char *name)
+{
+	struct qw_conf *c = p->conf;
+	char *qname;
+
+	if (qw_conf_end_section(p) < 0)
+		return -1;
+	p->seen = 0;
+	p->in_section = true;
+	if (strcmp(name, "redis") == 0) {
+		p->sect = S_REDIS;
+		return 0;
+	}
+	if (strcmp(name, "workers") == 0) {
+		p->sect = S_WORKERS;
+		return 0;
+	}
+	if (strncmp(name, "queue", 5) != 0 || !isspace((unsigned char)name[5]))
+		return qw_conf_fail(p, p->line, "unknown section [%s]", name);
+	qname = name + 5;
+	while (isspace((unsigned char)*qname))
+		qname++;
+	if (!qw_conf_valid_queue_name(qname))
+		return qw_conf_fail(p, p->line,
+		    "queue name '%s' must be 1 to 64 of A-Z a-z 0-9 _ . -", qname);
+	for (size_t i = 0; i < c->nqueues; i++)
+		if (strcmp(c->queues[i].name, qname) == 0)
+			return qw_conf_fail(p, p->line, "queue '%s' is defined twice", qname);
+	struct qw_queue_conf *nq = realloc(c->queues, (c->nqueues + 1) * sizeof(*nq));
+	if (nq == NULL)
+		return qw_conf_fail(p, p->line, "out of memory");
+	c->queues = nq;
+	qw_conf_queue_defaults(&nq[c->nqueues]);
+	if ((nq[c->nqueues].name = strdup(qname)) == NULL)
+		return qw_conf_fail(p, p->line, "out of memory");
+	c->nqueues++;
+	p->sect = S_QUEUE;
+	p->qline = p->line;
+	return 0;
+}
+
+static char *
+qw_conf_trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Cuts a comment that follows a value: '#' or ';' after white space. */
+static void
+qw_conf_cut_comment(char *s)
+{
+	for (char *c = s; *c; c++) {
+		if ((*c == '#' || *c == ';') && c > s && isspace((unsigned char)c[-1])) {
+			*c = '\0';
+			return;
+		}
+	}
+}
+
+static int
+qw_conf_line(struct qw_conf_parser *p, char *line)
+{
+	char *s = qw_conf_trim(line), *eq, *key, *val, *raw;
+
+	if (*s == '\0' || *s == '#' || *s == ';')
+		return 0;
+	if (*s == '[') {
+		char *end = strchr(s, ']');
+		if (end == NULL || *qw_conf_trim(end + 1) != '\0')
+			return qw_conf_fail(p, p->line, "malformed section header '%s'", s);
+		*end = '\0';
+		return qw_conf_section(p, qw_conf_trim(s + 1));
+	}
+	eq = strchr(s, '=');
+	if (eq == NULL)
+		return qw_conf_fail(p, p->line, "expected 'key = value', got '%s'", s);
+	if (!p->in_section)
+		return qw_conf_fail(p, p->line, "key outside any section");
+	*eq = '\0';
+	key = qw_conf_trim(s);
+	raw = qw_conf_trim(eq + 1);
+	val = strdup(raw);
+	if (val == NULL)
+		return qw_conf_fail(p, p->line, "out of memory");
+	qw_conf_cut_comment(val);
+	int rc = qw_conf_set(p, key, qw_conf_trim(val), raw);
+	free(val);
+	return rc;
+}
+
+static int
+qw_conf_defaults(struct qw_conf *c, const char *path)
+{
+	c->path = strdup(path);
+	c->redis_address = strdup("127.0.0.1:6379");
+	c->prefix = strdup("qw");
+	c->concurrency = 8;
+	c->shutdown_timeout_ms = 25 * 1000;
+	c->kill_grace_ms = 5 * 1000;
+	c->lease_timeout_ms = 15 * 1000;
+	c->log_level = LOG_INFO;
+	return c->path && c->redis_address && c->prefix ? 0 : -1;
+}
+
+/* Default identity: hostname + config file name without ".conf". */
+static int
+qw_conf_default_instance(struct qw_conf *c)
+{
+	char host[256] = "localhost";
+	const char *base = strrchr(c->path, '/');
+	size_t blen;
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	base = base ? base + 1 : c->path;
+	blen = strlen(base);
+	if (blen > 5 && strcmp(base + blen - 5, ".conf") == 0)
+		blen -= 5;
+	return asprintf(&c->instance, "%s:%.*s", host, (int)blen, base) < 0 ? -1 : 0;
+}
+
+static int
+qw_conf_read_password(struct qw_conf_parser *p)
+{
+	struct qw_conf *c = p->conf;
+	char *path = NULL, *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+	int rc = -1;
+
+	if (c->password_file != NULL) {
+		path = strdup(c->password_file);
+	} else {
+		const char *cred = getenv("CREDENTIALS_DIRECTORY");
+		if (cred == NULL)
+			return 0;
+		if (asprintf(&path, "%s/redis.pass", cred) < 0)
+			path = NULL;
+		else if (access(path, F_OK) < 0) {
+			free(path);
+			return 0;
+		}
+	}
+	if (path == NULL)
+		return qw_conf_fail(p, 0, "out of memory");
+	f = fopen(path, "r");
+	if (f == NULL) {
+		qw_conf_fail(p, 0, "password_file: %s: %s", path, strerror(errno));
+		goto out;
+	}
+	ssize_t n = getline(&line, &cap, f);
+	fclose(f);
+	if (n <= 0) {
+		qw_conf_fail(p, 0, "password_file: %s: empty", path);
+		goto out;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	c->password = line;
+	line = NULL;
+	rc = 0;
+out:
+	free(line);
+	free(path);
+	return rc;
+}
+
+int
+qw_conf_load(const char *path, struct qw_conf **out, char **err)
+{
+	struct qw_conf_parser p = { .path = path };
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f = NULL;
+	int rc = -1;
+
+	*out = NULL;
+	*err = NULL;
+	p.conf = calloc(1, sizeof(*p.conf));
+	if (p.conf == NULL || qw_conf_defaults(p.conf, path) < 0) {
+		qw_conf_fail(&p, 0, "out of memory");
+		goto out;
+	}
+	f = fopen(path, "r");
+	if (f == NULL) {
+		qw_conf_fail(&p, 0, "cannot open: %s", strerror(errno));
+		goto out;
+	}
+	ssize_t len;
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		p.line++;
+		if (strlen(line) != (size_t)len) {
+			qw_conf_fail(&p, p.line, "NUL byte in line");
+			goto out;
+		}
+		if (qw_conf_line(&p, line) < 0)
+			goto out;
+	}
+	if (ferror(f)) {
+		qw_conf_fail(&p, p.line, "read error: %s", strerror(errno));
+		goto out;
+	}
+	if (qw_conf_end_section(&p) < 0)
+		goto out;
+	if (p.conf->nqueues == 0) {
+		qw_conf_fail(&p, p.line, "no [queue NAME] section: nothing to do");
+		goto out;
+	}
+	if (p.conf->instance == NULL && qw_conf_default_instance(p.conf) < 0) {
+		qw_conf_fail(&p, 0, "out of memory");
+		goto out;
+	}
+	if (qw_conf_read_password(&p) < 0)
+		goto out;
+	*out = p.conf;
+	p.conf = NULL;
+	rc = 0;
+out:
+	if (f != NULL)
+		fclose(f);
+	free(line);
+	qw_conf_free(p.conf);
+	*err = p.err;
+	return rc;
+}
+
+void
+qw_conf_free(struct qw_conf *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->nqueues; i++) {
+		free(c->queues[i].name);
+		qw_conf_free_argv(c->queues[i].argv);
+	}
+	free(c->queues);
+	free(c->path);
+	free(c->redis_address);
+	free(c->password_file);
+	if (c->password != NULL)
+		explicit_bzero(c->password, strlen(c->password));
+	free(c->password);
+	free(c->prefix);
+	free(c->instance);
+	free(c->metrics_listen);
+	free(c);
+}

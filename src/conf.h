@@ -1,0 +1,58 @@
+/* conf.h - the configuration file (qworkerd.conf(5)). */
+#ifndef QW_CONF_H
+#define QW_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QW_QUEUE_NAME_MAX 64
+
+struct qw_queue_conf {
+	char *name;
+	char **argv;		/* exec handler, argv[0] resolved to an absolute path */
+	uint64_t timeout_ms;
+	uint64_t retry_base_ms;
+	uint64_t retry_max_ms;
+	unsigned max_attempts;
+	unsigned weight;
+	unsigned concurrency;	/* 0: limited only by the pool */
+	uint64_t max_payload;
+	unsigned max_interruptions;
+	uint64_t dead_max;
+};
+
+struct qw_conf {
+	char *path;
+	/* [redis] */
+	char *redis_address;	/* "host:port" or "unix:/path" */
+	unsigned db;
+	char *password_file;
+	char *password;		/* read at load time; NULL when none */
+	char *prefix;
+	/* [workers] */
+	unsigned concurrency;
+	uint64_t shutdown_timeout_ms;
+	uint64_t kill_grace_ms;
+	uint64_t lease_timeout_ms;
+	char *instance;
+	int log_level;
+	char *metrics_listen;
+	struct qw_queue_conf *queues;
+	size_t nqueues;
+};
+
+/* Loads and checks PATH. On error returns -1 and sets *err to a malloc'd
+ * "FILE:LINE: message" (the caller frees it). */
+int qw_conf_load(const char *path, struct qw_conf **out, char **err);
+void qw_conf_free(struct qw_conf *conf);
+
+/* Value parsers, shared with the unit tests. Return 0 or -1. */
+int qw_conf_parse_duration(const char *s, uint64_t *ms);
+int qw_conf_parse_size(const char *s, uint64_t *bytes);
+/* Splits like sh(1) splits words, without expansions. Returns a NULL-terminated
+ * malloc'd vector (free with qw_conf_free_argv) or NULL with *err set. */
+char **qw_conf_split_words(const char *s, const char **err);
+void qw_conf_free_argv(char **argv);
+int qw_conf_valid_queue_name(const char *name);
+
+#endif

@@ -1,0 +1,33 @@
+/* exec.h - exec handlers: one process group per job (SPEC 5). */
+#ifndef QW_EXEC_H
+#define QW_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event_base;
+struct qw_exec;
+
+/* WSTATUS is as from waitpid(2). Called once; the exec may be freed in it. */
+typedef void qw_exec_done_fn(struct qw_exec *x, int wstatus, void *arg);
+
+struct qw_exec_spec {
+	char *const *argv;
+	char *const *envp;
+	const char *input;	/* stays valid until the done callback */
+	size_t input_len;
+	const char *tag;	/* "queue/id" for output lines */
+	size_t output_max;	/* bytes of output logged before truncating */
+};
+
+/* Returns 0, or an errno value when the program could not be started. */
+int qw_exec_start(struct event_base *base, const struct qw_exec_spec *spec,
+    qw_exec_done_fn *done, void *arg, struct qw_exec **out);
+/* SIGTERM to the process group now, SIGKILL after GRACE_MS. Idempotent. */
+void qw_exec_cancel(struct qw_exec *x, uint64_t grace_ms);
+/* Kills what still runs (SIGKILL), reaps it and frees X. */
+void qw_exec_free(struct qw_exec *x);
+pid_t qw_exec_pid(const struct qw_exec *x);
+
+#endif

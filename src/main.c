@@ -1,0 +1,292 @@
+/* main.c - owns the daemon's single state object: command line, startup,
+ * signals, reload, the status/watchdog tick, and the exit status. */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "notify.h"
+#include "pool.h"
+#include "redis.h"
+
+#ifndef QW_DEFAULT_CONF
+#define QW_DEFAULT_CONF "/etc/qworkerd/qworkerd.conf"
+#endif
+
+enum qw_phase { QW_STARTING, QW_RUNNING, QW_DRAINING, QW_DONE };
+
+struct qw_daemon {
+	struct event_base *base;
+	struct qw_conf *conf;
+	const char *conf_path;
+	int verbose;
+	struct qw_pool *pool;
+	enum qw_phase phase;
+	bool quiet;
+	unsigned terms;		/* SIGTERM/SIGINT received */
+	struct event *sig_ev[6];
+	struct event *tick_ev;
+	int exit_code;
+};
+
+static void
+qw_usage(FILE *f)
+{
+	fprintf(f, "usage: qworkerd [-c FILE] [-t] [-f] [-v] [--version] [--help]\n"
+	    "  -c, --config FILE  configuration file (default %s)\n"
+	    "  -t, --test         check the configuration and exit\n"
+	    "  -f, --foreground   accepted for compatibility; qworkerd never forks\n"
+	    "  -v, --verbose      raise the log level (repeat for more)\n"
+	    "      --version      print the version and exit\n"
+	    "      --help         print this help and exit\n", QW_DEFAULT_CONF);
+}
+
+/* systemd connects stderr to the journal and says so in JOURNAL_STREAM. */
+static bool
+qw_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+		return false;
+	return st.st_dev == dev && st.st_ino == ino;
+}
+
+static int
+qw_effective_level(const struct qw_daemon *d, int level)
+{
+	level += d->verbose;
+	return level > LOG_DEBUG ? LOG_DEBUG : level;
+}
+
+static void
+qw_daemon_ready(struct qw_pool *pool, void *arg)
+{
+	struct qw_daemon *d = arg;
+
+	if (d->phase != QW_STARTING)
+		return;
+	d->phase = QW_RUNNING;
+	qw_log_notice("ready: %zu queues, %u workers, instance %s", d->conf->nqueues,
+	    d->conf->concurrency, d->conf->instance);
+	qw_notify_ready();
+}
+
+static void
+qw_daemon_drained(struct qw_pool *pool, void *arg)
+{
+	struct qw_daemon *d = arg;
+
+	d->phase = QW_DONE;
+	event_base_loopbreak(d->base);
+}
+
+static void
+qw_daemon_stop(struct qw_daemon *d, int sig)
+{
+	d->terms++;
+	if (d->terms == 1) {
+		qw_log_notice("%s: stopping; running jobs get up to %llums",
+		    sigabbrev_np(sig), (unsigned long long)d->conf->shutdown_timeout_ms);
+		qw_notify_stopping();
+		d->phase = QW_DRAINING;
+		qw_pool_shutdown(d->pool, false);
+	} else {
+		qw_log_notice("%s again: cancelling every running job now", sigabbrev_np(sig));
+		qw_pool_shutdown(d->pool, true);
+	}
+}
+
+static void
+qw_daemon_reload(struct qw_daemon *d)
+{
+	struct qw_conf *nc;
+	char *err;
+	const char *why;
+
+	qw_notify_reloading();
+	if (qw_conf_load(d->conf_path, &nc, &err) < 0) {
+		qw_log_err("reload refused, old configuration kept: %s", err ? err : "out of memory");
+		free(err);
+		qw_notify_ready();
+		return;
+	}
+	if (qw_pool_reconfigure(d->pool, nc, &why) < 0) {
+		qw_log_err("reload refused, old configuration kept: %s", why);
+		qw_conf_free(nc);
+		qw_notify_ready();
+		return;
+	}
+	qw_conf_free(d->conf);
+	d->conf = nc;
+	qw_log_set_level(qw_effective_level(d, nc->log_level));
+	qw_log_notice("reloaded %s: %u workers", d->conf_path, nc->concurrency);
+	qw_notify_ready();
+}
+
+static void
+qw_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct qw_daemon *d = arg;
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		qw_daemon_stop(d, (int)sig);
+		break;
+	case SIGHUP:
+		if (d->phase == QW_RUNNING)
+			qw_daemon_reload(d);
+		break;
+	case SIGUSR1:
+		qw_log_notice("SIGUSR1: quiet, no new jobs are taken");
+		d->quiet = true;
+		qw_pool_set_fetching(d->pool, false);
+		break;
+	case SIGUSR2:
+		qw_log_notice("SIGUSR2: taking jobs again");
+		d->quiet = false;
+		qw_pool_set_fetching(d->pool, true);
+		break;
+	}
+}
+
+/* Once a second: STATUS= for systemctl status. */
+static void
+qw_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_daemon *d = arg;
+	struct qw_pool_stats st;
+	char status[256];
+
+	qw_pool_stats(d->pool, &st);
+	if (!qw_redis_is_up(qw_pool_redis(d->pool)))
+		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, %u results unsaved",
+		    d->conf->redis_address, st.busy, st.total, st.unsettled);
+	else
+		snprintf(status, sizeof(status), "%s%u/%u busy, %llu processed, %llu failed",
+		    d->phase == QW_DRAINING ? "draining: " : d->quiet ? "quiet: " : "",
+		    st.busy, st.total, (unsigned long long)st.processed, (unsigned long long)st.failed);
+	qw_notify_status(status);
+}
+
+static int
+qw_daemon_setup(struct qw_daemon *d)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
+
+	signal(SIGPIPE, SIG_IGN);
+	d->base = event_base_new();
+	if (d->base == NULL)
+		return -1;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		d->sig_ev[i] = evsignal_new(d->base, sigs[i], qw_signal_cb, d);
+		if (d->sig_ev[i] == NULL || event_add(d->sig_ev[i], NULL) < 0)
+			return -1;
+	}
+	d->tick_ev = event_new(d->base, -1, EV_PERSIST, qw_tick_cb, d);
+	if (d->tick_ev == NULL || event_add(d->tick_ev, &(struct timeval){ 1, 0 }) < 0)
+		return -1;
+	d->pool = qw_pool_new(d->base, d->conf, qw_daemon_ready, qw_daemon_drained, d);
+	return d->pool == NULL ? -1 : 0;
+}
+
+static void
+qw_daemon_teardown(struct qw_daemon *d)
+{
+	qw_pool_free(d->pool);
+	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++)
+		if (d->sig_ev[i] != NULL)
+			event_free(d->sig_ev[i]);
+	if (d->tick_ev != NULL)
+		event_free(d->tick_ev);
+	if (d->base != NULL)
+		event_base_free(d->base);
+	qw_conf_free(d->conf);
+}
+
+static int
+qw_parse_args(struct qw_daemon *d, int argc, char **argv, bool *test)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:tfvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': d->conf_path = optarg; break;
+		case 't': *test = true; break;
+		case 'f': break;
+		case 'v': d->verbose++; break;
+		case 'V': printf("qworkerd %s\n", PACKAGE_VERSION); exit(0);
+		case 'h': qw_usage(stdout); exit(0);
+		default: qw_usage(stderr); return -1;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "qworkerd: unexpected argument '%s'\n", argv[optind]);
+		qw_usage(stderr);
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct qw_daemon d = { .conf_path = QW_DEFAULT_CONF, .exit_code = 0 };
+	bool test = false;
+	char *err = NULL;
+
+	qw_log_init(qw_stderr_is_journal(), LOG_INFO);
+	if (qw_parse_args(&d, argc, argv, &test) < 0)
+		return EX_USAGE;
+	if (qw_conf_load(d.conf_path, &d.conf, &err) < 0) {
+		fprintf(stderr, "%s\n", err ? err : "out of memory");
+		qw_notify_errno(EINVAL, err ? err : "configuration error");
+		free(err);
+		return EX_CONFIG;
+	}
+	if (test) {
+		printf("%s: configuration OK (%zu queues)\n", d.conf_path, d.conf->nqueues);
+		qw_conf_free(d.conf);
+		return 0;
+	}
+	qw_log_set_level(qw_effective_level(&d, d.conf->log_level));
+	qw_log_info("qworkerd %s starting: %s, Redis at %s", PACKAGE_VERSION, d.conf_path,
+	    d.conf->redis_address);
+	qw_notify_status("connecting to Redis");
+	if (qw_daemon_setup(&d) < 0) {
+		qw_log_err("startup failed: %s", strerror(errno ? errno : ENOMEM));
+		qw_notify_errno(errno ? errno : ENOMEM, "startup failed");
+		qw_daemon_teardown(&d);
+		return EX_SOFTWARE;
+	}
+	if (event_base_dispatch(d.base) < 0) {
+		qw_log_err("event loop failed");
+		d.exit_code = EX_SOFTWARE;
+	}
+	qw_log_notice("stopped");
+	qw_daemon_teardown(&d);
+	return d.exit_code;
+}

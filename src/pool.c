@@ -1,0 +1,1118 @@
+/* pool.c - owns the worker pool: slot accounting, the weighted choice of
+ * queue, fetching (batched when work is there, a blocking pop per queue when
+ * it is not), running jobs through their handler, and settling outcomes in
+ * pipelined batches.
+ *
+ * A taken job lives in Redis in this instance's active hash from the moment
+ * it leaves pending until its settle is confirmed; memory only mirrors it.
+ * Results that cannot reach Redis stay queued here and are sent again on
+ * reconnect: the settle script skips a job already settled, so a resend is
+ * harmless. */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "exec.h"
+#include "job.h"
+#include "log.h"
+#include "pool.h"
+#include "redis.h"
+
+extern char **environ;
+
+#define QW_OUTPUT_MAX (64 * 1024)
+#define QW_SETTLE_BATCH 512
+#define QW_PROMOTE_MS 200
+#define QW_PROMOTE_LIMIT 1000
+#define QW_BLOCK_TIMEOUT "5"
+
+enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_COUNT };
+
+enum qw_cancel { QW_CANCEL_NONE, QW_CANCEL_TIMEOUT, QW_CANCEL_SHUTDOWN };
+
+/* One result on its way to Redis. */
+struct qw_op {
+	TAILQ_ENTRY(qw_op) link;
+	char *field;
+	char where;		/* 0 done, 'p' pending tail, 's' scheduled, 'd' dead */
+	char *elem;
+	size_t elem_len;
+	uint64_t delay_ms;
+	const char *counters;
+};
+TAILQ_HEAD(qw_ops, qw_op);
+
+struct qw_batch {
+	struct qw_queue *q;
+	struct qw_ops ops;
+	unsigned n;
+};
+
+struct qw_run {
+	TAILQ_ENTRY(qw_run) link;
+	struct qw_queue *q;
+	char *field;
+	struct qw_job job;
+	struct qw_exec *exec;
+	struct event *deadline_ev;
+	enum qw_cancel cancel;
+	struct timespec started;
+};
+TAILQ_HEAD(qw_runs, qw_run);
+
+struct qw_queue {
+	struct qw_pool *pool;
+	struct qw_queue_conf qc;	/* copy; argv borrowed from pool->conf */
+	char *key[K_COUNT];
+	unsigned running;
+	unsigned asked;		/* jobs asked for by the fetch in flight */
+	uint64_t first_seq;	/* the sequence number of its first job */
+	bool empty;		/* last fetch came back short */
+	bool hold;		/* an error: wait for retry_ev before fetching */
+	int cw;			/* smooth weighted round robin */
+	struct qw_redis *blk;	/* for the blocking pop */
+	bool blocking;
+	struct qw_ops ops;	/* results not yet sent */
+	unsigned nops;
+	unsigned sending;	/* batches in flight */
+	struct qw_runs runs;
+	struct event *promote_ev, *retry_ev;
+	bool reconciled;
+};
+
+struct qw_pool {
+	struct event_base *base;
+	const struct qw_conf *conf;
+	struct qw_redis *redis;
+	struct qw_queue *queues;
+	size_t nqueues;
+	unsigned concurrency;
+	unsigned busy;		/* running + asked, over all queues */
+	bool fetching;		/* not quiet */
+	bool stopping;
+	char runid[16];		/* names this process's fields in the active hashes */
+	uint64_t seq;
+	struct event *flush_ev, *shutdown_ev, *giveup_ev;
+	char **env;		/* the daemon's environment without QW_* */
+	size_t nenv;
+	uint64_t processed, failed;
+	unsigned short rnd[3];
+	qw_pool_drained_fn *drained;
+	qw_pool_ready_fn *ready;
+	void *cb_arg;
+	bool drained_called, ready_called;
+};
+
+static void qw_pool_fill(struct qw_pool *pool);
+static void qw_pool_check_drained(struct qw_pool *pool);
+static void qw_queue_block(struct qw_queue *q);
+
+static int64_t
+qw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+qw_arm(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+static bool
+qw_pool_can_fetch(const struct qw_pool *pool)
+{
+	return pool->fetching && !pool->stopping && qw_redis_is_up(pool->redis);
+}
+
+/* ---- settling ---------------------------------------------------------- */
+
+static void
+qw_op_free(struct qw_op *op)
+{
+	free(op->field);
+	free(op->elem);
+	free(op);
+}
+
+/* Queues a result; takes FIELD and ELEM. */
+static int
+qw_queue_add_op(struct qw_queue *q, char *field, char where, char *elem, size_t elem_len,
+    uint64_t delay_ms, const char *counters)
+{
+	struct qw_op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL) {
+		free(field);
+		free(elem);
+		return -1;
+	}
+	op->field = field;
+	op->where = where;
+	op->elem = elem;
+	op->elem_len = elem_len;
+	op->delay_ms = delay_ms;
+	op->counters = counters;
+	TAILQ_INSERT_TAIL(&q->ops, op, link);
+	q->nops++;
+	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
+	return 0;
+}
+
+static void
+qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_batch *b = priv;
+	struct qw_queue *q = b->q;
+	struct qw_op *op;
+
+	q->sending--;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+		while ((op = TAILQ_FIRST(&b->ops)) != NULL) {
+			TAILQ_REMOVE(&b->ops, op, link);
+			qw_op_free(op);
+		}
+		free(b);
+		qw_pool_check_drained(q->pool);
+		return;
+	}
+	if (reply != NULL) {
+		qw_log_err("queue %s: writing %u results failed: %s (will retry)",
+		    q->qc.name, b->n, qw_redis_errstr(r, reply));
+		qw_arm(q->retry_ev, 1000);
+	}
+	/* Back to the front: sent again once Redis answers. */
+	while ((op = TAILQ_LAST(&b->ops, qw_ops)) != NULL) {
+		TAILQ_REMOVE(&b->ops, op, link);
+		TAILQ_INSERT_HEAD(&q->ops, op, link);
+		q->nops++;
+	}
+	free(b);
+}
+
+static int
+qw_queue_send_batch(struct qw_queue *q)
+{
+	unsigned n = q->nops < QW_SETTLE_BATCH ? q->nops : QW_SETTLE_BATCH;
+	size_t argc = 6 + (size_t)n * 5;
+	const char **argv = malloc(argc * sizeof(*argv));
+	size_t *lens = malloc(argc * sizeof(*lens));
+	char (*delays)[24] = malloc(n * sizeof(*delays));
+	struct qw_batch *b = calloc(1, sizeof(*b));
+	char deadmax[24];
+	static const char *wheres[] = { "", "p", "s", "d" };
+	int rc = -1;
+
+	if (argv == NULL || lens == NULL || delays == NULL || b == NULL)
+		goto out;
+	b->q = q;
+	TAILQ_INIT(&b->ops);
+	argv[0] = q->key[K_ACTIVE];
+	argv[1] = q->key[K_PENDING];
+	argv[2] = q->key[K_SCHEDULED];
+	argv[3] = q->key[K_DEAD];
+	argv[4] = q->key[K_STATS];
+	snprintf(deadmax, sizeof(deadmax), "%llu", (unsigned long long)q->qc.dead_max);
+	argv[5] = deadmax;
+	for (size_t i = 0; i < 6; i++)
+		lens[i] = strlen(argv[i]);
+	struct qw_op *op = TAILQ_FIRST(&q->ops);
+	for (unsigned i = 0; i < n; i++, op = TAILQ_NEXT(op, link)) {
+		size_t k = 6 + (size_t)i * 5;
+		int w = op->where == 'p' ? 1 : op->where == 's' ? 2 : op->where == 'd' ? 3 : 0;
+		snprintf(delays[i], sizeof(delays[i]), "%llu", (unsigned long long)op->delay_ms);
+		argv[k] = op->field;
+		lens[k] = strlen(op->field);
+		argv[k + 1] = wheres[w];
+		lens[k + 1] = strlen(wheres[w]);
+		argv[k + 2] = op->elem ? op->elem : "";
+		lens[k + 2] = op->elem ? op->elem_len : 0;
+		argv[k + 3] = delays[i];
+		lens[k + 3] = strlen(delays[i]);
+		argv[k + 4] = op->counters;
+		lens[k + 4] = strlen(op->counters);
+	}
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 5,
+	    (int)argc, argv, lens) < 0)
+		goto out;
+	for (unsigned i = 0; i < n; i++) {
+		op = TAILQ_FIRST(&q->ops);
+		TAILQ_REMOVE(&q->ops, op, link);
+		TAILQ_INSERT_TAIL(&b->ops, op, link);
+	}
+	q->nops -= n;
+	b->n = n;
+	b = NULL;
+	q->sending++;
+	rc = 0;
+out:
+	free(argv);
+	free(lens);
+	free(delays);
+	free(b);
+	return rc;
+}
+
+/* Runs once per loop turn when results are waiting: one script per queue
+ * carries every result that finished in that turn. */
+static void
+qw_pool_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_pool *pool = arg;
+
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		while (q->nops > 0 && !evtimer_pending(q->retry_ev, NULL) &&
+		    qw_queue_send_batch(q) == 0)
+			;
+	}
+}
+
+/* ---- outcomes ---------------------------------------------------------- */
+
+static void
+qw_run_free(struct qw_run *run)
+{
+	qw_exec_free(run->exec);
+	if (run->deadline_ev != NULL)
+		event_free(run->deadline_ev);
+	qw_job_clear(&run->job);
+	free(run->field);
+	free(run);
+}
+
+/* Ends a run: the slot is free once its result is queued. */
+static void
+qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
+    uint64_t delay_ms, const char *counters)
+{
+	struct qw_queue *q = run->q;
+	char *elem = NULL;
+	size_t len = 0;
+
+	if (reencode) {
+		elem = qw_job_encode(&run->job, error, error ? qw_now_ms() : 0, &len);
+		if (elem == NULL) {
+			/* Out of memory: leave the job in the active hash, where
+			 * recovery finds it, rather than drop it. */
+			qw_log_err("job %s/%s: out of memory writing its result; left for recovery",
+			    q->qc.name, run->job.id);
+			goto done;
+		}
+	} else if (where == 'p') {
+		elem = run->job.elem;
+		len = run->job.elem_len;
+		run->job.elem = NULL;
+	}
+	qw_queue_add_op(q, run->field, where, elem, len, delay_ms, counters);
+	run->field = NULL;
+done:
+	TAILQ_REMOVE(&q->runs, run, link);
+	q->running--;
+	q->pool->busy--;
+	qw_run_free(run);
+	qw_pool_fill(q->pool);
+	qw_pool_check_drained(q->pool);
+}
+
+/* What a finished or failed handler means for the job (SPEC 4). */
+static void
+qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
+{
+	struct qw_queue *q = run->q;
+	struct qw_pool *pool = q->pool;
+	bool timed_out = run->cancel == QW_CANCEL_TIMEOUT;
+
+	pool->processed++;
+	if (run->cancel == QW_CANCEL_SHUTDOWN) {
+		run->job.interrupted++;
+		if (run->job.interrupted >= q->qc.max_interruptions) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "interrupted by shutdown %u times", run->job.interrupted);
+			qw_log_warn("job %s/%s: %s, moved to dead", q->qc.name, run->job.id, msg);
+			qw_run_finish(run, 'd', true, msg, 0, "requeued dead");
+		} else {
+			qw_log_notice("job %s/%s: interrupted by shutdown, back on pending",
+			    q->qc.name, run->job.id);
+			qw_run_finish(run, 'p', true, NULL, 0, "requeued");
+		}
+		return;
+	}
+	if (ok && !timed_out) {
+		qw_log_debug("job %s/%s: succeeded", q->qc.name, run->job.id);
+		qw_run_finish(run, 0, false, NULL, 0, "succeeded");
+		return;
+	}
+	pool->failed++;
+	run->job.attempt++;
+	if (!permanent && run->job.attempt < run->job.max_attempts) {
+		double r = erand48(pool->rnd);
+		uint64_t delay = qw_job_backoff_ms(&q->qc, run->job.attempt, r);
+		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %llums", q->qc.name,
+		    run->job.id, error, run->job.attempt, run->job.max_attempts,
+		    (unsigned long long)delay);
+		qw_run_finish(run, 's', true, error, delay,
+		    timed_out ? "failed retried timed_out" : "failed retried");
+		return;
+	}
+	qw_log_err("job %s/%s: %s (attempt %u of %u), moved to dead", q->qc.name, run->job.id,
+	    error, run->job.attempt, run->job.max_attempts);
+	qw_run_finish(run, 'd', true, error, 0, timed_out ? "failed dead timed_out" : "failed dead");
+}
+
+static void
+qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
+{
+	struct qw_run *run = arg;
+	char error[160];
+
+	if (run->cancel == QW_CANCEL_TIMEOUT) {
+		double s = (double)run->job.timeout_ms / 1000;
+		snprintf(error, sizeof(error), "timed out after %gs", s);
+		qw_run_outcome(run, false, false, error);
+	} else if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+		qw_run_outcome(run, true, false, NULL);
+	} else if (WIFEXITED(ws)) {
+		snprintf(error, sizeof(error), "exit status %d%s", WEXITSTATUS(ws),
+		    WEXITSTATUS(ws) == 65 ? " (permanent failure)" : "");
+		qw_run_outcome(run, false, WEXITSTATUS(ws) == 65, error);
+	} else {
+		const char *abbrev = sigabbrev_np(WTERMSIG(ws));
+		snprintf(error, sizeof(error), "killed by signal %d (SIG%s)", WTERMSIG(ws),
+		    abbrev ? abbrev : "?");
+		qw_run_outcome(run, false, false, error);
+	}
+}
+
+static void
+qw_run_cancel(struct qw_run *run, enum qw_cancel why)
+{
+	if (run->cancel != QW_CANCEL_NONE)
+		return;		/* the first reason wins */
+	run->cancel = why;
+	if (run->exec != NULL)
+		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
+}
+
+static void
+qw_run_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_run *run = arg;
+
+	qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
+	    run->job.id, (unsigned long long)run->job.timeout_ms);
+	qw_run_cancel(run, QW_CANCEL_TIMEOUT);
+}
+
+/* ---- starting jobs ----------------------------------------------------- */
+
+static char **
+qw_run_env(struct qw_run *run, int64_t deadline_ms, char *buf, size_t bufsz)
+{
+	struct qw_pool *pool = run->q->pool;
+	char **envp = malloc((pool->nenv + 6) * sizeof(char *));
+	char *vars[5];
+	int n;
+
+	if (envp == NULL)
+		return NULL;
+	memcpy(envp, pool->env, pool->nenv * sizeof(char *));
+	n = snprintf(buf, bufsz, "QW_JOB_ID=%s%cQW_QUEUE=%s%cQW_ATTEMPT=%u%cQW_MAX_ATTEMPTS=%u%c"
+	    "QW_DEADLINE=%lld", run->job.id, 0, run->q->qc.name, 0, run->job.attempt + 1, 0,
+	    run->job.max_attempts, 0, (long long)deadline_ms);
+	if (n < 0 || (size_t)n >= bufsz) {
+		free(envp);
+		return NULL;
+	}
+	vars[0] = buf;
+	for (int i = 1; i < 5; i++)
+		vars[i] = vars[i - 1] + strlen(vars[i - 1]) + 1;
+	memcpy(envp + pool->nenv, vars, sizeof(vars));
+	envp[pool->nenv + 5] = NULL;
+	return envp;
+}
+
+static int
+qw_run_start_exec(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+	int64_t deadline = qw_now_ms() + (int64_t)run->job.timeout_ms;
+	char envbuf[512], tag[300];
+	char **envp = qw_run_env(run, deadline, envbuf, sizeof(envbuf));
+	struct qw_exec_spec spec = {
+		.argv = q->qc.argv, .envp = envp, .input = run->job.payload,
+		.input_len = run->job.payload_len, .tag = tag, .output_max = QW_OUTPUT_MAX,
+	};
+	int rc;
+
+	if (envp == NULL)
+		return ENOMEM;
+	snprintf(tag, sizeof(tag), "%s/%s", q->qc.name, run->job.id);
+	rc = qw_exec_start(q->pool->base, &spec, qw_run_exec_done, run, &run->exec);
+	free(envp);
+	return rc;
+}
+
+/* Takes ownership of FIELD and ELEM: one job fresh out of Redis. */
+static void
+qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
+{
+	struct qw_pool *pool = q->pool;
+	struct qw_run *run = calloc(1, sizeof(*run));
+	struct timeval tv;
+	char error[600];
+	int rc;
+
+	if (run == NULL || qw_job_parse(&run->job, elem, len, &q->qc, field) < 0) {
+		/* Out of memory: the job stays in the active hash for recovery. */
+		qw_log_err("queue %s: out of memory taking job %s; left for recovery",
+		    q->qc.name, field);
+		free(run);
+		free(field);
+		return;
+	}
+	run->q = q;
+	run->field = field;
+	TAILQ_INSERT_TAIL(&q->runs, run, link);
+	q->running++;
+	pool->busy++;
+	if (run->job.error != NULL) {
+		qw_log_err("job %s/%s: %s; moved to dead", q->qc.name, run->job.id, run->job.error);
+		qw_run_finish(run, 'd', true, run->job.error, 0, "dead");
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &run->started);
+	rc = qw_run_start_exec(run);
+	if (rc != 0) {
+		snprintf(error, sizeof(error), "could not start %s: %s", q->qc.argv[0], strerror(rc));
+		qw_run_outcome(run, false, false, error);
+		return;
+	}
+	qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id, (int)qw_exec_pid(run->exec));
+	tv.tv_sec = (time_t)(run->job.timeout_ms / 1000);
+	tv.tv_usec = (suseconds_t)(run->job.timeout_ms % 1000) * 1000;
+	run->deadline_ev = evtimer_new(pool->base, qw_run_deadline_cb, run);
+	if (run->deadline_ev == NULL || evtimer_add(run->deadline_ev, &tv) < 0)
+		qw_log_err("job %s/%s: cannot arm its timeout timer", q->qc.name, run->job.id);
+}
+
+/* ---- fetching ---------------------------------------------------------- */
+
+static void
+qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+	struct qw_pool *pool = q->pool;
+	unsigned asked = q->asked;
+	size_t got = 0;
+	uint64_t first = q->first_seq;
+
+	/* q->asked stays set until the jobs are started, so that a slot freed
+	 * meanwhile (a malformed job ends at once) does not fetch again for q. */
+	pool->busy -= asked;
+	if (reply == NULL) {
+		q->asked = 0;
+		/* Whatever the script took is in the active hash: reconcile finds it. */
+		q->reconciled = false;
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY) {
+		q->asked = 0;
+		qw_log_err("queue %s: fetch failed: %s (retrying in 1s)", q->qc.name,
+		    qw_redis_errstr(r, reply));
+		q->hold = true;
+		qw_arm(q->retry_ev, 1000);
+		return;
+	}
+	got = reply->elements;
+	for (size_t i = 0; i < got; i++) {
+		redisReply *e = reply->element[i];
+		char *field = NULL, *elem = malloc(e->len + 1);
+		if (elem == NULL || asprintf(&field, "%s%llu", pool->runid,
+		    (unsigned long long)(first + i)) < 0) {
+			qw_log_err("queue %s: out of memory taking a job; left for recovery", q->qc.name);
+			free(elem);
+			continue;
+		}
+		memcpy(elem, e->str, e->len);
+		elem[e->len] = '\0';
+		qw_queue_start_job(q, field, elem, e->len);
+	}
+	q->asked = 0;
+	if (got < asked) {
+		q->empty = true;
+		qw_queue_block(q);
+	}
+	qw_pool_fill(pool);
+}
+
+static int
+qw_queue_fetch(struct qw_queue *q, unsigned n)
+{
+	struct qw_pool *pool = q->pool;
+	char nb[16], seqb[24];
+	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
+		pool->runid };
+
+	snprintf(nb, sizeof(nb), "%u", n);
+	snprintf(seqb, sizeof(seqb), "%llu", (unsigned long long)pool->seq);
+	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
+		return -1;
+	q->first_seq = pool->seq;
+	pool->seq += n;
+	q->asked = n;
+	pool->busy += n;
+	return 0;
+}
+
+static unsigned
+qw_queue_cap(const struct qw_queue *q)
+{
+	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
+}
+
+static bool
+qw_queue_eligible(const struct qw_queue *q, const unsigned *want)
+{
+	return !q->empty && !q->hold && q->asked == 0 && q->reconciled &&
+	    q->running + *want < qw_queue_cap(q);
+}
+
+/* Hands free slots to queues by smooth weighted round robin, then asks each
+ * chosen queue for its share in one script call. */
+static void
+qw_pool_fill(struct qw_pool *pool)
+{
+	unsigned want[pool->nqueues];
+	unsigned free_slots;
+
+	if (!qw_pool_can_fetch(pool) || pool->busy >= pool->concurrency)
+		return;
+	free_slots = pool->concurrency - pool->busy;
+	memset(want, 0, sizeof(want));
+	while (free_slots > 0) {
+		struct qw_queue *best = NULL;
+		int total = 0;
+		for (size_t i = 0; i < pool->nqueues; i++) {
+			struct qw_queue *q = &pool->queues[i];
+			if (!qw_queue_eligible(q, &want[i]))
+				continue;
+			q->cw += (int)q->qc.weight;
+			total += (int)q->qc.weight;
+			if (best == NULL || q->cw > best->cw)
+				best = q;
+		}
+		if (best == NULL)
+			break;
+		best->cw -= total;
+		want[best - pool->queues]++;
+		free_slots--;
+	}
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (want[i] > 0 && qw_queue_fetch(&pool->queues[i], want[i]) < 0)
+			break;
+}
+
+static void
+qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (r == NULL)
+		return;		/* connection closed on purpose */
+	q->blocking = false;
+	if (reply == NULL)
+		return;		/* reconnects, then blocks again */
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
+		    qw_redis_errstr(r, reply));
+		q->hold = true;
+		qw_arm(q->retry_ev, 1000);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_STRING)
+		q->empty = false;	/* the job waits in the claim list */
+	if (q->empty)
+		qw_queue_block(q);
+	else
+		qw_pool_fill(q->pool);
+}
+
+/* Waits for the queue's next job with BLMOVE into the claim list, so even a
+ * job popped just as we give up waiting is in Redis, never only here. */
+static void
+qw_queue_block(struct qw_queue *q)
+{
+	const char *argv[] = { "BLMOVE", q->key[K_PENDING], q->key[K_CLAIM], "RIGHT", "LEFT",
+		QW_BLOCK_TIMEOUT };
+
+	if (q->blocking || !q->empty || !qw_pool_can_fetch(q->pool) || q->blk == NULL)
+		return;
+	if (qw_redis_cmd(q->blk, qw_block_reply, q, 6, argv, NULL) == 0)
+		q->blocking = true;
+}
+
+static void
+qw_blk_state(struct qw_redis *r, bool up, void *arg)
+{
+	struct qw_queue *q = arg;
+
+	if (up)
+		qw_queue_block(q);
+}
+
+/* ---- reconciling and moving scheduled jobs ----------------------------- */
+
+static bool
+qw_queue_knows(const struct qw_queue *q, const char *field, size_t len)
+{
+	struct qw_run *run;
+	struct qw_op *op;
+
+	TAILQ_FOREACH(run, &q->runs, link)
+		if (strlen(run->field) == len && memcmp(run->field, field, len) == 0)
+			return true;
+	TAILQ_FOREACH(op, &q->ops, link)
+		if (strlen(op->field) == len && memcmp(op->field, field, len) == 0)
+			return true;
+	return false;
+}
+
+/* A job of a process before us with our identity: it may have run when that
+ * process died, so it counts an attempt (SPEC 4, "qworkerd died"). */
+static void
+qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len)
+{
+	struct qw_job job;
+	char *out;
+	size_t olen;
+
+	if (qw_job_parse(&job, elem, len, &q->qc, field) < 0) {
+		free(field);
+		return;
+	}
+	if (job.error != NULL) {
+		out = qw_job_encode(&job, job.error, qw_now_ms(), &olen);
+		if (out != NULL)
+			qw_queue_add_op(q, field, 'd', out, olen, 0, "recovered dead");
+		else
+			free(field);
+		qw_job_clear(&job);
+		return;
+	}
+	job.attempt++;
+	bool dead = job.attempt >= job.max_attempts;
+	out = qw_job_encode(&job, dead ? "qworkerd stopped while the job ran" : NULL,
+	    dead ? qw_now_ms() : 0, &olen);
+	if (out == NULL) {
+		free(field);
+	} else {
+		qw_log_notice("job %s/%s: recovered from a qworkerd that stopped while it ran%s",
+		    q->qc.name, job.id, dead ? "; attempts used up, moved to dead" : "");
+		qw_queue_add_op(q, field, dead ? 'd' : 'p', out, olen, 0,
+		    dead ? "recovered dead" : "recovered");
+	}
+	qw_job_clear(&job);
+}
+
+static void
+qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+	struct qw_pool *pool = q->pool;
+	size_t rl = strlen(pool->runid);
+
+	if (reply == NULL)
+		return;
+	if (reply->type != REDIS_REPLY_ARRAY) {
+		qw_log_err("queue %s: reading in-flight jobs failed: %s", q->qc.name,
+		    qw_redis_errstr(r, reply));
+		return;
+	}
+	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+		redisReply *f = reply->element[i], *e = reply->element[i + 1];
+		if (qw_queue_knows(q, f->str, f->len))
+			continue;
+		char *field = strndup(f->str, f->len);
+		char *elem = malloc(e->len + 1);
+		if (field == NULL || elem == NULL) {
+			free(field);
+			free(elem);
+			continue;
+		}
+		memcpy(elem, e->str, e->len);
+		elem[e->len] = '\0';
+		if (f->len > rl && memcmp(f->str, pool->runid, rl) == 0) {
+			/* Ours, taken by a fetch whose reply was lost: it never ran. */
+			qw_queue_add_op(q, field, 'p', elem, e->len, 0, "");
+		} else {
+			qw_queue_recover(q, field, elem, e->len);
+		}
+	}
+	q->reconciled = true;
+	qw_pool_fill(pool);
+}
+
+/* Finds jobs in our active hash that this process does not know about. */
+static void
+qw_queue_reconcile(struct qw_queue *q)
+{
+	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
+
+	if (qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL) < 0)
+		q->reconciled = false;
+}
+
+static void
+qw_promote_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR)
+		qw_log_err("queue %s: moving due scheduled jobs failed: %s", q->qc.name,
+		    qw_redis_errstr(r, reply));
+	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= QW_PROMOTE_LIMIT)
+		event_active(q->promote_ev, EV_TIMEOUT, 0);
+}
+
+static void
+qw_promote_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_queue *q = arg;
+	char limit[16];
+	const char *argv[] = { q->key[K_SCHEDULED], q->key[K_PENDING], limit };
+
+	snprintf(limit, sizeof(limit), "%d", QW_PROMOTE_LIMIT);
+	if (!q->pool->stopping)
+		qw_redis_script(q->pool->redis, QW_SCRIPT_PROMOTE, qw_promote_reply, q, 2, 3,
+		    argv, NULL);
+}
+
+static void
+qw_queue_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_queue *q = arg;
+
+	q->hold = false;
+	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
+	qw_pool_fill(q->pool);
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+static int
+qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
+{
+	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
+		"dead", "stats" };
+	const struct qw_conf *c = pool->conf;
+
+	q->pool = pool;
+	q->qc = *qc;
+	TAILQ_INIT(&q->ops);
+	TAILQ_INIT(&q->runs);
+	for (int k = 0; k < K_COUNT; k++) {
+		int rc = (k == K_CLAIM || k == K_ACTIVE) ?
+		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, names[k], c->instance) :
+		    asprintf(&q->key[k], "%s:{%s}:%s", c->prefix, qc->name, names[k]);
+		if (rc < 0) {
+			q->key[k] = NULL;
+			return -1;
+		}
+	}
+	q->promote_ev = event_new(pool->base, -1, EV_PERSIST, qw_promote_cb, q);
+	q->retry_ev = evtimer_new(pool->base, qw_queue_retry_cb, q);
+	if (q->promote_ev == NULL || q->retry_ev == NULL)
+		return -1;
+	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
+	char name[100];
+	snprintf(name, sizeof(name), "%s/blocking", qc->name);
+	q->blk = qw_redis_new(pool->base, c, name, false, qw_blk_state, q);
+	return q->blk == NULL ? -1 : 0;
+}
+
+static void
+qw_queue_fini(struct qw_queue *q)
+{
+	struct qw_run *run;
+	struct qw_op *op;
+
+	qw_redis_free(q->blk);
+	while ((run = TAILQ_FIRST(&q->runs)) != NULL) {
+		TAILQ_REMOVE(&q->runs, run, link);
+		qw_run_free(run);
+	}
+	while ((op = TAILQ_FIRST(&q->ops)) != NULL) {
+		TAILQ_REMOVE(&q->ops, op, link);
+		qw_op_free(op);
+	}
+	if (q->promote_ev != NULL)
+		event_free(q->promote_ev);
+	if (q->retry_ev != NULL)
+		event_free(q->retry_ev);
+	for (int k = 0; k < K_COUNT; k++)
+		free(q->key[k]);
+}
+
+static void
+qw_pool_redis_cb(struct qw_redis *r, bool up, void *arg)
+{
+	qw_pool_redis_state(arg, up);
+}
+
+static int
+qw_pool_init_env(struct qw_pool *pool)
+{
+	size_t n = 0;
+
+	for (char **e = environ; *e; e++)
+		n++;
+	pool->env = calloc(n + 1, sizeof(char *));
+	if (pool->env == NULL)
+		return -1;
+	for (char **e = environ; *e; e++)
+		if (strncmp(*e, "QW_", 3) != 0 && strncmp(*e, "NOTIFY_SOCKET=", 14) != 0 &&
+		    strncmp(*e, "WATCHDOG_", 9) != 0 && strncmp(*e, "LISTEN_", 7) != 0)
+			pool->env[pool->nenv++] = *e;
+	return 0;
+}
+
+struct qw_pool *
+qw_pool_new(struct event_base *base, const struct qw_conf *conf,
+    qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg)
+{
+	struct qw_pool *pool = calloc(1, sizeof(*pool));
+	unsigned char rnd[12];
+
+	if (pool == NULL)
+		return NULL;
+	pool->base = base;
+	pool->conf = conf;
+	pool->concurrency = conf->concurrency;
+	pool->fetching = true;
+	pool->drained = drained;
+	pool->ready = ready;
+	pool->cb_arg = arg;
+	pool->seq = 1;
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		goto fail;
+	snprintf(pool->runid, sizeof(pool->runid), "%02x%02x%02x%02x%02x%02x-", rnd[0], rnd[1],
+	    rnd[2], rnd[3], rnd[4], rnd[5]);
+	memcpy(pool->rnd, rnd + 6, sizeof(pool->rnd));
+	pool->flush_ev = event_new(base, -1, 0, qw_pool_flush_cb, pool);
+	if (pool->flush_ev == NULL || qw_pool_init_env(pool) < 0)
+		goto fail;
+	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
+	if (pool->queues == NULL)
+		goto fail;
+	for (size_t i = 0; i < conf->nqueues; i++) {
+		pool->nqueues++;
+		if (qw_queue_init(pool, &pool->queues[i], &conf->queues[i]) < 0)
+			goto fail;
+	}
+	pool->redis = qw_redis_new(base, conf, "main", true, qw_pool_redis_cb, pool);
+	if (pool->redis == NULL)
+		goto fail;
+	return pool;
+fail:
+	qw_pool_free(pool);
+	return NULL;
+}
+
+void
+qw_pool_free(struct qw_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	qw_redis_free(pool->redis);
+	for (size_t i = 0; i < pool->nqueues; i++)
+		qw_queue_fini(&pool->queues[i]);
+	free(pool->queues);
+	if (pool->flush_ev != NULL)
+		event_free(pool->flush_ev);
+	if (pool->shutdown_ev != NULL)
+		event_free(pool->shutdown_ev);
+	if (pool->giveup_ev != NULL)
+		event_free(pool->giveup_ev);
+	free(pool->env);
+	free(pool);
+}
+
+struct qw_redis *
+qw_pool_redis(struct qw_pool *pool)
+{
+	return pool->redis;
+}
+
+void
+qw_pool_redis_state(struct qw_pool *pool, bool up)
+{
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		if (!up) {
+			q->reconciled = false;
+			continue;
+		}
+		/* After a gap, assume work may be waiting: fetch once to find out. */
+		q->empty = false;
+		qw_queue_reconcile(q);
+	}
+	if (up) {
+		event_active(pool->flush_ev, EV_TIMEOUT, 0);
+		if (!pool->ready_called) {
+			pool->ready_called = true;
+			pool->ready(pool, pool->cb_arg);
+		}
+		qw_pool_check_drained(pool);
+	}
+}
+
+void
+qw_pool_set_fetching(struct qw_pool *pool, bool on)
+{
+	pool->fetching = on;
+	if (on) {
+		qw_pool_fill(pool);
+		for (size_t i = 0; i < pool->nqueues; i++)
+			qw_queue_block(&pool->queues[i]);
+	}
+}
+
+int
+qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why)
+{
+	if (conf->nqueues != pool->nqueues || strcmp(conf->prefix, pool->conf->prefix) != 0 ||
+	    strcmp(conf->instance, pool->conf->instance) != 0) {
+		*why = "queues, prefix and instance cannot change without a restart";
+		return -1;
+	}
+	for (size_t i = 0; i < conf->nqueues; i++)
+		if (strcmp(conf->queues[i].name, pool->queues[i].qc.name) != 0) {
+			*why = "queues, prefix and instance cannot change without a restart";
+			return -1;
+		}
+	pool->conf = conf;
+	pool->concurrency = conf->concurrency;
+	for (size_t i = 0; i < conf->nqueues; i++)
+		pool->queues[i].qc = conf->queues[i];
+	qw_redis_reconfigure(pool->redis, conf);
+	for (size_t i = 0; i < conf->nqueues; i++)
+		qw_redis_reconfigure(pool->queues[i].blk, conf);
+	qw_pool_fill(pool);
+	return 0;
+}
+
+/* ---- draining ---------------------------------------------------------- */
+
+static unsigned
+qw_pool_unsettled(const struct qw_pool *pool)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < pool->nqueues; i++)
+		n += pool->queues[i].nops + pool->queues[i].sending;
+	return n;
+}
+
+static void
+qw_pool_check_drained(struct qw_pool *pool)
+{
+	if (!pool->stopping || pool->drained_called || pool->busy > 0 ||
+	    qw_pool_unsettled(pool) > 0)
+		return;
+	pool->drained_called = true;
+	pool->drained(pool, pool->cb_arg);
+}
+
+static void
+qw_pool_cancel_all(struct qw_pool *pool)
+{
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_run *run;
+		TAILQ_FOREACH(run, &pool->queues[i].runs, link)
+			qw_run_cancel(run, QW_CANCEL_SHUTDOWN);
+	}
+}
+
+static void
+qw_pool_shutdown_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_pool *pool = arg;
+
+	if (pool->busy > 0)
+		qw_log_notice("shutdown deadline reached: cancelling %u running jobs", pool->busy);
+	qw_pool_cancel_all(pool);
+}
+
+/* Past the drain budget with Redis still away: give up waiting. The jobs
+ * stay in our active hash, where the next start recovers them. */
+static void
+qw_pool_giveup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_pool *pool = arg;
+
+	if (pool->drained_called)
+		return;
+	qw_log_err("%u results could not be written to Redis; the jobs stay in flight "
+	    "and are recovered by the next start", qw_pool_unsettled(pool));
+	pool->drained_called = true;
+	pool->drained(pool, pool->cb_arg);
+}
+
+void
+qw_pool_shutdown(struct qw_pool *pool, bool immediate)
+{
+	const struct qw_conf *c = pool->conf;
+	uint64_t ms = immediate ? 0 : c->shutdown_timeout_ms;
+	uint64_t giveup = ms + c->kill_grace_ms + 1000;
+
+	if (!pool->stopping) {
+		pool->stopping = true;
+		for (size_t i = 0; i < pool->nqueues; i++) {
+			struct qw_queue *q = &pool->queues[i];
+			const char *argv[] = { q->key[K_CLAIM], q->key[K_PENDING] };
+			/* Abandon the blocked pop; what it took goes back untouched. */
+			qw_redis_free(q->blk);
+			q->blk = NULL;
+			q->blocking = false;
+			qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, argv, NULL);
+		}
+		pool->shutdown_ev = evtimer_new(pool->base, qw_pool_shutdown_cb, pool);
+		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
+	}
+	if (pool->shutdown_ev == NULL || pool->giveup_ev == NULL) {
+		qw_pool_cancel_all(pool);
+	} else {
+		qw_arm(pool->shutdown_ev, ms);
+		qw_arm(pool->giveup_ev, giveup);
+	}
+	qw_pool_check_drained(pool);
+}
+
+void
+qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st)
+{
+	st->busy = pool->busy;
+	st->total = pool->concurrency;
+	st->processed = pool->processed;
+	st->failed = pool->failed;
+	st->unsettled = qw_pool_unsettled(pool);
+}

@@ -1,0 +1,46 @@
+/* pool.h - the worker pool: which queue gets a free slot, running jobs,
+ * and turning each outcome into a settle in Redis. */
+#ifndef QW_POOL_H
+#define QW_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct qw_conf;
+struct qw_pool;
+struct qw_redis;
+
+/* Called when a drain has finished: nothing runs and every result is written
+ * (or could not be written before the give-up time). */
+typedef void qw_pool_drained_fn(struct qw_pool *pool, void *arg);
+
+/* Called once, when Redis first answers and the pool starts taking jobs. */
+typedef void qw_pool_ready_fn(struct qw_pool *pool, void *arg);
+
+struct qw_pool *qw_pool_new(struct event_base *base, const struct qw_conf *conf,
+    qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg);
+void qw_pool_free(struct qw_pool *pool);
+
+/* The main connection came up or went away. */
+void qw_pool_redis_state(struct qw_pool *pool, bool up);
+struct qw_redis *qw_pool_redis(struct qw_pool *pool);
+
+/* Quiet (false) stops taking new jobs; running ones finish. */
+void qw_pool_set_fetching(struct qw_pool *pool, bool on);
+/* Applies a reloaded configuration; queues must be the same set. Returns
+ * -1 with *why set when the new config cannot be applied live. */
+int qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why);
+
+/* Starts the drain: no more fetching, blocked fetches abandoned, running
+ * jobs cancelled at the shutdown deadline (requeued). IMMEDIATE cancels all now. */
+void qw_pool_shutdown(struct qw_pool *pool, bool immediate);
+
+struct qw_pool_stats {
+	unsigned busy, total;
+	uint64_t processed, failed;
+	unsigned unsettled;	/* results waiting for Redis */
+};
+void qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st);
+
+#endif

@@ -1,0 +1,362 @@
+/* redis.c - owns a Redis connection: connect, AUTH, SELECT, script loading,
+ * reconnect with capped backoff, and the one place that knows hiredis's
+ * callback rules (a NULL reply means the connection went away). */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "log.h"
+#include "redis.h"
+#include "scripts.h"
+
+#define QW_REDIS_BACKOFF_MIN_MS 100
+#define QW_REDIS_BACKOFF_MAX_MS 5000
+
+enum qw_redis_state { QW_R_DOWN, QW_R_HANDSHAKE, QW_R_UP };
+
+struct qw_redis {
+	struct event_base *base;
+	redisAsyncContext *ac;
+	enum qw_redis_state state;
+	char *name;
+	char *address;
+	char *password;
+	unsigned db;
+	bool load_scripts;
+	char sha[QW_SCRIPT_COUNT][41];
+	unsigned backoff_ms;
+	struct event *retry_ev;
+	qw_redis_state_fn *state_fn;
+	void *arg;
+	char errbuf[160];
+};
+
+static void qw_redis_connect(struct qw_redis *r);
+
+static void
+qw_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	qw_redis_connect(arg);
+}
+
+/* Marks the connection lost and plans the next attempt. */
+static void
+qw_redis_lost(struct qw_redis *r, const char *why)
+{
+	struct timeval tv;
+	bool was_up = r->state == QW_R_UP;
+
+	r->ac = NULL;
+	r->state = QW_R_DOWN;
+	if (was_up)
+		qw_log_warn("redis %s: connection to %s lost: %s", r->name, r->address, why);
+	else
+		qw_log(r->backoff_ms >= QW_REDIS_BACKOFF_MAX_MS ? LOG_DEBUG : LOG_WARNING,
+		    "redis %s: cannot connect to %s: %s (retrying)", r->name, r->address, why);
+	tv.tv_sec = r->backoff_ms / 1000;
+	tv.tv_usec = (r->backoff_ms % 1000) * 1000;
+	evtimer_add(r->retry_ev, &tv);
+	r->backoff_ms = r->backoff_ms * 2 > QW_REDIS_BACKOFF_MAX_MS ?
+	    QW_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
+	if (was_up && r->state_fn != NULL)
+		r->state_fn(r, false, r->arg);
+}
+
+static void
+qw_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct qw_redis *r = ac->data;
+
+	if (r == NULL || status == REDIS_OK)
+		return;
+	/* hiredis frees the context after this callback and calls no disconnect. */
+	qw_redis_lost(r, ac->errstr[0] ? ac->errstr : "connect failed");
+}
+
+static void
+qw_redis_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct qw_redis *r = ac->data;
+
+	if (r == NULL)
+		return;
+	qw_redis_lost(r, status == REDIS_OK ? "closed" :
+	    ac->errstr[0] ? ac->errstr : "connection error");
+}
+
+const char *
+qw_redis_errstr(struct qw_redis *r, const redisReply *reply)
+{
+	if (reply == NULL || r == NULL)
+		return "connection lost";
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(r->errbuf, sizeof(r->errbuf), "%.*s", (int)reply->len, reply->str);
+		return r->errbuf;
+	}
+	return "unexpected reply";
+}
+
+/* A failed handshake step closes the connection; the retry timer reopens it. */
+static void
+qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = ac->data;
+	redisReply *reply = rep;
+	const char *what = priv;
+
+	if (r == NULL || reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qw_log_err("redis %s: %s failed: %.*s", r->name, what, (int)reply->len, reply->str);
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	if (strncmp(what, "SCRIPT LOAD ", 12) == 0) {
+		for (int i = 0; i < QW_SCRIPT_COUNT; i++)
+			if (strcmp(what + 12, qw_script_names[i]) == 0 &&
+			    reply->type == REDIS_REPLY_STRING && reply->len == 40)
+				memcpy(r->sha[i], reply->str, 41);
+	}
+}
+
+static void
+qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = ac->data;
+	redisReply *reply = rep;
+
+	if (r == NULL || reply == NULL || r->state != QW_R_HANDSHAKE)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		qw_redis_handshake_step(ac, rep, "PING");
+		return;
+	}
+	if (r->backoff_ms > QW_REDIS_BACKOFF_MIN_MS)
+		qw_log_notice("redis %s: connected to %s", r->name, r->address);
+	else
+		qw_log_debug("redis %s: connected to %s", r->name, r->address);
+	r->state = QW_R_UP;
+	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
+	if (r->state_fn != NULL)
+		r->state_fn(r, true, r->arg);
+}
+
+/* Queues AUTH, SELECT and SCRIPT LOAD; hiredis sends them once connected and
+ * Redis answers in order, so PING's reply means all of them went through. */
+static void
+qw_redis_handshake(struct qw_redis *r)
+{
+	static char auth[] = "AUTH", select_[] = "SELECT", ping[] = "PING";
+	char dbuf[16];
+
+	if (r->password != NULL) {
+		const char *argv[] = { "AUTH", r->password };
+		redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, auth, 2, argv, NULL);
+	}
+	if (r->db != 0) {
+		snprintf(dbuf, sizeof(dbuf), "%u", r->db);
+		const char *argv[] = { "SELECT", dbuf };
+		redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, select_, 2, argv, NULL);
+	}
+	if (r->load_scripts) {
+		static char what[QW_SCRIPT_COUNT][32];
+		for (int i = 0; i < QW_SCRIPT_COUNT; i++) {
+			const char *argv[] = { "SCRIPT", "LOAD", qw_scripts[i] };
+			snprintf(what[i], sizeof(what[i]), "SCRIPT LOAD %s", qw_script_names[i]);
+			redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, what[i], 3, argv, NULL);
+		}
+	}
+	const char *argv[] = { "PING" };
+	redisAsyncCommandArgv(r->ac, qw_redis_handshake_done, ping, 1, argv, NULL);
+}
+
+static void
+qw_redis_connect(struct qw_redis *r)
+{
+	redisAsyncContext *ac;
+
+	if (strncmp(r->address, "unix:", 5) == 0) {
+		ac = redisAsyncConnectUnix(r->address + 5);
+	} else {
+		char host[256];
+		const char *colon = strrchr(r->address, ':');
+		size_t hlen = (size_t)(colon - r->address);
+		const char *h = r->address;
+
+		if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']')
+			h++, hlen -= 2;
+		snprintf(host, sizeof(host), "%.*s", (int)hlen, h);
+		ac = redisAsyncConnect(host, atoi(colon + 1));
+	}
+	if (ac == NULL) {
+		qw_redis_lost(r, strerror(ENOMEM));
+		return;
+	}
+	if (ac->err) {
+		char why[160];
+		snprintf(why, sizeof(why), "%s", ac->errstr);
+		redisAsyncFree(ac);
+		qw_redis_lost(r, why);
+		return;
+	}
+	ac->data = r;
+	r->ac = ac;
+	r->state = QW_R_HANDSHAKE;
+	redisLibeventAttach(ac, r->base);
+	redisAsyncSetConnectCallback(ac, qw_redis_on_connect);
+	redisAsyncSetDisconnectCallback(ac, qw_redis_on_disconnect);
+	qw_redis_handshake(r);
+}
+
+static int
+qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
+{
+	char *addr = strdup(conf->redis_address);
+	char *pw = conf->password ? strdup(conf->password) : NULL;
+
+	if (addr == NULL || (conf->password && pw == NULL)) {
+		free(addr);
+		free(pw);
+		return -1;
+	}
+	free(r->address);
+	free(r->password);
+	r->address = addr;
+	r->password = pw;
+	r->db = conf->db;
+	return 0;
+}
+
+struct qw_redis *
+qw_redis_new(struct event_base *base, const struct qw_conf *conf, const char *name,
+    bool load_scripts, qw_redis_state_fn *state_fn, void *arg)
+{
+	struct qw_redis *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->base = base;
+	r->load_scripts = load_scripts;
+	r->state_fn = state_fn;
+	r->arg = arg;
+	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
+	r->name = strdup(name);
+	r->retry_ev = evtimer_new(base, qw_redis_retry_cb, r);
+	if (r->name == NULL || r->retry_ev == NULL || qw_redis_set_target(r, conf) < 0) {
+		qw_redis_free(r);
+		return NULL;
+	}
+	qw_redis_connect(r);
+	return r;
+}
+
+void
+qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
+{
+	bool same = strcmp(r->address, conf->redis_address) == 0 && r->db == conf->db &&
+	    ((r->password == NULL && conf->password == NULL) ||
+	    (r->password && conf->password && strcmp(r->password, conf->password) == 0));
+
+	if (same || qw_redis_set_target(r, conf) < 0)
+		return;
+	qw_log_notice("redis %s: reconnecting to %s", r->name, r->address);
+	if (r->ac != NULL)
+		redisAsyncDisconnect(r->ac);
+}
+
+void
+qw_redis_free(struct qw_redis *r)
+{
+	if (r == NULL)
+		return;
+	if (r->ac != NULL) {
+		redisAsyncContext *ac = r->ac;
+		/* Detach first: the callbacks hiredis runs while freeing must not
+		 * plan a reconnect for a connection we are closing on purpose. */
+		ac->data = NULL;
+		r->ac = NULL;
+		redisAsyncFree(ac);
+	}
+	if (r->retry_ev != NULL)
+		event_free(r->retry_ev);
+	free(r->name);
+	free(r->address);
+	if (r->password != NULL)
+		explicit_bzero(r->password, strlen(r->password));
+	free(r->password);
+	free(r);
+}
+
+bool
+qw_redis_is_up(const struct qw_redis *r)
+{
+	return r->state == QW_R_UP;
+}
+
+/* Trampoline: hiredis passes the context, our callers want the qw_redis. */
+struct qw_redis_call {
+	struct qw_redis *r;
+	qw_redis_reply_fn *fn;
+	void *priv;
+};
+
+static void
+qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis_call *call = priv;
+
+	/* After qw_redis_free the context is detached: the caller gets r == NULL. */
+	if (call->fn != NULL)
+		call->fn(ac->data ? call->r : NULL, rep, call->priv);
+	free(call);
+}
+
+int
+qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
+    int argc, const char **argv, const size_t *lens)
+{
+	struct qw_redis_call *call;
+
+	if (r->state != QW_R_UP)
+		return -1;
+	call = malloc(sizeof(*call));
+	if (call == NULL)
+		return -1;
+	call->r = r;
+	call->fn = fn;
+	call->priv = priv;
+	if (redisAsyncCommandArgv(r->ac, qw_redis_call_cb, call, argc, argv, lens) != REDIS_OK) {
+		free(call);
+		return -1;
+	}
+	return 0;
+}
+
+int
+qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn, void *priv,
+    int nkeys, int argc, const char **argv, const size_t *lens)
+{
+	const char *sv[argc + 3];
+	size_t sl[argc + 3];
+	char nk[16];
+
+	if (r->state != QW_R_UP || r->sha[s][0] == '\0')
+		return -1;
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	sv[0] = "EVALSHA";
+	sv[1] = r->sha[s];
+	sv[2] = nk;
+	for (int i = 0; i < 3; i++)
+		sl[i] = strlen(sv[i]);
+	for (int i = 0; i < argc; i++) {
+		sv[i + 3] = argv[i];
+		sl[i + 3] = lens ? lens[i] : strlen(argv[i]);
+	}
+	return qw_redis_cmd(r, fn, priv, argc + 3, sv, sl);
+}

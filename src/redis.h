@@ -1,0 +1,48 @@
+/* redis.h - one Redis connection that reconnects by itself. */
+#ifndef QW_REDIS_H
+#define QW_REDIS_H
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct qw_conf;
+struct qw_redis;
+
+enum qw_script {
+	QW_SCRIPT_FETCH,	/* claim list, then pending -> active hash */
+	QW_SCRIPT_SETTLE,	/* active hash -> ack, pending, scheduled or dead */
+	QW_SCRIPT_PROMOTE,	/* due scheduled -> pending */
+	QW_SCRIPT_UNCLAIM,	/* claim list -> pending tail */
+	QW_SCRIPT_COUNT
+};
+
+/* REPLY is NULL when the connection went away before the reply came: the
+ * command may or may not have run. The library frees REPLY afterwards. */
+typedef void qw_redis_reply_fn(struct qw_redis *r, redisReply *reply, void *priv);
+/* Called when the connection becomes usable (UP) or is lost. */
+typedef void qw_redis_state_fn(struct qw_redis *r, bool up, void *arg);
+
+struct qw_redis *qw_redis_new(struct event_base *base, const struct qw_conf *conf,
+    const char *name, bool load_scripts, qw_redis_state_fn *state_fn, void *arg);
+/* Drops the connection now: outstanding commands get a NULL reply. No
+ * reconnect afterwards. */
+void qw_redis_free(struct qw_redis *r);
+bool qw_redis_is_up(const struct qw_redis *r);
+/* Points the connection at another address/password after a reload; it
+ * reconnects when any of them changed. */
+void qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf);
+
+/* Both return -1 when the connection is not up (nothing was sent). */
+int qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
+    int argc, const char **argv, const size_t *lens);
+/* ARGV holds the keys first, then the arguments. */
+int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
+    void *priv, int nkeys, int argc, const char **argv, const size_t *lens);
+
+/* A reply's status for a log line: "ERR ..." or the hiredis error. */
+const char *qw_redis_errstr(struct qw_redis *r, const redisReply *reply);
+
+#endif

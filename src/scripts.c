@@ -1,0 +1,96 @@
+/* scripts.c - owns the Lua side of the Redis protocol (qworkerd-jobs(7)).
+ * Each script runs atomically, so a job is always in exactly one key: never
+ * in two, never in none. Time comes from the Redis server (TIME) so every
+ * instance compares due times and leases against one clock. */
+#include "config.h"
+
+#include "scripts.h"
+
+/* KEYS: pending, claim, active. ARGV: n, first sequence number, field prefix.
+ * Takes up to n jobs, those a blocking pop left in the claim list first,
+ * and files each in the active hash under its sequence number. */
+static const char qw_lua_fetch[] =
+    "local n = tonumber(ARGV[1])\n"
+    "local seq = tonumber(ARGV[2])\n"
+    "local out = {}\n"
+    "while #out < n do\n"
+    "  local e = redis.call('RPOP', KEYS[2])\n"
+    "  if not e then break end\n"
+    "  out[#out + 1] = e\n"
+    "end\n"
+    "if #out < n then\n"
+    "  local more = redis.call('RPOP', KEYS[1], n - #out)\n"
+    "  if more then for i = 1, #more do out[#out + 1] = more[i] end end\n"
+    "end\n"
+    "if #out > 0 then\n"
+    "  local args = {}\n"
+    "  for i = 1, #out do\n"
+    "    args[2 * i - 1] = ARGV[3] .. string.format('%d', seq + i - 1)\n"
+    "    args[2 * i] = out[i]\n"
+    "  end\n"
+    "  redis.call('HSET', KEYS[3], unpack(args))\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: active, pending, scheduled, dead, stats. ARGV: dead_max, then per job
+ * five values: field, where ('' done, 'p' pending tail, 's' scheduled,
+ * 'd' dead), element, delay in ms, counters to bump (space separated).
+ * A job whose field is gone (another instance recovered it) is skipped, so a
+ * batch sent twice after a lost reply changes nothing the second time. */
+static const char qw_lua_settle[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local counts, dead, done = {}, 0, 0\n"
+    "for i = 2, #ARGV, 5 do\n"
+    "  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then\n"
+    "    local w = ARGV[i + 1]\n"
+    "    if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
+    "    elseif w == 's' then\n"
+    "      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[i + 3]), ARGV[i + 2])\n"
+    "    elseif w == 'd' then\n"
+    "      redis.call('LPUSH', KEYS[4], ARGV[i + 2])\n"
+    "      dead = dead + 1\n"
+    "    end\n"
+    "    for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
+    "    done = done + 1\n"
+    "  end\n"
+    "end\n"
+    "if dead > 0 then redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1) end\n"
+    "for c, v in pairs(counts) do redis.call('HINCRBY', KEYS[5], c, v) end\n"
+    "return done\n";
+
+/* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
+ * the earliest is nearest the tail that workers take from. */
+static const char qw_lua_promote[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
+    "if #due > 0 then\n"
+    "  redis.call('ZREM', KEYS[1], unpack(due))\n"
+    "  redis.call('LPUSH', KEYS[2], unpack(due))\n"
+    "end\n"
+    "return #due\n";
+
+/* KEYS: claim, pending. Gives never-started jobs back to the tail of
+ * pending, oldest nearest the tail, so they run next. */
+static const char qw_lua_unclaim[] =
+    "local items = redis.call('LRANGE', KEYS[1], 0, 999)\n"
+    "if #items > 0 then\n"
+    "  redis.call('RPUSH', KEYS[2], unpack(items))\n"
+    "  redis.call('LTRIM', KEYS[1], #items, -1)\n"
+    "end\n"
+    "return #items\n";
+
+const char *const qw_scripts[QW_SCRIPT_COUNT] = {
+	[QW_SCRIPT_FETCH] = qw_lua_fetch,
+	[QW_SCRIPT_SETTLE] = qw_lua_settle,
+	[QW_SCRIPT_PROMOTE] = qw_lua_promote,
+	[QW_SCRIPT_UNCLAIM] = qw_lua_unclaim,
+};
+
+const char *const qw_script_names[QW_SCRIPT_COUNT] = {
+	[QW_SCRIPT_FETCH] = "fetch",
+	[QW_SCRIPT_SETTLE] = "settle",
+	[QW_SCRIPT_PROMOTE] = "promote",
+	[QW_SCRIPT_UNCLAIM] = "unclaim",
+};
