@@ -69,6 +69,7 @@ struct qw_conf_parser {
 	enum qw_conf_sect sect;
 	bool in_section;
 	unsigned qline;			/* line of the current [queue] header */
+	unsigned pwline;		/* line of password_file */
 	uint64_t seen;			/* keys set in the current section */
 	struct qw_conf *conf;
 	char *err;
@@ -108,7 +109,8 @@ qw_conf_valid_queue_name(const char *name)
 	return 1;
 }
 
-/* "1.5s", "250ms", "2h", or a bare number of seconds. */
+/* "1.5s", "250ms", "2h", or a bare number of seconds. Plain decimals only:
+ * strtod alone would also take "0x10" and "1e3". */
 int
 qw_conf_parse_duration(const char *s, uint64_t *ms)
 {
@@ -116,17 +118,15 @@ qw_conf_parse_duration(const char *s, uint64_t *ms)
 		{ "ms", 1 }, { "s", 1000 }, { "", 1000 }, { "m", 60000 },
 		{ "h", 3600000 }, { "d", 86400000 },
 	};
-	char *end;
+	size_t n = strspn(s, "0123456789.");
+	const char *dot = memchr(s, '.', n);
 	double v;
 
-	if (!isdigit((unsigned char)*s))
+	if (n == 0 || !isdigit((unsigned char)s[0]) || (dot && memchr(dot + 1, '.', n - (size_t)(dot - s) - 1)))
 		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || v < 0)
-		return -1;
+	v = strtod(s, NULL);
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].unit) == 0) {
+		if (strcmp(s + n, units[i].unit) == 0) {
 			double r = v * units[i].mult;
 			if (r > 1e15)
 				return -1;
@@ -206,7 +206,7 @@ qw_conf_argv_push(char ***argv, size_t *argc, char *word)
 
 /* sh(1) word splitting without expansions: '...' is literal, "..." honours
  * \" \\ \$ \`, a backslash outside quotes escapes the next byte, and an
- * unquoted word starting with '#' begins a comment. */
+ * unquoted word starting with '#' or ';' begins a comment. */
 char **
 qw_conf_split_words(const char *s, const char **err)
 {
@@ -216,7 +216,7 @@ qw_conf_split_words(const char *s, const char **err)
 
 	*err = "out of memory";
 	for (const char *c = s;; c++) {
-		if (*c == '\0' || isspace((unsigned char)*c) || (*c == '#' && !inword)) {
+		if (*c == '\0' || isspace((unsigned char)*c) || ((*c == '#' || *c == ';') && !inword)) {
 			if (inword) {
 				if (qw_conf_argv_push(&argv, &argc, w) < 0)
 					goto fail;
@@ -224,7 +224,7 @@ qw_conf_split_words(const char *s, const char **err)
 				len = cap = 0;
 				inword = false;
 			}
-			if (*c == '\0' || *c == '#')
+			if (*c == '\0' || *c == '#' || *c == ';')
 				break;
 			continue;
 		}
@@ -454,6 +454,8 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 	if (p->seen & (1ULL << i))
 		return qw_conf_fail(p, p->line, "%s: set twice in one section", key);
 	p->seen |= 1ULL << i;
+	if (strcmp(key, "password_file") == 0)
+		p->pwline = p->line;
 
 	const struct qw_conf_key *k = &qw_conf_keys[i];
 	if (*val == '\0' && k->type != T_HANDLER)
@@ -598,10 +600,10 @@ qw_conf_line(struct qw_conf_parser *p, char *line)
 	eq = strchr(s, '=');
 	if (eq == NULL)
 		return qw_conf_fail(p, p->line, "expected 'key = value', got '%s'", s);
-	if (!p->in_section)
-		return qw_conf_fail(p, p->line, "key outside any section");
 	*eq = '\0';
 	key = qw_conf_trim(s);
+	if (!p->in_section)
+		return qw_conf_fail(p, p->line, "%s: key outside any section", key);
 	raw = qw_conf_trim(eq + 1);
 	val = strdup(raw);
 	if (val == NULL)
@@ -669,13 +671,14 @@ qw_conf_read_password(struct qw_conf_parser *p)
 		return qw_conf_fail(p, 0, "out of memory");
 	f = fopen(path, "r");
 	if (f == NULL) {
-		qw_conf_fail(p, 0, "password_file: %s: %s", path, strerror(errno));
+		qw_conf_fail(p, c->password_file ? p->pwline : 0, "password_file: %s: %s", path,
+		    strerror(errno));
 		goto out;
 	}
 	ssize_t n = getline(&line, &cap, f);
 	fclose(f);
 	if (n <= 0) {
-		qw_conf_fail(p, 0, "password_file: %s: empty", path);
+		qw_conf_fail(p, c->password_file ? p->pwline : 0, "password_file: %s: empty", path);
 		goto out;
 	}
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))

@@ -307,7 +307,8 @@ qw_job_encode(struct qw_job *job, const char *error, int64_t failed_at_ms, size_
 	}
 	if (rc != 0)
 		return NULL;
-	out = json_dumps(job->env, JSON_COMPACT | JSON_REAL_PRECISION(16));
+	/* 17 digits: a number must read back as the same double on the next run. */
+	out = json_dumps(job->env, JSON_COMPACT | JSON_REAL_PRECISION(17));
 	if (out != NULL)
 		*len = strlen(out);
 	return out;

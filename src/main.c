@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -19,6 +20,7 @@
 #include "notify.h"
 #include "pool.h"
 #include "redis.h"
+#include "token.h"
 
 #ifndef QW_DEFAULT_CONF
 #define QW_DEFAULT_CONF "/etc/qworkerd/qworkerd.conf"
@@ -32,13 +34,24 @@ struct qw_daemon {
 	const char *conf_path;
 	int verbose;
 	struct qw_pool *pool;
+	struct qw_cts *shutdown;	/* every job's token is linked to it */
 	enum qw_phase phase;
 	bool quiet;
 	unsigned terms;		/* SIGTERM/SIGINT received */
 	struct event *sig_ev[6];
-	struct event *tick_ev;
+	struct event *tick_ev, *watchdog_ev;
+	int64_t drain_end_ms;	/* monotonic: when the drain budget runs out */
 	int exit_code;
 };
+
+static int64_t
+qw_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void
 qw_usage(FILE *f)
@@ -97,16 +110,24 @@ qw_daemon_drained(struct qw_pool *pool, void *arg)
 static void
 qw_daemon_stop(struct qw_daemon *d, int sig)
 {
+	const struct qw_conf *c = d->conf;
+
 	d->terms++;
 	if (d->terms == 1) {
-		qw_log_notice("%s: stopping; running jobs get up to %llums",
-		    sigabbrev_np(sig), (unsigned long long)d->conf->shutdown_timeout_ms);
+		qw_log_notice("SIG%s: stopping; running jobs get up to %llums",
+		    sigabbrev_np(sig), (unsigned long long)c->shutdown_timeout_ms);
 		qw_notify_stopping();
 		d->phase = QW_DRAINING;
-		qw_pool_shutdown(d->pool, false);
+		d->drain_end_ms = qw_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
+		qw_notify_extend_timeout((c->shutdown_timeout_ms + c->kill_grace_ms + 2000) * 1000);
+		if (qw_cts_cancel_after(d->shutdown, d->base, c->shutdown_timeout_ms,
+		    QW_CANCEL_SHUTDOWN) < 0)
+			qw_cts_cancel(d->shutdown, QW_CANCEL_SHUTDOWN);
+		qw_pool_shutdown(d->pool, c->shutdown_timeout_ms + c->kill_grace_ms + 1000);
 	} else {
-		qw_log_notice("%s again: cancelling every running job now", sigabbrev_np(sig));
-		qw_pool_shutdown(d->pool, true);
+		qw_log_notice("SIG%s again: cancelling every running job now", sigabbrev_np(sig));
+		qw_cts_cancel(d->shutdown, QW_CANCEL_SHUTDOWN);
+		qw_pool_shutdown(d->pool, c->kill_grace_ms + 1000);
 	}
 }
 
@@ -164,23 +185,39 @@ qw_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* Once a second: STATUS= for systemctl status. */
+/* Once a second: STATUS= for systemctl status, pending counts for the next
+ * one, and while draining, more time from systemd for a drain on schedule. */
 static void
 qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_daemon *d = arg;
 	struct qw_pool_stats st;
-	char status[256];
+	char status[1024], line[900];
 
 	qw_pool_stats(d->pool, &st);
+	qw_pool_status(d->pool, line, sizeof(line));
 	if (!qw_redis_is_up(qw_pool_redis(d->pool)))
-		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, %u results unsaved",
-		    d->conf->redis_address, st.busy, st.total, st.unsettled);
+		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
+		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
+		    st.unsettled);
+	else if (d->phase == QW_STARTING)
+		snprintf(status, sizeof(status), "starting: taking over instance %s", d->conf->instance);
 	else
-		snprintf(status, sizeof(status), "%s%u/%u busy, %llu processed, %llu failed",
-		    d->phase == QW_DRAINING ? "draining: " : d->quiet ? "quiet: " : "",
-		    st.busy, st.total, (unsigned long long)st.processed, (unsigned long long)st.failed);
+		snprintf(status, sizeof(status), "%s%s", d->phase == QW_DRAINING ? "draining: " :
+		    d->quiet ? "quiet: " : "", line);
 	qw_notify_status(status);
+	qw_pool_poll(d->pool);
+	if (d->phase == QW_DRAINING) {
+		int64_t left = d->drain_end_ms - qw_mono_ms();
+		if (left > 0)
+			qw_notify_extend_timeout((uint64_t)(left + 2000) * 1000);
+	}
+}
+
+static void
+qw_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	qw_notify_watchdog();
 }
 
 static int
@@ -200,7 +237,18 @@ qw_daemon_setup(struct qw_daemon *d)
 	d->tick_ev = event_new(d->base, -1, EV_PERSIST, qw_tick_cb, d);
 	if (d->tick_ev == NULL || event_add(d->tick_ev, &(struct timeval){ 1, 0 }) < 0)
 		return -1;
-	d->pool = qw_pool_new(d->base, d->conf, qw_daemon_ready, qw_daemon_drained, d);
+	/* Pinged from the loop itself: a stuck loop stops the pings. */
+	uint64_t wd = qw_notify_watchdog_interval_usec();
+	if (wd > 0) {
+		struct timeval tv = { (time_t)(wd / 1000000), (suseconds_t)(wd % 1000000) };
+		d->watchdog_ev = event_new(d->base, -1, EV_PERSIST, qw_watchdog_cb, d);
+		if (d->watchdog_ev == NULL || event_add(d->watchdog_ev, &tv) < 0)
+			return -1;
+	}
+	d->shutdown = qw_cts_new();
+	if (d->shutdown == NULL)
+		return -1;
+	d->pool = qw_pool_new(d->base, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
 	return d->pool == NULL ? -1 : 0;
 }
 
@@ -208,11 +256,14 @@ static void
 qw_daemon_teardown(struct qw_daemon *d)
 {
 	qw_pool_free(d->pool);
+	qw_cts_free(d->shutdown);
 	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++)
 		if (d->sig_ev[i] != NULL)
 			event_free(d->sig_ev[i]);
 	if (d->tick_ev != NULL)
 		event_free(d->tick_ev);
+	if (d->watchdog_ev != NULL)
+		event_free(d->watchdog_ev);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	qw_conf_free(d->conf);

@@ -1,124 +1,33 @@
 /* pool.c - owns the worker pool: slot accounting, the weighted choice of
  * queue, fetching (batched when work is there, a blocking pop per queue when
- * it is not), running jobs through their handler, and settling outcomes in
- * pipelined batches.
+ * it is not), and running jobs through their handler to an outcome.
  *
  * A taken job lives in Redis in this instance's active hash from the moment
- * it leaves pending until its settle is confirmed; memory only mirrors it.
- * Results that cannot reach Redis stay queued here and are sent again on
- * reconnect: the settle script skips a job already settled, so a resend is
- * harmless. */
+ * it leaves pending until its result is written (settle.c); memory only
+ * mirrors it, so a crash at any point leaves it where recovery (lease.c)
+ * finds it. */
 #include "config.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <sys/random.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "conf.h"
 #include "exec.h"
-#include "job.h"
 #include "log.h"
-#include "pool.h"
-#include "redis.h"
+#include "pool_int.h"
+#include "token.h"
 
 extern char **environ;
 
-#define QW_OUTPUT_MAX (64 * 1024)
-#define QW_SETTLE_BATCH 512
-#define QW_PROMOTE_MS 200
-#define QW_PROMOTE_LIMIT 1000
-#define QW_BLOCK_TIMEOUT "5"
-
-enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_COUNT };
-
-enum qw_cancel { QW_CANCEL_NONE, QW_CANCEL_TIMEOUT, QW_CANCEL_SHUTDOWN };
-
-/* One result on its way to Redis. */
-struct qw_op {
-	TAILQ_ENTRY(qw_op) link;
-	char *field;
-	char where;		/* 0 done, 'p' pending tail, 's' scheduled, 'd' dead */
-	char *elem;
-	size_t elem_len;
-	uint64_t delay_ms;
-	const char *counters;
-};
-TAILQ_HEAD(qw_ops, qw_op);
-
-struct qw_batch {
-	struct qw_queue *q;
-	struct qw_ops ops;
-	unsigned n;
-};
-
-struct qw_run {
-	TAILQ_ENTRY(qw_run) link;
-	struct qw_queue *q;
-	char *field;
-	struct qw_job job;
-	struct qw_exec *exec;
-	struct event *deadline_ev;
-	enum qw_cancel cancel;
-	struct timespec started;
-};
-TAILQ_HEAD(qw_runs, qw_run);
-
-struct qw_queue {
-	struct qw_pool *pool;
-	struct qw_queue_conf qc;	/* copy; argv borrowed from pool->conf */
-	char *key[K_COUNT];
-	unsigned running;
-	unsigned asked;		/* jobs asked for by the fetch in flight */
-	uint64_t first_seq;	/* the sequence number of its first job */
-	bool empty;		/* last fetch came back short */
-	bool hold;		/* an error: wait for retry_ev before fetching */
-	int cw;			/* smooth weighted round robin */
-	struct qw_redis *blk;	/* for the blocking pop */
-	bool blocking;
-	struct qw_ops ops;	/* results not yet sent */
-	unsigned nops;
-	unsigned sending;	/* batches in flight */
-	struct qw_runs runs;
-	struct event *promote_ev, *retry_ev;
-	bool reconciled;
-};
-
-struct qw_pool {
-	struct event_base *base;
-	const struct qw_conf *conf;
-	struct qw_redis *redis;
-	struct qw_queue *queues;
-	size_t nqueues;
-	unsigned concurrency;
-	unsigned busy;		/* running + asked, over all queues */
-	bool fetching;		/* not quiet */
-	bool stopping;
-	char runid[16];		/* names this process's fields in the active hashes */
-	uint64_t seq;
-	struct event *flush_ev, *shutdown_ev, *giveup_ev;
-	char **env;		/* the daemon's environment without QW_* */
-	size_t nenv;
-	uint64_t processed, failed;
-	unsigned short rnd[3];
-	qw_pool_drained_fn *drained;
-	qw_pool_ready_fn *ready;
-	void *cb_arg;
-	bool drained_called, ready_called;
-};
-
-static void qw_pool_fill(struct qw_pool *pool);
-static void qw_pool_check_drained(struct qw_pool *pool);
 static void qw_queue_block(struct qw_queue *q);
+static int qw_queue_open_block(struct qw_queue *q);
 
-static int64_t
+int64_t
 qw_now_ms(void)
 {
 	struct timespec ts;
@@ -127,7 +36,7 @@ qw_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
+void
 qw_arm(struct event *ev, uint64_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -141,157 +50,13 @@ qw_pool_can_fetch(const struct qw_pool *pool)
 	return pool->fetching && !pool->stopping && qw_redis_is_up(pool->redis);
 }
 
-/* ---- settling ---------------------------------------------------------- */
-
-static void
-qw_op_free(struct qw_op *op)
-{
-	free(op->field);
-	free(op->elem);
-	free(op);
-}
-
-/* Queues a result; takes FIELD and ELEM. */
-static int
-qw_queue_add_op(struct qw_queue *q, char *field, char where, char *elem, size_t elem_len,
-    uint64_t delay_ms, const char *counters)
-{
-	struct qw_op *op = calloc(1, sizeof(*op));
-
-	if (op == NULL) {
-		free(field);
-		free(elem);
-		return -1;
-	}
-	op->field = field;
-	op->where = where;
-	op->elem = elem;
-	op->elem_len = elem_len;
-	op->delay_ms = delay_ms;
-	op->counters = counters;
-	TAILQ_INSERT_TAIL(&q->ops, op, link);
-	q->nops++;
-	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
-	return 0;
-}
-
-static void
-qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_batch *b = priv;
-	struct qw_queue *q = b->q;
-	struct qw_op *op;
-
-	q->sending--;
-	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
-		while ((op = TAILQ_FIRST(&b->ops)) != NULL) {
-			TAILQ_REMOVE(&b->ops, op, link);
-			qw_op_free(op);
-		}
-		free(b);
-		qw_pool_check_drained(q->pool);
-		return;
-	}
-	if (reply != NULL) {
-		qw_log_err("queue %s: writing %u results failed: %s (will retry)",
-		    q->qc.name, b->n, qw_redis_errstr(r, reply));
-		qw_arm(q->retry_ev, 1000);
-	}
-	/* Back to the front: sent again once Redis answers. */
-	while ((op = TAILQ_LAST(&b->ops, qw_ops)) != NULL) {
-		TAILQ_REMOVE(&b->ops, op, link);
-		TAILQ_INSERT_HEAD(&q->ops, op, link);
-		q->nops++;
-	}
-	free(b);
-}
-
-static int
-qw_queue_send_batch(struct qw_queue *q)
-{
-	unsigned n = q->nops < QW_SETTLE_BATCH ? q->nops : QW_SETTLE_BATCH;
-	size_t argc = 6 + (size_t)n * 5;
-	const char **argv = malloc(argc * sizeof(*argv));
-	size_t *lens = malloc(argc * sizeof(*lens));
-	char (*delays)[24] = malloc(n * sizeof(*delays));
-	struct qw_batch *b = calloc(1, sizeof(*b));
-	char deadmax[24];
-	static const char *wheres[] = { "", "p", "s", "d" };
-	int rc = -1;
-
-	if (argv == NULL || lens == NULL || delays == NULL || b == NULL)
-		goto out;
-	b->q = q;
-	TAILQ_INIT(&b->ops);
-	argv[0] = q->key[K_ACTIVE];
-	argv[1] = q->key[K_PENDING];
-	argv[2] = q->key[K_SCHEDULED];
-	argv[3] = q->key[K_DEAD];
-	argv[4] = q->key[K_STATS];
-	snprintf(deadmax, sizeof(deadmax), "%llu", (unsigned long long)q->qc.dead_max);
-	argv[5] = deadmax;
-	for (size_t i = 0; i < 6; i++)
-		lens[i] = strlen(argv[i]);
-	struct qw_op *op = TAILQ_FIRST(&q->ops);
-	for (unsigned i = 0; i < n; i++, op = TAILQ_NEXT(op, link)) {
-		size_t k = 6 + (size_t)i * 5;
-		int w = op->where == 'p' ? 1 : op->where == 's' ? 2 : op->where == 'd' ? 3 : 0;
-		snprintf(delays[i], sizeof(delays[i]), "%llu", (unsigned long long)op->delay_ms);
-		argv[k] = op->field;
-		lens[k] = strlen(op->field);
-		argv[k + 1] = wheres[w];
-		lens[k + 1] = strlen(wheres[w]);
-		argv[k + 2] = op->elem ? op->elem : "";
-		lens[k + 2] = op->elem ? op->elem_len : 0;
-		argv[k + 3] = delays[i];
-		lens[k + 3] = strlen(delays[i]);
-		argv[k + 4] = op->counters;
-		lens[k + 4] = strlen(op->counters);
-	}
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 5,
-	    (int)argc, argv, lens) < 0)
-		goto out;
-	for (unsigned i = 0; i < n; i++) {
-		op = TAILQ_FIRST(&q->ops);
-		TAILQ_REMOVE(&q->ops, op, link);
-		TAILQ_INSERT_TAIL(&b->ops, op, link);
-	}
-	q->nops -= n;
-	b->n = n;
-	b = NULL;
-	q->sending++;
-	rc = 0;
-out:
-	free(argv);
-	free(lens);
-	free(delays);
-	free(b);
-	return rc;
-}
-
-/* Runs once per loop turn when results are waiting: one script per queue
- * carries every result that finished in that turn. */
-static void
-qw_pool_flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct qw_pool *pool = arg;
-
-	for (size_t i = 0; i < pool->nqueues; i++) {
-		struct qw_queue *q = &pool->queues[i];
-		while (q->nops > 0 && !evtimer_pending(q->retry_ev, NULL) &&
-		    qw_queue_send_batch(q) == 0)
-			;
-	}
-}
-
 /* ---- outcomes ---------------------------------------------------------- */
 
 static void
 qw_run_free(struct qw_run *run)
 {
 	qw_exec_free(run->exec);
-	if (run->deadline_ev != NULL)
-		event_free(run->deadline_ev);
+	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
 	free(run->field);
 	free(run);
@@ -320,7 +85,7 @@ qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
 		len = run->job.elem_len;
 		run->job.elem = NULL;
 	}
-	qw_queue_add_op(q, run->field, where, elem, len, delay_ms, counters);
+	qw_queue_add_op(q, run->field, where, elem, len, delay_ms, counters, NULL);
 	run->field = NULL;
 done:
 	TAILQ_REMOVE(&q->runs, run, link);
@@ -337,10 +102,11 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 {
 	struct qw_queue *q = run->q;
 	struct qw_pool *pool = q->pool;
-	bool timed_out = run->cancel == QW_CANCEL_TIMEOUT;
+	int why = run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE;
+	bool timed_out = why == QW_CANCEL_TIMEOUT;
 
 	pool->processed++;
-	if (run->cancel == QW_CANCEL_SHUTDOWN) {
+	if (why == QW_CANCEL_SHUTDOWN) {
 		run->job.interrupted++;
 		if (run->job.interrupted >= q->qc.max_interruptions) {
 			char msg[128];
@@ -382,7 +148,7 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	struct qw_run *run = arg;
 	char error[160];
 
-	if (run->cancel == QW_CANCEL_TIMEOUT) {
+	if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
 		double s = (double)run->job.timeout_ms / 1000;
 		snprintf(error, sizeof(error), "timed out after %gs", s);
 		qw_run_outcome(run, false, false, error);
@@ -400,24 +166,21 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	}
 }
 
+/* The job's token fired: its deadline or the shutdown deadline, whichever
+ * came first. The handler gets SIGTERM, then SIGKILL after kill_grace. */
 static void
-qw_run_cancel(struct qw_run *run, enum qw_cancel why)
-{
-	if (run->cancel != QW_CANCEL_NONE)
-		return;		/* the first reason wins */
-	run->cancel = why;
-	if (run->exec != NULL)
-		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
-}
-
-static void
-qw_run_deadline_cb(evutil_socket_t fd, short what, void *arg)
+qw_run_cancelled(void *arg, int reason)
 {
 	struct qw_run *run = arg;
 
-	qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
-	    run->job.id, (unsigned long long)run->job.timeout_ms);
-	qw_run_cancel(run, QW_CANCEL_TIMEOUT);
+	if (reason == QW_CANCEL_TIMEOUT)
+		qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
+		    run->job.id, (unsigned long long)run->job.timeout_ms);
+	else
+		qw_log_notice("job %s/%s: shutdown deadline reached, cancelling", run->q->qc.name,
+		    run->job.id);
+	if (run->exec != NULL)
+		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
 }
 
 /* ---- starting jobs ----------------------------------------------------- */
@@ -475,7 +238,6 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 {
 	struct qw_pool *pool = q->pool;
 	struct qw_run *run = calloc(1, sizeof(*run));
-	struct timeval tv;
 	char error[600];
 	int rc;
 
@@ -498,6 +260,21 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &run->started);
+	run->cts = qw_cts_new_linked(&pool->shutdown, 1, pool->base, run->job.timeout_ms,
+	    QW_CANCEL_TIMEOUT);
+	if (run->cts == NULL) {
+		qw_log_err("job %s/%s: out of memory; left for recovery", q->qc.name, run->job.id);
+		TAILQ_REMOVE(&q->runs, run, link);
+		q->running--;
+		pool->busy--;
+		qw_run_free(run);
+		return;
+	}
+	if (qw_token_is_cancelled(qw_cts_token(run->cts))) {
+		/* Taken just as the drain ended: give it back untouched. */
+		qw_run_finish(run, 'p', false, NULL, 0, "");
+		return;
+	}
 	rc = qw_run_start_exec(run);
 	if (rc != 0) {
 		snprintf(error, sizeof(error), "could not start %s: %s", q->qc.argv[0], strerror(rc));
@@ -505,11 +282,8 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 		return;
 	}
 	qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id, (int)qw_exec_pid(run->exec));
-	tv.tv_sec = (time_t)(run->job.timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(run->job.timeout_ms % 1000) * 1000;
-	run->deadline_ev = evtimer_new(pool->base, qw_run_deadline_cb, run);
-	if (run->deadline_ev == NULL || evtimer_add(run->deadline_ev, &tv) < 0)
-		qw_log_err("job %s/%s: cannot arm its timeout timer", q->qc.name, run->job.id);
+	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
+		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
 }
 
 /* ---- fetching ---------------------------------------------------------- */
@@ -596,7 +370,7 @@ qw_queue_eligible(const struct qw_queue *q, const unsigned *want)
 
 /* Hands free slots to queues by smooth weighted round robin, then asks each
  * chosen queue for its share in one script call. */
-static void
+void
 qw_pool_fill(struct qw_pool *pool)
 {
 	unsigned want[pool->nqueues];
@@ -677,107 +451,44 @@ qw_blk_state(struct qw_redis *r, bool up, void *arg)
 		qw_queue_block(q);
 }
 
-/* ---- reconciling and moving scheduled jobs ----------------------------- */
-
-static bool
-qw_queue_knows(const struct qw_queue *q, const char *field, size_t len)
+/* Each queue blocks on a connection of its own while it has no work. */
+static int
+qw_queue_open_block(struct qw_queue *q)
 {
-	struct qw_run *run;
-	struct qw_op *op;
+	char name[100];
 
-	TAILQ_FOREACH(run, &q->runs, link)
-		if (strlen(run->field) == len && memcmp(run->field, field, len) == 0)
-			return true;
-	TAILQ_FOREACH(op, &q->ops, link)
-		if (strlen(op->field) == len && memcmp(op->field, field, len) == 0)
-			return true;
-	return false;
+	if (q->blk != NULL)
+		return 0;
+	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
+	q->blk = qw_redis_new(q->pool->base, q->pool->conf, name, false, qw_blk_state, q);
+	return q->blk == NULL ? -1 : 0;
 }
 
-/* A job of a process before us with our identity: it may have run when that
- * process died, so it counts an attempt (SPEC 4, "qworkerd died"). */
+/* Abandons a blocked pop. CLIENT UNBLOCK goes on the main connection, and the
+ * unclaim after it: so a job the pop took before the unblock is back on the
+ * tail of pending, untouched, before anything else happens. With CLOSE the
+ * blocking connection is closed too (at shutdown). */
 static void
-qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len)
+qw_queue_abandon_block(struct qw_queue *q, bool close)
 {
-	struct qw_job job;
-	char *out;
-	size_t olen;
-
-	if (qw_job_parse(&job, elem, len, &q->qc, field) < 0) {
-		free(field);
-		return;
-	}
-	if (job.error != NULL) {
-		out = qw_job_encode(&job, job.error, qw_now_ms(), &olen);
-		if (out != NULL)
-			qw_queue_add_op(q, field, 'd', out, olen, 0, "recovered dead");
-		else
-			free(field);
-		qw_job_clear(&job);
-		return;
-	}
-	job.attempt++;
-	bool dead = job.attempt >= job.max_attempts;
-	out = qw_job_encode(&job, dead ? "qworkerd stopped while the job ran" : NULL,
-	    dead ? qw_now_ms() : 0, &olen);
-	if (out == NULL) {
-		free(field);
-	} else {
-		qw_log_notice("job %s/%s: recovered from a qworkerd that stopped while it ran%s",
-		    q->qc.name, job.id, dead ? "; attempts used up, moved to dead" : "");
-		qw_queue_add_op(q, field, dead ? 'd' : 'p', out, olen, 0,
-		    dead ? "recovered dead" : "recovered");
-	}
-	qw_job_clear(&job);
-}
-
-static void
-qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_queue *q = priv;
 	struct qw_pool *pool = q->pool;
-	size_t rl = strlen(pool->runid);
+	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
+	char id[24];
+	const char *unblock[] = { "CLIENT", "UNBLOCK", id };
 
-	if (reply == NULL)
-		return;
-	if (reply->type != REDIS_REPLY_ARRAY) {
-		qw_log_err("queue %s: reading in-flight jobs failed: %s", q->qc.name,
-		    qw_redis_errstr(r, reply));
-		return;
+	if (q->blk != NULL && q->blocking && qw_redis_client_id(q->blk) > 0) {
+		snprintf(id, sizeof(id), "%lld", qw_redis_client_id(q->blk));
+		qw_redis_cmd(pool->redis, NULL, NULL, 3, unblock, NULL);
 	}
-	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-		redisReply *f = reply->element[i], *e = reply->element[i + 1];
-		if (qw_queue_knows(q, f->str, f->len))
-			continue;
-		char *field = strndup(f->str, f->len);
-		char *elem = malloc(e->len + 1);
-		if (field == NULL || elem == NULL) {
-			free(field);
-			free(elem);
-			continue;
-		}
-		memcpy(elem, e->str, e->len);
-		elem[e->len] = '\0';
-		if (f->len > rl && memcmp(f->str, pool->runid, rl) == 0) {
-			/* Ours, taken by a fetch whose reply was lost: it never ran. */
-			qw_queue_add_op(q, field, 'p', elem, e->len, 0, "");
-		} else {
-			qw_queue_recover(q, field, elem, e->len);
-		}
+	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
+	if (close) {
+		qw_redis_free(q->blk);
+		q->blk = NULL;
+		q->blocking = false;
 	}
-	q->reconciled = true;
-	qw_pool_fill(pool);
 }
 
-/* Finds jobs in our active hash that this process does not know about. */
-static void
-qw_queue_reconcile(struct qw_queue *q)
-{
-	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
-
-	if (qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL) < 0)
-		q->reconciled = false;
-}
+/* ---- moving scheduled jobs ---- */
 
 static void
 qw_promote_reply(struct qw_redis *r, redisReply *reply, void *priv)
@@ -822,7 +533,7 @@ static int
 qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats" };
+		"dead", "stats", "leases", "holders" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -843,10 +554,7 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	if (q->promote_ev == NULL || q->retry_ev == NULL)
 		return -1;
 	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
-	char name[100];
-	snprintf(name, sizeof(name), "%s/blocking", qc->name);
-	q->blk = qw_redis_new(pool->base, c, name, false, qw_blk_state, q);
-	return q->blk == NULL ? -1 : 0;
+	return qw_queue_open_block(q);
 }
 
 static void
@@ -868,6 +576,9 @@ qw_queue_fini(struct qw_queue *q)
 		event_free(q->promote_ev);
 	if (q->retry_ev != NULL)
 		event_free(q->retry_ev);
+	if (q->lease_ev != NULL)
+		event_free(q->lease_ev);
+	free(q->reaping);
 	for (int k = 0; k < K_COUNT; k++)
 		free(q->key[k]);
 }
@@ -897,7 +608,7 @@ qw_pool_init_env(struct qw_pool *pool)
 
 struct qw_pool *
 qw_pool_new(struct event_base *base, const struct qw_conf *conf,
-    qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg)
+    struct qw_cts *shutdown, qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg)
 {
 	struct qw_pool *pool = calloc(1, sizeof(*pool));
 	unsigned char rnd[12];
@@ -907,6 +618,7 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	pool->base = base;
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
+	pool->shutdown = shutdown;
 	pool->fetching = true;
 	pool->drained = drained;
 	pool->ready = ready;
@@ -924,10 +636,13 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	if (pool->queues == NULL)
 		goto fail;
 	for (size_t i = 0; i < conf->nqueues; i++) {
+		pool->queues[i].pending = -1;
 		pool->nqueues++;
 		if (qw_queue_init(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
 	}
+	if (qw_lease_init(pool) < 0)
+		goto fail;
 	pool->redis = qw_redis_new(base, conf, "main", true, qw_pool_redis_cb, pool);
 	if (pool->redis == NULL)
 		goto fail;
@@ -948,11 +663,11 @@ qw_pool_free(struct qw_pool *pool)
 	free(pool->queues);
 	if (pool->flush_ev != NULL)
 		event_free(pool->flush_ev);
-	if (pool->shutdown_ev != NULL)
-		event_free(pool->shutdown_ev);
 	if (pool->giveup_ev != NULL)
 		event_free(pool->giveup_ev);
 	free(pool->env);
+	free(pool->holder);
+	free(pool->policy_warning);
 	free(pool);
 }
 
@@ -960,6 +675,31 @@ struct qw_redis *
 qw_pool_redis(struct qw_pool *pool)
 {
 	return pool->redis;
+}
+
+/* Redis evicting keys would drop jobs without a trace: say so loudly. */
+static void
+qw_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_pool *pool = priv;
+	char *warning;
+
+	if (reply == NULL || r == NULL)
+		return;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+		qw_log_info("cannot read Redis's maxmemory-policy (%s); make sure it is noeviction",
+		    qw_redis_errstr(r, reply));
+		return;
+	}
+	free(pool->policy_warning);
+	pool->policy_warning = NULL;
+	if (strcmp(reply->element[1]->str, "noeviction") == 0)
+		return;
+	if (asprintf(&warning, "Redis maxmemory-policy is %s, not noeviction: "
+	    "Redis may silently drop jobs", reply->element[1]->str) < 0)
+		return;
+	qw_log_warn("%s", warning);
+	pool->policy_warning = warning;
 }
 
 void
@@ -973,27 +713,83 @@ qw_pool_redis_state(struct qw_pool *pool, bool up)
 		}
 		/* After a gap, assume work may be waiting: fetch once to find out. */
 		q->empty = false;
-		qw_queue_reconcile(q);
+		qw_lease_start(q);
 	}
 	if (up) {
+		const char *argv[] = { "CONFIG", "GET", "maxmemory-policy" };
+		qw_redis_cmd(pool->redis, qw_policy_reply, pool, 3, argv, NULL);
 		event_active(pool->flush_ev, EV_TIMEOUT, 0);
-		if (!pool->ready_called) {
-			pool->ready_called = true;
-			pool->ready(pool, pool->cb_arg);
-		}
 		qw_pool_check_drained(pool);
 	}
+}
+
+/* READY=1 once every queue holds its lease and has recovered what was left. */
+void
+qw_pool_maybe_ready(struct qw_pool *pool)
+{
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (!pool->queues[i].reconciled)
+			return;
+	if (!pool->ready_called) {
+		pool->ready_called = true;
+		pool->ready(pool, pool->cb_arg);
+	}
+}
+
+static void
+qw_pending_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	q->pending = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+}
+
+void
+qw_pool_poll(struct qw_pool *pool)
+{
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		const char *argv[] = { "LLEN", q->key[K_PENDING] };
+		if (qw_redis_cmd(pool->redis, qw_pending_reply, q, 2, argv, NULL) < 0)
+			q->pending = -1;
+	}
+}
+
+void
+qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
+{
+	size_t off;
+
+	off = (size_t)snprintf(buf, len, "%u/%u busy, %llu processed, %llu failed; pending",
+	    pool->busy, pool->concurrency, (unsigned long long)pool->processed,
+	    (unsigned long long)pool->failed);
+	for (size_t i = 0; i < pool->nqueues && off < len; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		off += (size_t)(q->pending >= 0 ?
+		    snprintf(buf + off, len - off, " %s=%lld", q->qc.name, (long long)q->pending) :
+		    snprintf(buf + off, len - off, " %s=?", q->qc.name));
+	}
+	if (pool->policy_warning != NULL && off < len)
+		snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 }
 
 void
 qw_pool_set_fetching(struct qw_pool *pool, bool on)
 {
+	if (pool->stopping || pool->fetching == on)
+		return;
 	pool->fetching = on;
-	if (on) {
-		qw_pool_fill(pool);
-		for (size_t i = 0; i < pool->nqueues; i++)
-			qw_queue_block(&pool->queues[i]);
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		if (!on) {
+			qw_queue_abandon_block(q, false);
+		} else {
+			q->empty = false;	/* look once; block again if there is nothing */
+			if (qw_queue_open_block(q) < 0)
+				qw_log_err("queue %s: out of memory opening its connection", q->qc.name);
+		}
 	}
+	qw_pool_fill(pool);
 }
 
 int
@@ -1022,44 +818,22 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 
 /* ---- draining ---------------------------------------------------------- */
 
-static unsigned
-qw_pool_unsettled(const struct qw_pool *pool)
-{
-	unsigned n = 0;
 
-	for (size_t i = 0; i < pool->nqueues; i++)
-		n += pool->queues[i].nops + pool->queues[i].sending;
-	return n;
-}
-
-static void
+void
 qw_pool_check_drained(struct qw_pool *pool)
 {
 	if (!pool->stopping || pool->drained_called || pool->busy > 0 ||
 	    qw_pool_unsettled(pool) > 0)
 		return;
+	if (pool->releasing > 0)
+		return;
+	if (qw_redis_is_up(pool->redis)) {
+		qw_lease_release(pool);
+		if (pool->releasing > 0)
+			return;
+	}
 	pool->drained_called = true;
 	pool->drained(pool, pool->cb_arg);
-}
-
-static void
-qw_pool_cancel_all(struct qw_pool *pool)
-{
-	for (size_t i = 0; i < pool->nqueues; i++) {
-		struct qw_run *run;
-		TAILQ_FOREACH(run, &pool->queues[i].runs, link)
-			qw_run_cancel(run, QW_CANCEL_SHUTDOWN);
-	}
-}
-
-static void
-qw_pool_shutdown_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct qw_pool *pool = arg;
-
-	if (pool->busy > 0)
-		qw_log_notice("shutdown deadline reached: cancelling %u running jobs", pool->busy);
-	qw_pool_cancel_all(pool);
 }
 
 /* Past the drain budget with Redis still away: give up waiting. The jobs
@@ -1077,33 +851,20 @@ qw_pool_giveup_cb(evutil_socket_t fd, short what, void *arg)
 	pool->drained(pool, pool->cb_arg);
 }
 
+/* Stops taking jobs. Running jobs end through their tokens, which the
+ * daemon's shutdown source cancels at the shutdown deadline; GIVEUP_MS
+ * bounds how long we wait for Redis to take their results. */
 void
-qw_pool_shutdown(struct qw_pool *pool, bool immediate)
+qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 {
-	const struct qw_conf *c = pool->conf;
-	uint64_t ms = immediate ? 0 : c->shutdown_timeout_ms;
-	uint64_t giveup = ms + c->kill_grace_ms + 1000;
-
 	if (!pool->stopping) {
 		pool->stopping = true;
-		for (size_t i = 0; i < pool->nqueues; i++) {
-			struct qw_queue *q = &pool->queues[i];
-			const char *argv[] = { q->key[K_CLAIM], q->key[K_PENDING] };
-			/* Abandon the blocked pop; what it took goes back untouched. */
-			qw_redis_free(q->blk);
-			q->blk = NULL;
-			q->blocking = false;
-			qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, argv, NULL);
-		}
-		pool->shutdown_ev = evtimer_new(pool->base, qw_pool_shutdown_cb, pool);
+		for (size_t i = 0; i < pool->nqueues; i++)
+			qw_queue_abandon_block(&pool->queues[i], true);
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}
-	if (pool->shutdown_ev == NULL || pool->giveup_ev == NULL) {
-		qw_pool_cancel_all(pool);
-	} else {
-		qw_arm(pool->shutdown_ev, ms);
-		qw_arm(pool->giveup_ev, giveup);
-	}
+	if (pool->giveup_ev != NULL)
+		qw_arm(pool->giveup_ev, giveup_ms);
 	qw_pool_check_drained(pool);
 }
 

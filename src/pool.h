@@ -8,6 +8,7 @@
 
 struct event_base;
 struct qw_conf;
+struct qw_cts;
 struct qw_pool;
 struct qw_redis;
 
@@ -18,8 +19,9 @@ typedef void qw_pool_drained_fn(struct qw_pool *pool, void *arg);
 /* Called once, when Redis first answers and the pool starts taking jobs. */
 typedef void qw_pool_ready_fn(struct qw_pool *pool, void *arg);
 
+/* Every job's token is linked to SHUTDOWN (owned by the caller). */
 struct qw_pool *qw_pool_new(struct event_base *base, const struct qw_conf *conf,
-    qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg);
+    struct qw_cts *shutdown, qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg);
 void qw_pool_free(struct qw_pool *pool);
 
 /* The main connection came up or went away. */
@@ -32,9 +34,15 @@ void qw_pool_set_fetching(struct qw_pool *pool, bool on);
  * -1 with *why set when the new config cannot be applied live. */
 int qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why);
 
-/* Starts the drain: no more fetching, blocked fetches abandoned, running
- * jobs cancelled at the shutdown deadline (requeued). IMMEDIATE cancels all now. */
-void qw_pool_shutdown(struct qw_pool *pool, bool immediate);
+/* Starts the drain: no more fetching, blocked fetches abandoned. Running jobs
+ * end when done or when the shutdown source fires (then requeued). After
+ * GIVEUP_MS the drain ends even if Redis has not taken every result. */
+void qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms);
+
+/* Asks Redis for each queue's pending length, for the next status line. */
+void qw_pool_poll(struct qw_pool *pool);
+/* "busy/total busy, N processed, N failed; pending q=N ..." and warnings. */
+void qw_pool_status(const struct qw_pool *pool, char *buf, size_t len);
 
 struct qw_pool_stats {
 	unsigned busy, total;

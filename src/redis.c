@@ -30,6 +30,7 @@ struct qw_redis {
 	unsigned db;
 	bool load_scripts;
 	char sha[QW_SCRIPT_COUNT][41];
+	long long client_id;	/* CLIENT ID, for CLIENT UNBLOCK from another connection */
 	unsigned backoff_ms;
 	struct event *retry_ev;
 	qw_redis_state_fn *state_fn;
@@ -117,6 +118,8 @@ qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
 		redisAsyncDisconnect(ac);
 		return;
 	}
+	if (strcmp(what, "CLIENT ID") == 0 && reply->type == REDIS_REPLY_INTEGER)
+		r->client_id = reply->integer;
 	if (strncmp(what, "SCRIPT LOAD ", 12) == 0) {
 		for (int i = 0; i < QW_SCRIPT_COUNT; i++)
 			if (strcmp(what + 12, qw_script_names[i]) == 0 &&
@@ -152,7 +155,7 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 static void
 qw_redis_handshake(struct qw_redis *r)
 {
-	static char auth[] = "AUTH", select_[] = "SELECT", ping[] = "PING";
+	static char auth[] = "AUTH", select_[] = "SELECT", ping[] = "PING", cid[] = "CLIENT ID";
 	char dbuf[16];
 
 	if (r->password != NULL) {
@@ -172,6 +175,8 @@ qw_redis_handshake(struct qw_redis *r)
 			redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, what[i], 3, argv, NULL);
 		}
 	}
+	const char *idv[] = { "CLIENT", "ID" };
+	redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, cid, 2, idv, NULL);
 	const char *argv[] = { "PING" };
 	redisAsyncCommandArgv(r->ac, qw_redis_handshake_done, ping, 1, argv, NULL);
 }
@@ -291,6 +296,12 @@ qw_redis_free(struct qw_redis *r)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
 	free(r);
+}
+
+long long
+qw_redis_client_id(const struct qw_redis *r)
+{
+	return r->state == QW_R_UP ? r->client_id : 0;
 }
 
 bool

@@ -16,6 +16,9 @@ enum qw_script {
 	QW_SCRIPT_SETTLE,	/* active hash -> ack, pending, scheduled or dead */
 	QW_SCRIPT_PROMOTE,	/* due scheduled -> pending */
 	QW_SCRIPT_UNCLAIM,	/* claim list -> pending tail */
+	QW_SCRIPT_LEASE,	/* renew our lease, list expired ones */
+	QW_SCRIPT_CHECK,	/* who holds an instance's lease */
+	QW_SCRIPT_FORGET,	/* drop an instance's lease once it holds no job */
 	QW_SCRIPT_COUNT
 };
 
@@ -31,6 +34,8 @@ struct qw_redis *qw_redis_new(struct event_base *base, const struct qw_conf *con
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);
 bool qw_redis_is_up(const struct qw_redis *r);
+/* The server's CLIENT ID for this connection; 0 while not up. */
+long long qw_redis_client_id(const struct qw_redis *r);
 /* Points the connection at another address/password after a reload; it
  * reconnects when any of them changed. */
 void qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf);

@@ -32,16 +32,22 @@ static const char qw_lua_fetch[] =
     "end\n"
     "return out\n";
 
-/* KEYS: active, pending, scheduled, dead, stats. ARGV: dead_max, then per job
- * five values: field, where ('' done, 'p' pending tail, 's' scheduled,
- * 'd' dead), element, delay in ms, counters to bump (space separated).
- * A job whose field is gone (another instance recovered it) is skipped, so a
- * batch sent twice after a lost reply changes nothing the second time. */
+/* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,
+ * guard, then per job five values: field, where ('' done, 'p' pending tail,
+ * 's' scheduled, 'd' dead), element, delay in ms, counters to bump (space
+ * separated). A job whose field is gone (settled already, or recovered by
+ * another instance) is skipped, so a batch sent twice changes nothing the
+ * second time. GUARD names the dead instance whose jobs these are: when its
+ * lease is live again the batch does nothing and returns -1. */
 static const char qw_lua_settle[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "if ARGV[2] ~= '' then\n"
+    "  local s = redis.call('ZSCORE', KEYS[6], ARGV[2])\n"
+    "  if s and tonumber(s) > now then return -1 end\n"
+    "end\n"
     "local counts, dead, done = {}, 0, 0\n"
-    "for i = 2, #ARGV, 5 do\n"
+    "for i = 3, #ARGV, 5 do\n"
     "  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
     "    if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
@@ -55,7 +61,8 @@ static const char qw_lua_settle[] =
     "    done = done + 1\n"
     "  end\n"
     "end\n"
-    "if dead > 0 then redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[1]) - 1) end\n"
+    "local cap = tonumber(ARGV[1])\n"
+    "if dead > 0 and cap > 0 then redis.call('LTRIM', KEYS[4], 0, cap - 1) end\n"
     "for c, v in pairs(counts) do redis.call('HINCRBY', KEYS[5], c, v) end\n"
     "return done\n";
 
@@ -81,11 +88,50 @@ static const char qw_lua_unclaim[] =
     "end\n"
     "return #items\n";
 
+/* KEYS: leases, holders. ARGV: instance, lease ms, holder info.
+ * Renews our lease and lists (up to 10) instances whose lease has expired. */
+static const char qw_lua_lease[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 10)\n";
+
+/* KEYS: leases, holders. ARGV: instance. Who holds the instance's lease:
+ * {ms left (<= 0: expired, -1 no lease), holder info or ''}. */
+static const char qw_lua_check[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "local h = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if not s then return {-1, h or ''} end\n"
+    "local left = tonumber(s) - now\n"
+    "if left < 0 then left = 0 end\n"
+    "return {left, h or ''}\n";
+
+/* KEYS: leases, holders, active, claim of an instance. ARGV: instance,
+ * 'expired' or 'ours'. Drops the instance's lease once it holds no job;
+ * with 'expired' only while the lease is still expired. Returns 1 when
+ * dropped (or already gone), 0 while jobs remain, -1 when alive again. */
+static const char qw_lua_forget[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if not s then return 1 end\n"
+    "if ARGV[2] == 'expired' and tonumber(s) > now then return -1 end\n"
+    "if redis.call('HLEN', KEYS[3]) > 0 or redis.call('LLEN', KEYS[4]) > 0 then return 0 end\n"
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[2], ARGV[1])\n"
+    "return 1\n";
+
 const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_FETCH] = qw_lua_fetch,
 	[QW_SCRIPT_SETTLE] = qw_lua_settle,
 	[QW_SCRIPT_PROMOTE] = qw_lua_promote,
 	[QW_SCRIPT_UNCLAIM] = qw_lua_unclaim,
+	[QW_SCRIPT_LEASE] = qw_lua_lease,
+	[QW_SCRIPT_CHECK] = qw_lua_check,
+	[QW_SCRIPT_FORGET] = qw_lua_forget,
 };
 
 const char *const qw_script_names[QW_SCRIPT_COUNT] = {
@@ -93,4 +139,7 @@ const char *const qw_script_names[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_SETTLE] = "settle",
 	[QW_SCRIPT_PROMOTE] = "promote",
 	[QW_SCRIPT_UNCLAIM] = "unclaim",
+	[QW_SCRIPT_LEASE] = "lease",
+	[QW_SCRIPT_CHECK] = "check",
+	[QW_SCRIPT_FORGET] = "forget",
 };

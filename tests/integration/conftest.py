@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -91,6 +92,7 @@ class Daemon:
         self.notify_path = os.path.join(tmp, "notify.sock")
         self.notify = None
         self.messages = []
+        self.reader = None
 
     def write_conf(self, text):
         with open(self.conf_path, "w") as f:
@@ -105,11 +107,24 @@ class Daemon:
             text += "[queue %s]\n%s\n" % (name, textwrap.dedent(body))
         self.write_conf(text)
 
+    def _read_notify(self):
+        # Read all the time, as systemd does: a full datagram queue would
+        # block the daemon's sd_notify() calls.
+        while True:
+            try:
+                data = self.notify.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self.messages.append(data.decode())
+
     def start(self, wait_ready=True, env=None, args=()):
         if self.notify is None:
             self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.notify.bind(self.notify_path)
-            self.notify.setblocking(False)
+            self.reader = threading.Thread(target=self._read_notify, daemon=True)
+            self.reader.start()
         e = dict(os.environ)
         e["NOTIFY_SOCKET"] = self.notify_path
         e.update(env or {})
@@ -121,11 +136,7 @@ class Daemon:
         return self
 
     def read_messages(self):
-        while True:
-            try:
-                self.messages.append(self.notify.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
+        return list(self.messages)
 
     def wait_message(self, text, timeout=10):
         def seen():

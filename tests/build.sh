@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds qworkerd in DIR (default: the source tree) with extra configure flags.
+# Usage: tests/build.sh [DIR [CONFIGURE-FLAGS...]]
+set -eu
+src=$(cd "$(dirname "$0")/.." && pwd)
+dir=${1:-$src}
+[ $# -gt 0 ] && shift
+cd "$src"
+[ -x configure ] && [ configure -nt configure.ac ] && [ Makefile.in -nt Makefile.am ] ||
+	autoreconf -fi >/dev/null
+mkdir -p "$dir"
+cd "$dir"
+if [ ! -f Makefile ] || [ "$src/configure" -nt Makefile ] || [ -n "$*" ]; then
+	"$src/configure" -q --enable-werror "$@"
+fi
+make -s -j"$(nproc)" >/dev/null
