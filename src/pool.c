@@ -112,7 +112,7 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 			char msg[128];
 			snprintf(msg, sizeof(msg), "interrupted by shutdown %u times", run->job.interrupted);
 			qw_log_warn("job %s/%s: %s, moved to dead", q->qc.name, run->job.id, msg);
-			qw_run_finish(run, 'd', true, msg, 0, "requeued dead");
+			qw_run_finish(run, 'd', true, msg, 0, "dead");
 		} else {
 			qw_log_notice("job %s/%s: interrupted by shutdown, back on pending",
 			    q->qc.name, run->job.id);

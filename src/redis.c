@@ -31,6 +31,7 @@ struct qw_redis {
 	bool load_scripts;
 	char sha[QW_SCRIPT_COUNT][41];
 	long long client_id;	/* CLIENT ID, for CLIENT UNBLOCK from another connection */
+	char client_name[128];
 	unsigned backoff_ms;
 	struct event *retry_ev;
 	qw_redis_state_fn *state_fn;
@@ -175,6 +176,10 @@ qw_redis_handshake(struct qw_redis *r)
 			redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, what[i], 3, argv, NULL);
 		}
 	}
+	/* A name for CLIENT LIST: qworkerd/INSTANCE/CONNECTION. */
+	const char *setname[] = { "CLIENT", "SETNAME", r->client_name };
+	static char setname_what[] = "CLIENT SETNAME";
+	redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, setname_what, 3, setname, NULL);
 	const char *idv[] = { "CLIENT", "ID" };
 	redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, cid, 2, idv, NULL);
 	const char *argv[] = { "PING" };
@@ -252,6 +257,10 @@ qw_redis_new(struct event_base *base, const struct qw_conf *conf, const char *na
 	r->arg = arg;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
 	r->name = strdup(name);
+	snprintf(r->client_name, sizeof(r->client_name), "qworkerd/%s/%s", conf->instance, name);
+	for (char *c = r->client_name; *c; c++)
+		if (*c <= ' ' || *c > '~')
+			*c = '_';
 	r->retry_ev = evtimer_new(base, qw_redis_retry_cb, r);
 	if (r->name == NULL || r->retry_ev == NULL || qw_redis_set_target(r, conf) < 0) {
 		qw_redis_free(r);

@@ -55,7 +55,7 @@ def test_exit_1_retries_with_growing_backoff_then_dead(r, daemon, tmp):
     runs = [int(x) // 1_000_000 for x in read_lines(starts)]
     assert len(runs) == 3, runs
     delay1, delay2 = runs[1] - runs[0], runs[2] - runs[1]
-    assert delay1 >= 700, (delay1, delay2)       # not retried at once
+    assert delay1 >= 500, (delay1, delay2)       # not retried at once
     assert delay2 > delay1, (delay1, delay2)      # exponential backoff
     (job,) = dead(r, "mail")
     assert job["payload"] == "p1"
@@ -228,8 +228,9 @@ def test_sigterm_ignored_gets_sigkill_after_kill_grace(r, daemon, tmp):
     assert st.get("timed_out") == 1 and st.get("failed") == 1
     assert "sending SIGKILL" in d.log()
     started = int(read_lines(start)[0]) // 1_000_000
-    # timeout (1 s) plus kill_grace (0.5 s) before the job could end
-    assert job["failed_at"] - started >= 1300, job["failed_at"] - started
+    # timeout (1 s) plus kill_grace (0.5 s) before the job could end; the
+    # margin covers the time between arming the timer and the handler's date.
+    assert job["failed_at"] - started >= 1200, job["failed_at"] - started
     wait_until(lambda: not pgrep("sleep " + m), 5, what="handler gone")
     assert inflight(r, "mail") == 0
     assert d.stop() == 0

@@ -54,7 +54,6 @@ def test_scheduled_in_the_future_waits_until_due(r, daemon, tmp):
     assert set(got) == {"now", "later"}
     started = int(got["later"]) // 1_000_000
     assert started >= due - 50, "started %d ms before due" % (due - started)
-    assert int(got["now"]) // 1_000_000 < due   # the pending job did not wait
     assert r.zcard("qw:{mail}:scheduled") == 0
     assert inflight(r, "mail") == 0
 

@@ -50,6 +50,15 @@ sleep_ms(long ms)
 		;
 }
 
+/* Busy-waits a little without giving the CPU away (sched_yield would hand
+ * it to whatever else runs on a loaded machine for a whole time slice). */
+static void
+spin(unsigned n)
+{
+	for (volatile unsigned i = 0; i < n; i++)
+		;
+}
+
 /* True when FD polls readable right now (timeout 0). */
 static bool
 fd_readable(int fd)
@@ -1087,7 +1096,7 @@ stress_cb(void *arg, int reason)
 		atomic_fetch_add(&st.bad_concurrent, 1);
 	if (reason != atomic_load(&st.reason))
 		atomic_fetch_add(&st.bad_reason, 1);
-	sched_yield();		/* give unregister a chance to find it running */
+	spin(5000);		/* give unregister a chance to find it running */
 	if (atomic_fetch_add(&r->runs, 1) != 0)
 		atomic_fetch_add(&st.bad_twice, 1);
 	atomic_fetch_sub(&r->running, 1);
@@ -1105,14 +1114,12 @@ stress_worker(void *arg)
 
 		pthread_barrier_wait(&st.start);
 		t = qw_cts_token(st.src);
-		for (int n = (int)(rand_r(&seed) % 4); n > 0; n--)
-			sched_yield();
+		spin(rand_r(&seed) % 400);
 		for (int j = 0; j < REGS_PER_WORKER; j++) {
 			ids[j] = qw_token_register(t, stress_cb, &st.regs[w][j]);
 			if (ids[j] == 0)
 				atomic_fetch_add(&st.bad_register, 1);
-			if (rand_r(&seed) % 2)
-				sched_yield();
+			spin(rand_r(&seed) % 200);
 		}
 		/* Unregister in a shuffled order, some after a pause. */
 		for (int k = 0; k < REGS_PER_WORKER; k++) {
@@ -1120,8 +1127,7 @@ stress_worker(void *arg)
 			struct stress_reg *r = &st.regs[w][j];
 			bool removed;
 
-			if (rand_r(&seed) % 3 == 0)
-				sched_yield();
+			spin(rand_r(&seed) % 200);
 			if (atomic_load(&r->running) != 0)
 				atomic_fetch_add(&st.unreg_while_running, 1);
 			removed = qw_token_unregister(t, ids[j]);
@@ -1155,7 +1161,7 @@ test_race_register_unregister_cancel(void **state)
 
 	for (int round = 0; round < ROUNDS; round++) {
 		int reason = round % 2 ? QW_CANCEL_TIMEOUT : QW_CANCEL_SHUTDOWN;
-		int pause = (int)(rand_r(&seed) % 6);
+		unsigned pause = rand_r(&seed) % 1000;
 
 		for (int w = 0; w < N_WORKERS; w++) {
 			for (int j = 0; j < REGS_PER_WORKER; j++) {
@@ -1168,8 +1174,7 @@ test_race_register_unregister_cancel(void **state)
 		atomic_store(&st.reason, reason);
 		pthread_barrier_wait(&st.start);
 		/* This thread cancels, at a different moment each round. */
-		for (int i = 0; i < pause; i++)
-			sched_yield();
+		spin(pause);
 		if (!qw_cts_cancel(st.src, reason))
 			fail_msg("round %d: cancel returned false", round);
 		pthread_barrier_wait(&st.end);
