@@ -17,6 +17,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pool.h"
 #include "redis.h"
@@ -34,6 +35,7 @@ struct qw_daemon {
 	const char *conf_path;
 	int verbose;
 	struct qw_pool *pool;
+	struct qw_metrics *metrics;
 	struct qw_cts *shutdown;	/* every job's token is linked to it */
 	enum qw_phase phase;
 	bool quiet;
@@ -249,12 +251,24 @@ qw_daemon_setup(struct qw_daemon *d)
 	if (d->shutdown == NULL)
 		return -1;
 	d->pool = qw_pool_new(d->base, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
-	return d->pool == NULL ? -1 : 0;
+	if (d->pool == NULL)
+		return -1;
+	if (d->conf->metrics_listen != NULL) {
+		const char *err;
+		d->metrics = qw_metrics_start(d->base, d->conf->metrics_listen, d->pool, &err);
+		if (d->metrics == NULL) {
+			qw_log_err("metrics_listen %s: %s", d->conf->metrics_listen, err);
+			return -1;
+		}
+		qw_log_info("metrics on http://%s/metrics", d->conf->metrics_listen);
+	}
+	return 0;
 }
 
 static void
 qw_daemon_teardown(struct qw_daemon *d)
 {
+	qw_metrics_free(d->metrics);
 	qw_pool_free(d->pool);
 	qw_cts_free(d->shutdown);
 	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++)

@@ -875,5 +875,22 @@ qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st)
 	st->total = pool->concurrency;
 	st->processed = pool->processed;
 	st->failed = pool->failed;
+	st->recovered = pool->recovered;
 	st->unsettled = qw_pool_unsettled(pool);
+}
+
+size_t
+qw_pool_nqueues(const struct qw_pool *pool)
+{
+	return pool->nqueues;
+}
+
+void
+qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_info *qi)
+{
+	const struct qw_queue *q = &pool->queues[i];
+
+	qi->name = q->qc.name;
+	qi->running = q->running;
+	qi->pending = q->pending;
 }

@@ -46,9 +46,17 @@ void qw_pool_status(const struct qw_pool *pool, char *buf, size_t len);
 
 struct qw_pool_stats {
 	unsigned busy, total;
-	uint64_t processed, failed;
+	uint64_t processed, failed, recovered;
 	unsigned unsettled;	/* results waiting for Redis */
 };
 void qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st);
+
+struct qw_pool_queue_info {
+	const char *name;
+	unsigned running;
+	int64_t pending;	/* at the last qw_pool_poll; -1 unknown */
+};
+size_t qw_pool_nqueues(const struct qw_pool *pool);
+void qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_info *qi);
 
 #endif

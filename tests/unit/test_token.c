@@ -1121,6 +1121,10 @@ stress_worker(void *arg)
 				atomic_fetch_add(&st.bad_register, 1);
 			spin(rand_r(&seed) % 200);
 		}
+		/* Half the time, unregister as soon as the cancel has begun, while
+		 * the callbacks are being run. */
+		if (rand_r(&seed) % 2)
+			(void)qw_token_wait(t, 10000);
 		/* Unregister in a shuffled order, some after a pause. */
 		for (int k = 0; k < REGS_PER_WORKER; k++) {
 			int j = (k + w + round) % REGS_PER_WORKER;
