@@ -31,8 +31,7 @@ else
 	done
 fi
 sed -e "s|^address = .*|address = $address|" \
-	-e "s|^handler = .*|handler = $top/etc/example-handler.sh|" \
-	-e "s|^instance = .*|instance = demo|" etc/qworkerd.conf > "$work/qworkerd.conf"
+	-e "s|^handler = .*|handler = $top/etc/example-handler.sh|" etc/qworkerd.conf > "$work/qworkerd.conf"
 case $address in
 unix:*) cli="redis-cli -s ${address#unix:}" ;;
 *) cli="redis-cli -h ${address%:*} -p ${address##*:}" ;;
@@ -48,7 +47,9 @@ Enqueue jobs from another terminal:
   $cli LRANGE 'qw:{mail}:dead' 0 -1
 
 TXT
-./qworkerd -c "$work/qworkerd.conf" &
+# A session of its own: Ctrl-C reaches the script, which passes on exactly
+# one SIGTERM, as systemd would (two would cancel running jobs at once).
+setsid ./qworkerd -c "$work/qworkerd.conf" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null' INT TERM
 wait $pid || true

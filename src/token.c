@@ -148,6 +148,8 @@ qw_token_unregister(qw_token *t, uint64_t id)
 {
 	bool removed = false;
 
+	if (id == 0)
+		return false;	/* what a failed register returned: nothing to remove */
 	pthread_mutex_lock(&t->mu);
 	for (struct qw_reg **p = &t->regs; *p != NULL; p = &(*p)->next) {
 		if ((*p)->id == id) {

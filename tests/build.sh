@@ -6,8 +6,10 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 dir=${1:-$src}
 [ $# -gt 0 ] && shift
 cd "$src"
-[ -x configure ] && [ configure -nt configure.ac ] && [ Makefile.in -nt Makefile.am ] ||
-	autoreconf -fi >/dev/null
+if ! { [ -x configure ] && [ configure -nt configure.ac ] && [ Makefile.in -nt Makefile.am ]; }; then
+	autoreconf -fi >"${TMPDIR:-/tmp}/qw-autoreconf.log" 2>&1 ||
+		{ cat "${TMPDIR:-/tmp}/qw-autoreconf.log" >&2; exit 1; }
+fi
 mkdir -p "$dir"
 cd "$dir"
 if [ ! -f Makefile ] || [ "$src/configure" -nt Makefile ] || [ -n "$*" ]; then
