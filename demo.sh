@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 top=$(pwd)
 sh tests/deps.sh
-sh tests/build.sh
+sh tests/build.sh build
 work=$(mktemp -d /tmp/qworkerd-demo.XXXXXX)
 redis_pid=""
 cleanup() {
@@ -49,7 +49,7 @@ Enqueue jobs from another terminal:
 TXT
 # A session of its own: Ctrl-C reaches the script, which passes on exactly
 # one SIGTERM, as systemd would (two would cancel running jobs at once).
-setsid ./qworkerd -c "$work/qworkerd.conf" &
+setsid build/qworkerd -c "$work/qworkerd.conf" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null' INT TERM
 wait $pid || true

@@ -4,8 +4,8 @@
 set -eu
 cd "$(dirname "$0")"
 sh tests/deps.sh
-sh tests/build.sh
+sh tests/build.sh build
 status=0
-make -s check >/dev/null 2>&1 || { status=$?; cat test-suite.log; }
-/usr/bin/python3 tests/summary.py .
+make -s -C build check >/dev/null 2>&1 || { status=$?; cat build/test-suite.log; }
+/usr/bin/python3 tests/summary.py build
 exit "$status"

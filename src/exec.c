@@ -2,9 +2,10 @@
  * group of their own, feeding the payload on stdin, logging their output
  * (bounded), cancelling with SIGTERM then SIGKILL, and reaping.
  *
- * A pidfd tells us when the leader exits. The group is killed with SIGKILL
- * before the leader is reaped: the zombie still holds the group id, so the
- * kill cannot reach an unrelated process, and no grandchild outlives its job. */
+ * SIGCHLD (through the event loop) makes us look at each running leader with
+ * waitid(WNOWAIT). An exited leader's group is killed with SIGKILL before the
+ * leader is reaped: the zombie still holds the group id, so the kill cannot
+ * reach an unrelated process, and no grandchild outlives its job. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,7 +16,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <sys/queue.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,15 +25,22 @@
 
 #define QW_EXEC_LINE_MAX 2048
 
+struct qw_execs {
+	struct event_base *base;
+	struct event *sigchld;
+	TAILQ_HEAD(, qw_exec) running;
+};
+
 struct qw_exec {
+	TAILQ_ENTRY(qw_exec) link;
+	struct qw_execs *set;
 	pid_t pid;
 	bool exited;
-	int pidfd;
 	int in_fd;		/* -1 once the payload is written or refused */
 	int out_fd;
 	const char *input;
 	size_t input_len, input_off;
-	struct event *pid_ev, *in_ev, *out_ev, *kill_ev;
+	struct event *in_ev, *out_ev, *kill_ev;
 	char *tag;
 	size_t logged, output_max;
 	bool truncated;
@@ -144,7 +152,7 @@ qw_exec_write(struct qw_exec *x)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
 			if (x->in_ev == NULL) {
-				x->in_ev = event_new(event_get_base(x->pid_ev), x->in_fd,
+				x->in_ev = event_new(x->set->base, x->in_fd,
 				    EV_WRITE | EV_PERSIST, qw_exec_in_cb, x);
 				if (x->in_ev == NULL || event_add(x->in_ev, NULL) < 0)
 					break;
@@ -194,27 +202,81 @@ qw_exec_reap(struct qw_exec *x, int *wstatus)
 	while (waitpid(x->pid, wstatus, 0) < 0 && errno == EINTR)
 		;
 	x->exited = true;
-	evtimer_del(x->kill_ev);
+	TAILQ_REMOVE(&x->set->running, x, link);
+	if (x->kill_ev != NULL)
+		evtimer_del(x->kill_ev);
+}
+
+static bool
+qw_exec_has_exited(const struct qw_exec *x)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_PID, (id_t)x->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == x->pid;
 }
 
 static void
-qw_exec_pid_cb(evutil_socket_t fd, short what, void *arg)
+qw_exec_finish(struct qw_exec *x)
 {
-	struct qw_exec *x = arg;
-	siginfo_t si;
 	int wstatus = 0;
 
-	memset(&si, 0, sizeof(si));
-	if (waitid(P_PID, (id_t)x->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
-		return;
 	qw_exec_reap(x, &wstatus);
-	event_del(x->pid_ev);
 	qw_exec_close_in(x);
 	if (x->out_fd >= 0) {
 		qw_exec_read(x);
 		qw_exec_close_out(x);
 	}
 	x->done(x, wstatus, x->arg);
+}
+
+/* SIGCHLD: finish every leader that has exited. Done callbacks may start or
+ * free other processes, so the exited ones are collected first. */
+static void
+qw_execs_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+	struct qw_execs *set = arg;
+	struct qw_exec *x, *next, *exited[64];
+	size_t n;
+
+	do {
+		n = 0;
+		for (x = TAILQ_FIRST(&set->running); x != NULL && n < 64; x = next) {
+			next = TAILQ_NEXT(x, link);
+			if (qw_exec_has_exited(x))
+				exited[n++] = x;
+		}
+		for (size_t i = 0; i < n; i++)
+			qw_exec_finish(exited[i]);
+	} while (n == 64);
+}
+
+struct qw_execs *
+qw_execs_new(struct event_base *base)
+{
+	struct qw_execs *set = calloc(1, sizeof(*set));
+
+	if (set == NULL)
+		return NULL;
+	set->base = base;
+	TAILQ_INIT(&set->running);
+	set->sigchld = evsignal_new(base, SIGCHLD, qw_execs_sigchld, set);
+	if (set->sigchld == NULL || event_add(set->sigchld, NULL) < 0) {
+		qw_execs_free(set);
+		return NULL;
+	}
+	return set;
+}
+
+void
+qw_execs_free(struct qw_execs *set)
+{
+	if (set == NULL)
+		return;
+	if (set->sigchld != NULL)
+		event_free(set->sigchld);
+	free(set);
 }
 
 static int
@@ -255,17 +317,15 @@ qw_exec_spawn(const struct qw_exec_spec *spec, int in_r, int out_w, pid_t *pid)
 static int
 qw_exec_setup_events(struct event_base *base, struct qw_exec *x)
 {
-	x->pid_ev = event_new(base, x->pidfd, EV_READ | EV_PERSIST, qw_exec_pid_cb, x);
 	x->out_ev = event_new(base, x->out_fd, EV_READ | EV_PERSIST, qw_exec_out_cb, x);
 	x->kill_ev = evtimer_new(base, qw_exec_kill_cb, x);
-	if (x->pid_ev == NULL || x->out_ev == NULL || x->kill_ev == NULL ||
-	    event_add(x->pid_ev, NULL) < 0 || event_add(x->out_ev, NULL) < 0)
+	if (x->out_ev == NULL || x->kill_ev == NULL || event_add(x->out_ev, NULL) < 0)
 		return ENOMEM;
 	return 0;
 }
 
 int
-qw_exec_start(struct event_base *base, const struct qw_exec_spec *spec,
+qw_exec_start(struct qw_execs *set, const struct qw_exec_spec *spec,
     qw_exec_done_fn *done, void *arg, struct qw_exec **out)
 {
 	struct qw_exec *x = calloc(1, sizeof(*x));
@@ -275,7 +335,8 @@ qw_exec_start(struct event_base *base, const struct qw_exec_spec *spec,
 	*out = NULL;
 	if (x == NULL)
 		return ENOMEM;
-	x->pidfd = x->in_fd = x->out_fd = -1;
+	x->in_fd = x->out_fd = -1;
+	x->set = set;
 	x->done = done;
 	x->arg = arg;
 	x->input = spec->input;
@@ -301,12 +362,8 @@ qw_exec_start(struct event_base *base, const struct qw_exec_spec *spec,
 		x->pid = 0;
 		goto fail;
 	}
-	x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
-	if (x->pidfd < 0) {
-		rc = errno;
-		goto fail;
-	}
-	if ((rc = qw_exec_setup_events(base, x)) != 0)
+	TAILQ_INSERT_TAIL(&set->running, x, link);
+	if ((rc = qw_exec_setup_events(set->base, x)) != 0)
 		goto fail;
 	qw_exec_write(x);
 	*out = x;
@@ -331,12 +388,8 @@ qw_exec_free(struct qw_exec *x)
 	}
 	qw_exec_close_in(x);
 	qw_exec_close_out(x);
-	if (x->pid_ev != NULL)
-		event_free(x->pid_ev);
 	if (x->kill_ev != NULL)
 		event_free(x->kill_ev);
-	if (x->pidfd >= 0)
-		close(x->pidfd);
 	free(x->tag);
 	free(x);
 }

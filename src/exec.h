@@ -8,6 +8,7 @@
 
 struct event_base;
 struct qw_exec;
+struct qw_execs;
 
 /* WSTATUS is as from waitpid(2). Called once; the exec may be freed in it. */
 typedef void qw_exec_done_fn(struct qw_exec *x, int wstatus, void *arg);
@@ -21,8 +22,13 @@ struct qw_exec_spec {
 	size_t output_max;	/* bytes of output logged before truncating */
 };
 
+/* The running handlers of one event loop; reaps them on SIGCHLD. Free it
+ * only when none runs. */
+struct qw_execs *qw_execs_new(struct event_base *base);
+void qw_execs_free(struct qw_execs *set);
+
 /* Returns 0, or an errno value when the program could not be started. */
-int qw_exec_start(struct event_base *base, const struct qw_exec_spec *spec,
+int qw_exec_start(struct qw_execs *set, const struct qw_exec_spec *spec,
     qw_exec_done_fn *done, void *arg, struct qw_exec **out);
 /* SIGTERM to the process group now, SIGKILL after GRACE_MS. Idempotent. */
 void qw_exec_cancel(struct qw_exec *x, uint64_t grace_ms);

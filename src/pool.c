@@ -227,7 +227,7 @@ qw_run_start_exec(struct qw_run *run)
 	if (envp == NULL)
 		return ENOMEM;
 	snprintf(tag, sizeof(tag), "%s/%s", q->qc.name, run->job.id);
-	rc = qw_exec_start(q->pool->base, &spec, qw_run_exec_done, run, &run->exec);
+	rc = qw_exec_start(q->pool->execs, &spec, qw_run_exec_done, run, &run->exec);
 	free(envp);
 	return rc;
 }
@@ -348,6 +348,7 @@ qw_queue_fetch(struct qw_queue *q, unsigned n)
 	snprintf(seqb, sizeof(seqb), "%llu", (unsigned long long)pool->seq);
 	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
 		return -1;
+	qw_log_debug("queue %s: fetching up to %u jobs", q->qc.name, n);
 	q->first_seq = pool->seq;
 	pool->seq += n;
 	q->asked = n;
@@ -630,7 +631,8 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	    rnd[2], rnd[3], rnd[4], rnd[5]);
 	memcpy(pool->rnd, rnd + 6, sizeof(pool->rnd));
 	pool->flush_ev = event_new(base, -1, 0, qw_pool_flush_cb, pool);
-	if (pool->flush_ev == NULL || qw_pool_init_env(pool) < 0)
+	pool->execs = qw_execs_new(base);
+	if (pool->flush_ev == NULL || pool->execs == NULL || qw_pool_init_env(pool) < 0)
 		goto fail;
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
 	if (pool->queues == NULL)
@@ -661,6 +663,7 @@ qw_pool_free(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++)
 		qw_queue_fini(&pool->queues[i]);
 	free(pool->queues);
+	qw_execs_free(pool->execs);
 	if (pool->flush_ev != NULL)
 		event_free(pool->flush_ev);
 	if (pool->giveup_ev != NULL)

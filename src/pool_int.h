@@ -94,6 +94,7 @@ struct qw_pool {
 	char *holder;		/* host, boot id, pid, start time: proves we are alive */
 	uint64_t seq;
 	struct event *flush_ev, *giveup_ev;
+	struct qw_execs *execs;		/* running exec handlers */
 	struct qw_cts *shutdown;	/* the daemon's; fired by SIGTERM/SIGINT */
 	char **env;		/* the daemon's environment without QW_* */
 	size_t nenv;

@@ -1,9 +1,11 @@
 #!/bin/sh
-# Builds qworkerd in DIR (default: the source tree) with extra configure flags.
+# Builds qworkerd out of tree in DIR (default: build/ in the source tree) with
+# extra configure flags. The source tree itself stays unconfigured, so several
+# builds (plain, ASan) can live side by side.
 # Usage: tests/build.sh [DIR [CONFIGURE-FLAGS...]]
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
-dir=${1:-$src}
+dir=${1:-$src/build}
 [ $# -gt 0 ] && shift
 cd "$src"
 if ! { [ -x configure ] && [ configure -nt configure.ac ] && [ Makefile.in -nt Makefile.am ]; }; then

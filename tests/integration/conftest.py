@@ -15,7 +15,8 @@ import pytest
 import redis as redislib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.environ.get("QW_BUILDDIR", os.path.abspath(os.path.join(HERE, "..", "..")))
+TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
+BUILD = os.environ.get("QW_BUILDDIR", os.path.join(TOP, "build"))
 QWORKERD = os.environ.get("QWORKERD", os.path.join(BUILD, "qworkerd"))
 # QW_WRAPPER="valgrind --error-exitcode=99 ..." runs the daemon under a tool.
 WRAPPER = os.environ.get("QW_WRAPPER", "").split()

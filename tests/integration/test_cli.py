@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, QWORKERD, script
+from conftest import BUILD, QWORKERD, TOP, script
 
 EX_USAGE, EX_CONFIG = 64, 78
-SHIPPED_CONF = os.path.join(BUILD, "etc", "qworkerd.conf")
+SHIPPED_CONF = os.path.join(TOP, "etc", "qworkerd.conf")
 
 
 def run(*args, timeout=10):

@@ -137,6 +137,7 @@ def test_quiet_and_resume(r, daemon, tmp):
     d.start()
     d.signal(signal.SIGUSR1)
     d.wait_log("quiet")
+    time.sleep(0.5 * SLOW)      # a fetch sent before the signal may still answer
     r.lpush("qw:{mail}:pending", "a", "b")
     time.sleep(1.0)
     assert r.llen("qw:{mail}:pending") == 2
