@@ -21,8 +21,9 @@
 
 #include "conf.h"
 #include "log.h"
+#include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR };
+enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_PLUGIN };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
 
 struct qw_conf_key {
@@ -52,6 +53,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	WK("log_level", T_LEVEL, log_level, 0, 0),
 	WK("metrics_listen", T_ADDR, metrics_listen, 0, 0),
 	QK("handler", T_HANDLER, argv, 0, 0),
+	QK("plugin", T_PLUGIN, plugin, 0, 0),
 	QK("timeout", T_DUR, timeout_ms, 1, 365 * DAY),
 	QK("max_attempts", T_UINT, max_attempts, 1, 1000000),
 	QK("retry_base", T_DUR, retry_base_ms, 1, 365 * DAY),
@@ -481,6 +483,20 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 	}
 	case T_HANDLER:
 		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
+	case T_PLUGIN: {
+		char *why;
+		struct qw_plugin *pl;
+		if (val[0] != '/')
+			return qw_conf_fail(p, p->line, "plugin: '%s' is not an absolute path", val);
+		pl = qw_plugin_load(val, &why);
+		if (pl == NULL) {
+			qw_conf_fail(p, p->line, "plugin: %s", why ? why : "out of memory");
+			free(why);
+			return -1;
+		}
+		*(struct qw_plugin **)((char *)base + k->off) = pl;
+		return 0;
+	}
 	default:
 		return qw_conf_set_number(p, k, base, val);
 	}
@@ -509,8 +525,10 @@ qw_conf_end_section(struct qw_conf_parser *p)
 	if (!p->in_section || p->sect != S_QUEUE)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
-	if (q->argv == NULL)
-		return qw_conf_fail(p, p->qline, "[queue %s]: no handler set", q->name);
+	if (q->argv == NULL && q->plugin == NULL)
+		return qw_conf_fail(p, p->qline, "[queue %s]: no handler or plugin set", q->name);
+	if (q->argv != NULL && q->plugin != NULL)
+		return qw_conf_fail(p, p->qline, "[queue %s]: set handler or plugin, not both", q->name);
 	if (q->retry_max_ms < q->retry_base_ms)
 		return qw_conf_fail(p, p->qline, "[queue %s]: retry_max is below retry_base", q->name);
 	return 0;
@@ -759,6 +777,7 @@ qw_conf_free(struct qw_conf *c)
 	for (size_t i = 0; i < c->nqueues; i++) {
 		free(c->queues[i].name);
 		qw_conf_free_argv(c->queues[i].argv);
+		qw_plugin_unload(c->queues[i].plugin);
 	}
 	free(c->queues);
 	free(c->path);

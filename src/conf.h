@@ -7,9 +7,12 @@
 
 #define QW_QUEUE_NAME_MAX 64
 
+struct qw_plugin;
+
 struct qw_queue_conf {
 	char *name;
 	char **argv;		/* exec handler, argv[0] resolved to an absolute path */
+	struct qw_plugin *plugin;	/* or an in-process handler (owned) */
 	uint64_t timeout_ms;
 	uint64_t retry_base_ms;
 	uint64_t retry_max_ms;

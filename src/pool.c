@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,14 @@ qw_pool_can_fetch(const struct qw_pool *pool)
 static void
 qw_run_free(struct qw_run *run)
 {
+	if (run->in_thread) {
+		/* A plugin still holds the job: free it when the thread is done. */
+		run->abandoned = true;
+		return;
+	}
+	if (run->grace_ev != NULL)
+		event_free(run->grace_ev);
+	free(run->work.error);
 	qw_exec_free(run->exec);
 	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
@@ -166,8 +175,49 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	}
 }
 
+static void
+qw_run_plugin_done(struct qw_work *w)
+{
+	struct qw_run *run = (struct qw_run *)((char *)w - offsetof(struct qw_run, work));
+	const char *why = w->error && w->error[0] ? w->error : "no reason given";
+	char error[600];
+
+	run->in_thread = false;
+	if (run->abandoned) {
+		qw_run_free(run);
+		return;
+	}
+	if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
+		snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+		qw_run_outcome(run, false, false, error);
+	} else if (w->result == QW_PLUGIN_OK) {
+		qw_run_outcome(run, true, false, NULL);
+	} else {
+		snprintf(error, sizeof(error), "plugin %s: %s", w->result == QW_PLUGIN_PERMANENT ?
+		    "failed permanently" : "failed", why);
+		qw_run_outcome(run, false, w->result == QW_PLUGIN_PERMANENT, error);
+	}
+}
+
+/* A cancelled plugin that has not returned within kill_grace: settle the job
+ * now as its cancellation says, and let the thread finish on its own. */
+static void
+qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_run *run = arg;
+	char error[160];
+
+	if (!run->in_thread)
+		return;
+	qw_log_warn("job %s/%s: plugin did not return within kill_grace of its cancellation; "
+	    "settling the job without it", run->q->qc.name, run->job.id);
+	snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+	qw_run_outcome(run, false, false, error);
+}
+
 /* The job's token fired: its deadline or the shutdown deadline, whichever
- * came first. The handler gets SIGTERM, then SIGKILL after kill_grace. */
+ * came first. An exec handler gets SIGTERM, then SIGKILL after kill_grace;
+ * a plugin sees its token and gets kill_grace to return. */
 static void
 qw_run_cancelled(void *arg, int reason)
 {
@@ -181,6 +231,36 @@ qw_run_cancelled(void *arg, int reason)
 		    run->job.id);
 	if (run->exec != NULL)
 		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
+	if (run->in_thread) {
+		run->grace_ev = evtimer_new(run->q->pool->base, qw_run_grace_cb, run);
+		if (run->grace_ev != NULL)
+			qw_arm(run->grace_ev, run->q->pool->conf->kill_grace_ms);
+	}
+}
+
+static int
+qw_run_start_plugin(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+	struct qw_work *w = &run->work;
+
+	w->plugin = q->plugin;
+	w->state = q->plugin_state;
+	w->token = qw_cts_token(run->cts);
+	w->done = qw_run_plugin_done;
+	w->job.id = run->job.id;
+	w->job.queue = q->qc.name;
+	w->job.payload = run->job.payload;
+	w->job.payload_len = run->job.payload_len;
+	w->job.attempt = run->job.attempt + 1;
+	w->job.max_attempts = run->job.max_attempts;
+	w->job.deadline_ms = qw_now_ms() + (int64_t)run->job.timeout_ms;
+	run->in_thread = true;
+	if (qw_workers_submit(q->pool->workers, w, q->pool->concurrency) != 0) {
+		run->in_thread = false;
+		return EAGAIN;
+	}
+	return 0;
 }
 
 /* ---- starting jobs ----------------------------------------------------- */
@@ -275,13 +355,16 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 		qw_run_finish(run, 'p', false, NULL, 0, "");
 		return;
 	}
-	rc = qw_run_start_exec(run);
+	rc = q->plugin ? qw_run_start_plugin(run) : qw_run_start_exec(run);
 	if (rc != 0) {
-		snprintf(error, sizeof(error), "could not start %s: %s", q->qc.argv[0], strerror(rc));
+		snprintf(error, sizeof(error), "could not start %s: %s",
+		    q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0], strerror(rc));
 		qw_run_outcome(run, false, false, error);
 		return;
 	}
-	qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id, (int)qw_exec_pid(run->exec));
+	if (run->exec != NULL)
+		qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id,
+		    (int)qw_exec_pid(run->exec));
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
 }
@@ -530,6 +613,29 @@ qw_queue_retry_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- setup ------------------------------------------------------------- */
 
+/* The pool holds a plugin reference of its own, so a reload that frees the
+ * old configuration never unloads code a worker thread is running. */
+static int
+qw_queue_start_plugin(struct qw_queue *q)
+{
+	char *why;
+
+	q->plugin = qw_plugin_load(qw_plugin_path(q->qc.plugin), &why);
+	if (q->plugin == NULL) {
+		qw_log_err("queue %s: %s", q->qc.name, why ? why : "out of memory");
+		free(why);
+		return -1;
+	}
+	if (qw_plugin_start(q->plugin, q->qc.name, &q->plugin_state) < 0) {
+		qw_log_err("queue %s: plugin %s: its init failed", q->qc.name,
+		    qw_plugin_path(q->plugin));
+		qw_plugin_unload(q->plugin);
+		q->plugin = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 static int
 qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
@@ -555,6 +661,8 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	if (q->promote_ev == NULL || q->retry_ev == NULL)
 		return -1;
 	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
+	if (qc->plugin != NULL && qw_queue_start_plugin(q) < 0)
+		return -1;
 	return qw_queue_open_block(q);
 }
 
@@ -582,6 +690,16 @@ qw_queue_fini(struct qw_queue *q)
 	free(q->reaping);
 	for (int k = 0; k < K_COUNT; k++)
 		free(q->key[k]);
+}
+
+static void
+qw_queue_stop_plugin(struct qw_queue *q)
+{
+	if (q->plugin == NULL)
+		return;
+	qw_plugin_stop(q->plugin, q->plugin_state);
+	qw_plugin_unload(q->plugin);
+	q->plugin = NULL;
 }
 
 static void
@@ -632,7 +750,9 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	memcpy(pool->rnd, rnd + 6, sizeof(pool->rnd));
 	pool->flush_ev = event_new(base, -1, 0, qw_pool_flush_cb, pool);
 	pool->execs = qw_execs_new(base);
-	if (pool->flush_ev == NULL || pool->execs == NULL || qw_pool_init_env(pool) < 0)
+	pool->workers = qw_workers_new(base);
+	if (pool->flush_ev == NULL || pool->execs == NULL || pool->workers == NULL ||
+	    qw_pool_init_env(pool) < 0)
 		goto fail;
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
 	if (pool->queues == NULL)
@@ -662,6 +782,10 @@ qw_pool_free(struct qw_pool *pool)
 	qw_redis_free(pool->redis);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		qw_queue_fini(&pool->queues[i]);
+	/* Threads first, then the plugins' fini: no thread may be inside one. */
+	if (qw_workers_free(pool->workers) == 0)
+		for (size_t i = 0; i < pool->nqueues; i++)
+			qw_queue_stop_plugin(&pool->queues[i]);
 	free(pool->queues);
 	qw_execs_free(pool->execs);
 	if (pool->flush_ev != NULL)
@@ -808,6 +932,24 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 			*why = "queues, prefix and instance cannot change without a restart";
 			return -1;
 		}
+	for (size_t i = 0; i < conf->nqueues; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		const struct qw_plugin *np = conf->queues[i].plugin;
+		if ((q->plugin == NULL) != (np == NULL) || (np != NULL &&
+		    strcmp(qw_plugin_path(np), qw_plugin_path(q->plugin)) != 0)) {
+			*why = "a queue's plugin cannot change without a restart";
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < conf->nqueues; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		const struct qw_plugin *np = conf->queues[i].plugin;
+		if ((q->plugin == NULL) != (np == NULL) || (np != NULL &&
+		    strcmp(qw_plugin_path(np), qw_plugin_path(q->plugin)) != 0)) {
+			*why = "a queue's plugin cannot change without a restart";
+			return -1;
+		}
+	}
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	for (size_t i = 0; i < conf->nqueues; i++)

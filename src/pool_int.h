@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "job.h"
+#include "plugin_host.h"
 #include "pool.h"
 #include "redis.h"
 
@@ -46,6 +47,10 @@ struct qw_run {
 	struct qw_exec *exec;
 	struct qw_cts *cts;	/* linked to the shutdown source, with the job's deadline */
 	struct timespec started;
+	struct qw_work work;	/* a plugin job on a worker thread */
+	bool in_thread;		/* work is with a worker thread */
+	bool abandoned;		/* settled without waiting for its thread */
+	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 };
 TAILQ_HEAD(qw_runs, qw_run);
 
@@ -72,6 +77,8 @@ struct qw_queue {
 	unsigned nops;
 	unsigned sending;	/* batches in flight */
 	struct qw_runs runs;
+	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
+	void *plugin_state;
 	struct event *promote_ev, *retry_ev, *lease_ev;
 	bool reconciled;
 	enum qw_lease_state lease;
@@ -95,6 +102,7 @@ struct qw_pool {
 	uint64_t seq;
 	struct event *flush_ev, *giveup_ev;
 	struct qw_execs *execs;		/* running exec handlers */
+	struct qw_workers *workers;	/* threads for plugin handlers */
 	struct qw_cts *shutdown;	/* the daemon's; fired by SIGTERM/SIGINT */
 	char **env;		/* the daemon's environment without QW_* */
 	size_t nenv;

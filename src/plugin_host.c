@@ -1,0 +1,352 @@
+/* plugin_host.c - owns in-process handlers: dlopen and the ABI check, the
+ * services a plugin gets (token, errors, log), and the worker threads.
+ *
+ * Jobs go to the threads through one locked list; results come back through
+ * another and an eventfd that wakes the event loop. The eventfd is written
+ * only when the result list goes from empty to non-empty, so a burst of
+ * short jobs costs one wake-up, not one per job. */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "plugin_host.h"
+
+struct qw_plugin {
+	void *dl;
+	char *path;
+	int (*abi)(void);
+	int (*init)(const struct qw_plugin_api *, const char *, void **);
+	int (*handle)(void *, struct qw_plugin_job *);
+	void (*fini)(void *);
+};
+
+/* ---- the services a plugin gets ----------------------------------------- */
+
+static struct qw_work *
+qw_work_of(const struct qw_plugin_job *job)
+{
+	return job->internal;
+}
+
+static bool
+qw_api_cancelled(const struct qw_plugin_job *job)
+{
+	return qw_token_is_cancelled(qw_work_of(job)->token);
+}
+
+static enum qw_plugin_cancel
+qw_api_reason(const struct qw_plugin_job *job)
+{
+	return (enum qw_plugin_cancel)qw_token_reason(qw_work_of(job)->token);
+}
+
+static bool
+qw_api_wait(const struct qw_plugin_job *job, int64_t timeout_ms)
+{
+	return qw_token_wait(qw_work_of(job)->token, timeout_ms);
+}
+
+static int
+qw_api_cancel_fd(const struct qw_plugin_job *job)
+{
+	return qw_token_fd(qw_work_of(job)->token);
+}
+
+static void
+qw_api_set_error(struct qw_plugin_job *job, const char *message)
+{
+	struct qw_work *w = qw_work_of(job);
+	char *copy = strdup(message ? message : "");
+
+	free(w->error);
+	w->error = copy;
+}
+
+static void
+qw_api_log(const struct qw_plugin_job *job, int priority, const char *message)
+{
+	qw_log(priority & 7, "job %s/%s: %s", job->queue, job->id, message);
+}
+
+static const struct qw_plugin_api qw_plugin_api = {
+	.abi_version = QW_PLUGIN_ABI_VERSION,
+	.cancelled = qw_api_cancelled,
+	.reason = qw_api_reason,
+	.wait = qw_api_wait,
+	.cancel_fd = qw_api_cancel_fd,
+	.set_error = qw_api_set_error,
+	.log = qw_api_log,
+};
+
+/* ---- loading ------------------------------------------------------------- */
+
+static int
+qw_plugin_sym(struct qw_plugin *p, const char *name, void **out, char **why)
+{
+	dlerror();
+	*out = dlsym(p->dl, name);
+	if (*out == NULL) {
+		if (asprintf(why, "%s: missing symbol %s", p->path, name) < 0)
+			*why = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+struct qw_plugin *
+qw_plugin_load(const char *path, char **why)
+{
+	struct qw_plugin *p = calloc(1, sizeof(*p));
+	void *sym[4];
+	int abi;
+
+	*why = NULL;
+	if (p == NULL || (p->path = strdup(path)) == NULL)
+		goto nomem;
+	p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (p->dl == NULL) {
+		if (asprintf(why, "%s", dlerror()) < 0)
+			*why = NULL;
+		goto fail;
+	}
+	if (qw_plugin_sym(p, "qw_plugin_abi", &sym[0], why) < 0 ||
+	    qw_plugin_sym(p, "qw_plugin_init", &sym[1], why) < 0 ||
+	    qw_plugin_sym(p, "qw_plugin_handle", &sym[2], why) < 0 ||
+	    qw_plugin_sym(p, "qw_plugin_fini", &sym[3], why) < 0)
+		goto fail;
+	/* POSIX lets a data pointer from dlsym be converted to a function. */
+	*(void **)&p->abi = sym[0];
+	*(void **)&p->init = sym[1];
+	*(void **)&p->handle = sym[2];
+	*(void **)&p->fini = sym[3];
+	abi = p->abi();
+	if (abi != QW_PLUGIN_ABI_VERSION) {
+		if (asprintf(why, "%s: plugin ABI version %d, qworkerd needs %d", path, abi,
+		    QW_PLUGIN_ABI_VERSION) < 0)
+			*why = NULL;
+		goto fail;
+	}
+	return p;
+nomem:
+	*why = strdup("out of memory");
+fail:
+	qw_plugin_unload(p);
+	return NULL;
+}
+
+void
+qw_plugin_unload(struct qw_plugin *p)
+{
+	if (p == NULL)
+		return;
+	if (p->dl != NULL)
+		dlclose(p->dl);
+	free(p->path);
+	free(p);
+}
+
+const char *
+qw_plugin_path(const struct qw_plugin *p)
+{
+	return p->path;
+}
+
+int
+qw_plugin_start(struct qw_plugin *p, const char *queue, void **state)
+{
+	*state = NULL;
+	return p->init(&qw_plugin_api, queue, state) == 0 ? 0 : -1;
+}
+
+void
+qw_plugin_stop(struct qw_plugin *p, void *state)
+{
+	p->fini(state);
+}
+
+/* ---- worker threads ------------------------------------------------------ */
+
+struct qw_workers {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct qw_work *todo, **todo_tail;
+	struct qw_work *done;		/* newest first; reversed when taken */
+	unsigned threads, idle;
+	unsigned queued;		/* jobs in todo, not yet taken by a thread */
+	bool stop;
+	int efd;
+	struct event *ev;
+};
+
+static void *
+qw_worker_main(void *arg)
+{
+	struct qw_workers *ws = arg;
+	struct qw_work *w;
+	bool wake;
+
+	pthread_mutex_lock(&ws->mu);
+	for (;;) {
+		while (ws->todo == NULL && !ws->stop)
+			pthread_cond_wait(&ws->cv, &ws->mu);
+		if (ws->todo == NULL)
+			break;
+		w = ws->todo;
+		ws->queued--;
+		ws->todo = w->next;
+		if (ws->todo == NULL)
+			ws->todo_tail = &ws->todo;
+		ws->idle--;
+		pthread_mutex_unlock(&ws->mu);
+
+		w->job.internal = w;
+		w->result = w->plugin->handle(w->state, &w->job);
+
+		pthread_mutex_lock(&ws->mu);
+		ws->idle++;
+		wake = ws->done == NULL;
+		w->next = ws->done;
+		ws->done = w;
+		if (wake) {
+			uint64_t one = 1;
+			ssize_t n = write(ws->efd, &one, sizeof(one));
+			(void)n;
+		}
+	}
+	ws->idle--;
+	ws->threads--;
+	pthread_cond_broadcast(&ws->cv);
+	pthread_mutex_unlock(&ws->mu);
+	return NULL;
+}
+
+/* On the loop: hand each finished job back, oldest first. */
+static void
+qw_workers_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_workers *ws = arg;
+	struct qw_work *list, *rev = NULL, *w;
+	uint64_t n;
+
+	if (read(ws->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		qw_log_err("worker threads: reading the wake-up fd: %s", strerror(errno));
+	pthread_mutex_lock(&ws->mu);
+	list = ws->done;
+	ws->done = NULL;
+	pthread_mutex_unlock(&ws->mu);
+	while ((w = list) != NULL) {
+		list = w->next;
+		w->next = rev;
+		rev = w;
+	}
+	while ((w = rev) != NULL) {
+		rev = w->next;
+		w->done(w);
+	}
+}
+
+struct qw_workers *
+qw_workers_new(struct event_base *base)
+{
+	struct qw_workers *ws = calloc(1, sizeof(*ws));
+
+	if (ws == NULL)
+		return NULL;
+	pthread_mutex_init(&ws->mu, NULL);
+	pthread_cond_init(&ws->cv, NULL);
+	ws->todo_tail = &ws->todo;
+	ws->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ws->efd < 0)
+		goto fail;
+	ws->ev = event_new(base, ws->efd, EV_READ | EV_PERSIST, qw_workers_done_cb, ws);
+	if (ws->ev == NULL || event_add(ws->ev, NULL) < 0)
+		goto fail;
+	return ws;
+fail:
+	qw_workers_free(ws);
+	return NULL;
+}
+
+static int
+qw_workers_spawn(struct qw_workers *ws)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t all, old;
+	int rc;
+
+	/* Signals belong to the event loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&t, &attr, qw_worker_main, ws);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0) {
+		ws->threads++;
+		ws->idle++;
+	}
+	return rc;
+}
+
+int
+qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads)
+{
+	int rc = 0;
+
+	w->next = NULL;
+	pthread_mutex_lock(&ws->mu);
+	/* An idle thread may not have taken the jobs queued before this one. */
+	if (ws->idle <= ws->queued && ws->threads < max_threads)
+		rc = qw_workers_spawn(ws);
+	if (rc == 0 || ws->threads > 0) {
+		*ws->todo_tail = w;
+		ws->todo_tail = &w->next;
+		ws->queued++;
+		pthread_cond_signal(&ws->cv);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&ws->mu);
+	return rc;
+}
+
+int
+qw_workers_free(struct qw_workers *ws)
+{
+	bool stuck;
+
+	if (ws == NULL)
+		return 0;
+	pthread_mutex_lock(&ws->mu);
+	ws->stop = true;
+	pthread_cond_broadcast(&ws->cv);
+	/* Wait for idle threads to leave; busy ones are inside a plugin that
+	 * ignored its cancellation and are left to the process's exit. */
+	while (ws->idle > 0)
+		pthread_cond_wait(&ws->cv, &ws->mu);
+	stuck = ws->threads > 0;
+	pthread_mutex_unlock(&ws->mu);
+	if (stuck) {
+		qw_log_warn("%u worker threads are still inside a plugin; leaving them", ws->threads);
+		return -1;	/* their state must outlive them: leak it on purpose */
+	}
+	if (ws->ev != NULL)
+		event_free(ws->ev);
+	if (ws->efd >= 0)
+		close(ws->efd);
+	pthread_cond_destroy(&ws->cv);
+	pthread_mutex_destroy(&ws->mu);
+	free(ws);
+	return 0;
+}
