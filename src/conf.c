@@ -63,6 +63,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	QK("max_payload", T_SIZE, max_payload, 1, 512ULL << 20),
 	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
 	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
+	QK("prefetch", T_UINT, prefetch, 0, 10000),
 };
 
 struct qw_conf_parser {

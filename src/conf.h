@@ -22,6 +22,7 @@ struct qw_queue_conf {
 	uint64_t max_payload;
 	unsigned max_interruptions;
 	uint64_t dead_max;
+	unsigned prefetch;	/* jobs taken ahead of free slots */
 };
 
 struct qw_conf {

@@ -104,12 +104,16 @@ qw_queue_knows(const struct qw_queue *q, const char *field, size_t len)
 {
 	struct qw_run *run;
 	struct qw_op *op;
+	struct qw_taken *t;
 
 	TAILQ_FOREACH(run, &q->runs, link)
 		if (strlen(run->field) == len && memcmp(run->field, field, len) == 0)
 			return true;
 	TAILQ_FOREACH(op, &q->ops, link)
 		if (strlen(op->field) == len && memcmp(op->field, field, len) == 0)
+			return true;
+	TAILQ_FOREACH(t, &q->buffer, link)
+		if (strlen(t->field) == len && memcmp(t->field, field, len) == 0)
 			return true;
 	return false;
 }

@@ -4,7 +4,13 @@
  * Jobs go to the threads through one locked list; results come back through
  * another and an eventfd that wakes the event loop. The eventfd is written
  * only when the result list goes from empty to non-empty, so a burst of
- * short jobs costs one wake-up, not one per job. */
+ * short jobs costs one wake-up, not one per job.
+ *
+ * Threads are started on demand: the first at once, each further one only
+ * when jobs have waited for a thread for QW_WORKERS_STARVE_US. Short jobs
+ * then run on one or two threads that rarely sleep (many threads fighting
+ * over the lists cost more than the jobs), while a plugin that blocks gets
+ * a thread per job within a millisecond or so. */
 #include "config.h"
 
 #include <dlfcn.h>
@@ -176,7 +182,15 @@ qw_plugin_stop(struct qw_plugin *p, void *state)
 
 /* ---- worker threads ------------------------------------------------------ */
 
+#define QW_WORKERS_STARVE_US 500
+
+static void qw_workers_starve_cb(evutil_socket_t fd, short what, void *arg);
+
 struct qw_workers {
+	struct event *starve_ev;	/* checks for jobs waiting on a thread */
+	unsigned max_threads;
+	uint64_t served;		/* jobs taken by threads so far */
+	uint64_t served_at_check;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct qw_work *todo, **todo_tail;
@@ -203,6 +217,7 @@ qw_worker_main(void *arg)
 			break;
 		w = ws->todo;
 		ws->queued--;
+		ws->served++;
 		ws->todo = w->next;
 		if (ws->todo == NULL)
 			ws->todo_tail = &ws->todo;
@@ -269,7 +284,8 @@ qw_workers_new(struct event_base *base)
 	if (ws->efd < 0)
 		goto fail;
 	ws->ev = event_new(base, ws->efd, EV_READ | EV_PERSIST, qw_workers_done_cb, ws);
-	if (ws->ev == NULL || event_add(ws->ev, NULL) < 0)
+	ws->starve_ev = evtimer_new(base, qw_workers_starve_cb, ws);
+	if (ws->ev == NULL || ws->starve_ev == NULL || event_add(ws->ev, NULL) < 0)
 		goto fail;
 	return ws;
 fail:
@@ -300,24 +316,49 @@ qw_workers_spawn(struct qw_workers *ws)
 	return rc;
 }
 
+/* Starts a thread when jobs still wait and no thread took a job since the
+ * last check: every thread is busy with something slow. */
+static void
+qw_workers_starve_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_workers *ws = arg;
+	bool again;
+
+	pthread_mutex_lock(&ws->mu);
+	if (ws->queued > 0 && ws->idle == 0 && ws->served == ws->served_at_check &&
+	    ws->threads < ws->max_threads)
+		qw_workers_spawn(ws);
+	ws->served_at_check = ws->served;
+	again = ws->queued > 0 && ws->threads < ws->max_threads;
+	pthread_mutex_unlock(&ws->mu);
+	if (again)
+		event_add(ws->starve_ev, &(struct timeval){ 0, QW_WORKERS_STARVE_US });
+}
+
 int
 qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads)
 {
 	int rc = 0;
+	bool watch;
 
 	w->next = NULL;
 	pthread_mutex_lock(&ws->mu);
-	/* An idle thread may not have taken the jobs queued before this one. */
-	if (ws->idle <= ws->queued && ws->threads < max_threads)
+	ws->max_threads = max_threads;
+	if (ws->threads == 0)
 		rc = qw_workers_spawn(ws);
-	if (rc == 0 || ws->threads > 0) {
+	if (rc == 0) {
 		*ws->todo_tail = w;
 		ws->todo_tail = &w->next;
 		ws->queued++;
-		pthread_cond_signal(&ws->cv);
-		rc = 0;
+		if (ws->idle > 0)
+			pthread_cond_signal(&ws->cv);
 	}
+	watch = rc == 0 && ws->idle < ws->queued && ws->threads < max_threads;
 	pthread_mutex_unlock(&ws->mu);
+	if (watch && !evtimer_pending(ws->starve_ev, NULL)) {
+		ws->served_at_check = ws->served;	/* racy read: only a hint */
+		event_add(ws->starve_ev, &(struct timeval){ 0, QW_WORKERS_STARVE_US });
+	}
 	return rc;
 }
 
@@ -343,6 +384,8 @@ qw_workers_free(struct qw_workers *ws)
 	}
 	if (ws->ev != NULL)
 		event_free(ws->ev);
+	if (ws->starve_ev != NULL)
+		event_free(ws->starve_ev);
 	if (ws->efd >= 0)
 		close(ws->efd);
 	pthread_cond_destroy(&ws->cv);

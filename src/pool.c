@@ -371,6 +371,60 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 
 /* ---- fetching ---------------------------------------------------------- */
 
+/* Takes ownership of FIELD and ELEM: a job taken from Redis that waits here
+ * for a slot (prefetch). */
+static int
+qw_queue_buffer(struct qw_queue *q, char *field, char *elem, size_t len)
+{
+	struct qw_taken *t = malloc(sizeof(*t));
+
+	if (t == NULL) {
+		free(field);
+		free(elem);
+		return -1;
+	}
+	t->field = field;
+	t->elem = elem;
+	t->len = len;
+	TAILQ_INSERT_TAIL(&q->buffer, t, link);
+	q->nbuffered++;
+	return 0;
+}
+
+/* Gives every taken-but-not-started job back to the tail of pending as it
+ * was, oldest nearest the tail: on quiet and on shutdown. */
+void
+qw_queue_give_back(struct qw_queue *q)
+{
+	struct qw_taken *t;
+
+	while ((t = TAILQ_LAST(&q->buffer, qw_takens)) != NULL) {
+		TAILQ_REMOVE(&q->buffer, t, link);
+		q->nbuffered--;
+		qw_queue_add_op(q, t->field, 'p', t->elem, t->len, 0, "", NULL);
+		free(t);
+	}
+}
+
+/* "RUNID" followed by SEQ in decimal, without printf. */
+static char *
+qw_pool_field(const struct qw_pool *pool, uint64_t seq)
+{
+	char digits[24], *f;
+	size_t rl = strlen(pool->runid), n = 0;
+
+	do
+		digits[n++] = (char)('0' + seq % 10);
+	while ((seq /= 10) != 0);
+	if ((f = malloc(rl + n + 1)) == NULL)
+		return NULL;
+	memcpy(f, pool->runid, rl);
+	for (size_t i = 0; i < n; i++)
+		f[rl + i] = digits[n - 1 - i];
+	f[rl + n] = '\0';
+	return f;
+}
+
 static void
 qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -378,19 +432,16 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	struct qw_pool *pool = q->pool;
 	unsigned asked = q->asked;
 	size_t got = 0;
-	uint64_t first = q->first_seq;
 
-	/* q->asked stays set until the jobs are started, so that a slot freed
-	 * meanwhile (a malformed job ends at once) does not fetch again for q. */
-	pool->busy -= asked;
+	pool->busy -= q->asked_slots;
+	q->asked = q->asked_slots = 0;
+	q->fetching = false;
 	if (reply == NULL) {
-		q->asked = 0;
 		/* Whatever the script took is in the active hash: reconcile finds it. */
 		q->reconciled = false;
 		return;
 	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
-		q->asked = 0;
 		qw_log_err("queue %s: fetch failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
 		q->hold = true;
@@ -400,18 +451,17 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	got = reply->elements;
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
-		char *field = NULL, *elem = malloc(e->len + 1);
-		if (elem == NULL || asprintf(&field, "%s%llu", pool->runid,
-		    (unsigned long long)(first + i)) < 0) {
+		char *field = qw_pool_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
+		if (field == NULL || elem == NULL) {
 			qw_log_err("queue %s: out of memory taking a job; left for recovery", q->qc.name);
+			free(field);
 			free(elem);
 			continue;
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		qw_queue_start_job(q, field, elem, e->len);
+		qw_queue_buffer(q, field, elem, e->len);
 	}
-	q->asked = 0;
 	if (got < asked) {
 		q->empty = true;
 		qw_queue_block(q);
@@ -419,10 +469,12 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	qw_pool_fill(pool);
 }
 
+/* Asks for SLOTS jobs to run now plus EXTRA to keep at hand. */
 static int
-qw_queue_fetch(struct qw_queue *q, unsigned n)
+qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 {
 	struct qw_pool *pool = q->pool;
+	unsigned n = slots + extra;
 	char nb[16], seqb[24];
 	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
 		pool->runid };
@@ -431,11 +483,12 @@ qw_queue_fetch(struct qw_queue *q, unsigned n)
 	snprintf(seqb, sizeof(seqb), "%llu", (unsigned long long)pool->seq);
 	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
 		return -1;
-	qw_log_debug("queue %s: fetching up to %u jobs", q->qc.name, n);
+	q->fetching = true;
 	q->first_seq = pool->seq;
 	pool->seq += n;
 	q->asked = n;
-	pool->busy += n;
+	q->asked_slots = slots;
+	pool->busy += slots;
 	return 0;
 }
 
@@ -446,30 +499,33 @@ qw_queue_cap(const struct qw_queue *q)
 }
 
 static bool
-qw_queue_eligible(const struct qw_queue *q, const unsigned *want)
+qw_queue_fetchable(const struct qw_queue *q)
 {
-	return !q->empty && !q->hold && q->asked == 0 && q->reconciled &&
-	    q->running + *want < qw_queue_cap(q);
+	return !q->empty && !q->hold && !q->fetching && q->reconciled;
 }
 
-/* Hands free slots to queues by smooth weighted round robin, then asks each
- * chosen queue for its share in one script call. */
-void
-qw_pool_fill(struct qw_pool *pool)
+/* Whether the queue can take one more slot, WANT already promised to it. */
+static bool
+qw_queue_eligible(const struct qw_queue *q, unsigned want)
 {
-	unsigned want[pool->nqueues];
-	unsigned free_slots;
+	if (q->running + q->asked_slots + want >= qw_queue_cap(q))
+		return false;
+	return want < q->nbuffered || qw_queue_fetchable(q);
+}
 
-	if (!qw_pool_can_fetch(pool) || pool->busy >= pool->concurrency)
-		return;
-	free_slots = pool->concurrency - pool->busy;
-	memset(want, 0, sizeof(want));
+/* Hands free slots to queues by smooth weighted round robin. */
+static void
+qw_pool_share(struct qw_pool *pool, unsigned *want)
+{
+	unsigned free_slots = pool->concurrency > pool->busy ? pool->concurrency - pool->busy : 0;
+
+	memset(want, 0, pool->nqueues * sizeof(*want));
 	while (free_slots > 0) {
 		struct qw_queue *best = NULL;
 		int total = 0;
 		for (size_t i = 0; i < pool->nqueues; i++) {
 			struct qw_queue *q = &pool->queues[i];
-			if (!qw_queue_eligible(q, &want[i]))
+			if (!qw_queue_eligible(q, want[i]))
 				continue;
 			q->cw += (int)q->qc.weight;
 			total += (int)q->qc.weight;
@@ -482,9 +538,57 @@ qw_pool_fill(struct qw_pool *pool)
 		want[best - pool->queues]++;
 		free_slots--;
 	}
-	for (size_t i = 0; i < pool->nqueues; i++)
-		if (want[i] > 0 && qw_queue_fetch(&pool->queues[i], want[i]) < 0)
+}
+
+/* Starts up to N jobs of Q from its buffer; returns how many it started. */
+static unsigned
+qw_queue_start_buffered(struct qw_queue *q, unsigned n)
+{
+	struct qw_taken *t;
+	unsigned started = 0;
+
+	while (started < n && (t = TAILQ_FIRST(&q->buffer)) != NULL) {
+		TAILQ_REMOVE(&q->buffer, t, link);
+		q->nbuffered--;
+		qw_queue_start_job(q, t->field, t->elem, t->len);
+		free(t);
+		started++;
+	}
+	return started;
+}
+
+/* Fills free slots: from the buffers first, then by fetching (one script
+ * call per queue, with the queue's prefetch on top). Re-entered when a job
+ * ends while starting (a malformed job does), so it loops instead. */
+void
+qw_pool_fill(struct qw_pool *pool)
+{
+	unsigned want[pool->nqueues];
+
+	if (pool->filling) {
+		pool->refill = true;
+		return;
+	}
+	pool->filling = true;
+	do {
+		pool->refill = false;
+		if (!qw_pool_can_fetch(pool))
 			break;
+		qw_pool_share(pool, want);
+		for (size_t i = 0; i < pool->nqueues; i++) {
+			struct qw_queue *q = &pool->queues[i];
+			unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
+			unsigned extra = q->qc.prefetch > q->nbuffered ? q->qc.prefetch - q->nbuffered : 0;
+			/* Refill the buffer once it is half empty, not for every job. */
+			if (extra * 2 < q->qc.prefetch)
+				extra = 0;
+			if (!qw_queue_fetchable(q) || rest + extra == 0)
+				continue;
+			if (qw_queue_fetch(q, rest, extra) < 0)
+				break;
+		}
+	} while (pool->refill);
+	pool->filling = false;
 }
 
 static void
@@ -647,6 +751,7 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	q->qc = *qc;
 	TAILQ_INIT(&q->ops);
 	TAILQ_INIT(&q->runs);
+	TAILQ_INIT(&q->buffer);
 	for (int k = 0; k < K_COUNT; k++) {
 		int rc = (k == K_CLAIM || k == K_ACTIVE) ?
 		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, names[k], c->instance) :
@@ -680,6 +785,13 @@ qw_queue_fini(struct qw_queue *q)
 	while ((op = TAILQ_FIRST(&q->ops)) != NULL) {
 		TAILQ_REMOVE(&q->ops, op, link);
 		qw_op_free(op);
+	}
+	struct qw_taken *t;
+	while ((t = TAILQ_FIRST(&q->buffer)) != NULL) {
+		TAILQ_REMOVE(&q->buffer, t, link);
+		free(t->field);
+		free(t->elem);
+		free(t);
 	}
 	if (q->promote_ev != NULL)
 		event_free(q->promote_ev);
@@ -910,6 +1022,7 @@ qw_pool_set_fetching(struct qw_pool *pool, bool on)
 		struct qw_queue *q = &pool->queues[i];
 		if (!on) {
 			qw_queue_abandon_block(q, false);
+			qw_queue_give_back(q);
 		} else {
 			q->empty = false;	/* look once; block again if there is nothing */
 			if (qw_queue_open_block(q) < 0)
@@ -1004,8 +1117,10 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 {
 	if (!pool->stopping) {
 		pool->stopping = true;
-		for (size_t i = 0; i < pool->nqueues; i++)
+		for (size_t i = 0; i < pool->nqueues; i++) {
 			qw_queue_abandon_block(&pool->queues[i], true);
+			qw_queue_give_back(&pool->queues[i]);
+		}
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}
 	if (pool->giveup_ev != NULL)

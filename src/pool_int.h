@@ -54,6 +54,15 @@ struct qw_run {
 };
 TAILQ_HEAD(qw_runs, qw_run);
 
+/* A job taken from Redis (in the active hash) that has not started yet. */
+struct qw_taken {
+	TAILQ_ENTRY(qw_taken) link;
+	char *field;
+	char *elem;
+	size_t len;
+};
+TAILQ_HEAD(qw_takens, qw_taken);
+
 enum qw_lease_state {
 	QW_LEASE_NONE,		/* not checked yet */
 	QW_LEASE_CHECKING,	/* asking who holds our identity */
@@ -66,7 +75,11 @@ struct qw_queue {
 	struct qw_queue_conf qc;	/* copy; strings borrowed from pool->conf */
 	char *key[K_COUNT];
 	unsigned running;
-	unsigned asked;		/* jobs asked for by the fetch in flight */
+	bool fetching;		/* a fetch script is in flight (one at a time) */
+	unsigned asked;		/* jobs it asked for */
+	unsigned asked_slots;	/* of which slots reserved to run them at once */
+	struct qw_takens buffer;	/* taken, waiting for a slot (prefetch) */
+	unsigned nbuffered;
 	uint64_t first_seq;	/* the sequence number of its first job */
 	bool empty;		/* last fetch came back short */
 	bool hold;		/* an error: wait for retry_ev before fetching */
@@ -94,7 +107,8 @@ struct qw_pool {
 	struct qw_queue *queues;
 	size_t nqueues;
 	unsigned concurrency;
-	unsigned busy;		/* running + asked, over all queues */
+	unsigned busy;		/* running + slots reserved by fetches, over all queues */
+	bool filling, refill;	/* qw_pool_fill is running / must run again */
 	bool fetching;		/* not quiet */
 	bool stopping;
 	char runid[16];		/* names this process's fields in the active hashes */
@@ -121,6 +135,7 @@ void qw_arm(struct event *ev, uint64_t ms);
 void qw_pool_fill(struct qw_pool *pool);
 void qw_pool_check_drained(struct qw_pool *pool);
 void qw_pool_maybe_ready(struct qw_pool *pool);
+void qw_queue_give_back(struct qw_queue *q);
 
 /* settle.c */
 /* Queues a result; takes FIELD, ELEM and OWNER (NULL for our own jobs). */

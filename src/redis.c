@@ -337,21 +337,78 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 	free(call);
 }
 
+/* Writes V in decimal at P; returns the end. */
+static char *
+qw_resp_uint(char *p, size_t v)
+{
+	char tmp[24];
+	int n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* Formats a command in RESP. hiredis's own formatter goes through sdscatfmt
+ * for every argument, which showed as a third of the daemon's instructions
+ * on the fast path; this is one pass and one allocation. */
+static char *
+qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
+{
+	size_t total = 16, len;
+	char *buf, *p;
+
+	for (int i = 0; i < argc; i++)
+		total += 32 + (lens ? lens[i] : strlen(argv[i]));
+	if ((buf = malloc(total)) == NULL)
+		return NULL;
+	p = buf;
+	*p++ = '*';
+	p = qw_resp_uint(p, (size_t)argc);
+	*p++ = '\r';
+	*p++ = '\n';
+	for (int i = 0; i < argc; i++) {
+		len = lens ? lens[i] : strlen(argv[i]);
+		*p++ = '$';
+		p = qw_resp_uint(p, len);
+		*p++ = '\r';
+		*p++ = '\n';
+		memcpy(p, argv[i], len);
+		p += len;
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	*outlen = (size_t)(p - buf);
+	return buf;
+}
+
 int
 qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
     int argc, const char **argv, const size_t *lens)
 {
 	struct qw_redis_call *call;
+	char *cmd;
+	size_t len;
+	int rc;
 
 	if (r->state != QW_R_UP)
 		return -1;
 	call = malloc(sizeof(*call));
-	if (call == NULL)
+	cmd = qw_resp_format(argc, argv, lens, &len);
+	if (call == NULL || cmd == NULL) {
+		free(call);
+		free(cmd);
 		return -1;
+	}
 	call->r = r;
 	call->fn = fn;
 	call->priv = priv;
-	if (redisAsyncCommandArgv(r->ac, qw_redis_call_cb, call, argc, argv, lens) != REDIS_OK) {
+	rc = redisAsyncFormattedCommand(r->ac, qw_redis_call_cb, call, cmd, len);
+	free(cmd);
+	if (rc != REDIS_OK) {
 		free(call);
 		return -1;
 	}
