@@ -33,12 +33,14 @@ static const char qw_lua_fetch[] =
     "return out\n";
 
 /* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,
- * guard, then per job five values: field, where ('' done, 'p' pending tail,
- * 's' scheduled, 'd' dead), element, delay in ms, counters to bump (space
- * separated). A job whose field is gone (settled already, or recovered by
- * another instance) is skipped, so a batch sent twice changes nothing the
- * second time. GUARD names the dead instance whose jobs these are: when its
- * lease is live again the batch does nothing and returns -1. */
+ * guard, the number of succeeded jobs K, their K fields, then per other job
+ * five values: field, where ('p' pending tail, 's' scheduled, 'd' dead),
+ * element, delay in ms, counters to bump (space separated). A job whose
+ * field is gone (settled already, or recovered by another instance) is
+ * skipped, so a batch sent twice changes nothing the second time. GUARD
+ * names the dead instance whose jobs these are: when its lease is live
+ * again the batch does nothing and returns -1. Succeeded jobs, the bulk of
+ * the work, cost one HDEL for the lot. */
 static const char qw_lua_settle[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -47,7 +49,12 @@ static const char qw_lua_settle[] =
     "  if s and tonumber(s) > now then return -1 end\n"
     "end\n"
     "local counts, dead, done = {}, 0, 0\n"
-    "for i = 3, #ARGV, 5 do\n"
+    "local k = tonumber(ARGV[3])\n"
+    "if k > 0 then\n"
+    "  done = redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + k))\n"
+    "  if done > 0 then counts['succeeded'] = done end\n"
+    "end\n"
+    "for i = 4 + k, #ARGV, 5 do\n"
     "  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
     "    if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"

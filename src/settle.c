@@ -48,7 +48,14 @@ qw_queue_add_op(struct qw_queue *q, char *field, char where, char *elem, size_t 
 	op->owner = owner;
 	TAILQ_INSERT_TAIL(&q->ops, op, link);
 	q->nops++;
-	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
+	/* Wait up to QW_SETTLE_DELAY_US for more results, so that a busy queue
+	 * writes hundreds per script call rather than a handful: Redis spends
+	 * more on each call than on each job in it. The job is safe in the
+	 * active hash meanwhile, and its slot is free already. */
+	if (q->nops >= QW_SETTLE_BATCH)
+		event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
+	else if (!event_pending(q->pool->flush_ev, EV_TIMEOUT, NULL))
+		event_add(q->pool->flush_ev, &(struct timeval){ 0, QW_SETTLE_DELAY_US });
 	return 0;
 }
 
@@ -131,9 +138,32 @@ qw_batch_untake(struct qw_queue *q, struct qw_batch *b)
 	free(b);
 }
 
-#define QW_SETTLE_FIXED 8	/* 6 keys, dead_max, guard */
+#define QW_SETTLE_FIXED 9	/* 6 keys, dead_max, guard, count of succeeded */
 
-/* Sends one settle script call for a batch of results. */
+static bool
+qw_op_is_success(const struct qw_op *op)
+{
+	return op->where == 0 && strcmp(op->counters, "succeeded") == 0;
+}
+
+/* Writes V in decimal into BUF (24 bytes); returns its length. */
+static size_t
+qw_utoa(char *buf, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	for (i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	buf[n] = '\0';
+	return n;
+}
+
+/* Sends one settle script call for a batch of results: the succeeded ones
+ * as a list of fields, the others as five values each. */
 static int
 qw_queue_send_batch(struct qw_queue *q)
 {
@@ -141,9 +171,9 @@ qw_queue_send_batch(struct qw_queue *q)
 	const struct qw_conf *c = q->pool->conf;
 	static const char *wheres[] = { "", "p", "s", "d" };
 	const char **argv = NULL;
-	size_t *lens = NULL, argc;
+	size_t *lens = NULL, argc, k, nsucc = 0;
 	char (*delays)[24] = NULL;
-	char deadmax[24], *akey = NULL;
+	char deadmax[24], nsb[24], *akey = NULL;
 	struct qw_op *op;
 	int rc = -1;
 
@@ -170,27 +200,36 @@ qw_queue_send_batch(struct qw_queue *q)
 	argv[3] = q->key[K_DEAD];
 	argv[4] = q->key[K_STATS];
 	argv[5] = q->key[K_LEASES];
-	snprintf(deadmax, sizeof(deadmax), "%llu", (unsigned long long)q->qc.dead_max);
+	qw_utoa(deadmax, q->qc.dead_max);
 	argv[6] = deadmax;
 	argv[7] = op->owner ? op->owner : "";
-	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
+	argv[8] = nsb;
+	k = QW_SETTLE_FIXED;
+	TAILQ_FOREACH(op, &b->ops, link)
+		if (qw_op_is_success(op))
+			argv[k++] = op->field, nsucc++;
+	qw_utoa(nsb, nsucc);
+	for (size_t i = 0; i < k; i++)
 		lens[i] = strlen(argv[i]);
-	size_t k = QW_SETTLE_FIXED, i = 0;
+	size_t d = 0;
 	TAILQ_FOREACH(op, &b->ops, link) {
+		if (qw_op_is_success(op))
+			continue;
 		int w = op->where == 'p' ? 1 : op->where == 's' ? 2 : op->where == 'd' ? 3 : 0;
-		snprintf(delays[i], sizeof(delays[i]), "%llu", (unsigned long long)op->delay_ms);
 		argv[k] = op->field;
 		argv[k + 1] = wheres[w];
 		argv[k + 2] = op->elem ? op->elem : "";
-		argv[k + 3] = delays[i++];
+		lens[k + 3] = qw_utoa(delays[d], op->delay_ms);
+		argv[k + 3] = delays[d++];
 		argv[k + 4] = op->counters;
-		for (size_t j = k; j < k + 5; j++)
-			lens[j] = strlen(argv[j]);
+		lens[k] = strlen(argv[k]);
+		lens[k + 1] = strlen(argv[k + 1]);
 		lens[k + 2] = op->elem ? op->elem_len : 0;
+		lens[k + 4] = strlen(argv[k + 4]);
 		k += 5;
 	}
 	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 6,
-	    (int)argc, argv, lens) < 0)
+	    (int)k, argv, lens) < 0)
 		goto out;
 	b = NULL;
 	q->sending++;
