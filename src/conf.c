@@ -23,7 +23,7 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_PLUGIN };
+enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
 
 struct qw_conf_key {
@@ -39,7 +39,8 @@ struct qw_conf_key {
 #define QK(n, t, f, lo, hi) { S_QUEUE, n, t, offsetof(struct qw_queue_conf, f), lo, hi }
 #define DAY (24ULL * 3600 * 1000)
 
-/* The documented keys; tests/test_docs.py checks qworkerd.conf(5) against it. */
+/* The documented keys; tests/integration/test_docs.py checks qworkerd.conf(5)
+ * against it. */
 static const struct qw_conf_key qw_conf_keys[] = {
 	RK("address", T_ADDR, redis_address, 0, 0),
 	RK("db", T_UINT, db, 0, 100000),
@@ -51,7 +52,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	WK("lease_timeout", T_DUR, lease_timeout_ms, 1000, DAY),
 	WK("instance", T_STR, instance, 0, 0),
 	WK("log_level", T_LEVEL, log_level, 0, 0),
-	WK("metrics_listen", T_ADDR, metrics_listen, 0, 0),
+	WK("metrics_listen", T_LISTEN, metrics_listen, 0, 0),
 	QK("handler", T_HANDLER, argv, 0, 0),
 	QK("plugin", T_PLUGIN, plugin, 0, 0),
 	QK("timeout", T_DUR, timeout_ms, 1, 365 * DAY),
@@ -468,6 +469,10 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		if (strcmp(key, "prefix") == 0 && strpbrk(val, " \t{}") != NULL)
 			return qw_conf_fail(p, p->line,
 			    "prefix: '%s' may not contain spaces or braces", val);
+		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+	case T_LISTEN:
+		if (strncmp(val, "unix:", 5) == 0 || qw_conf_check_address(val) < 0)
+			return qw_conf_fail(p, p->line, "%s: '%s' is not host:port", key, val);
 		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
 	case T_ADDR:
 		if (qw_conf_check_address(val) < 0)

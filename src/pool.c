@@ -1035,41 +1035,40 @@ qw_pool_set_fetching(struct qw_pool *pool, bool on)
 int
 qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why)
 {
+	const struct qw_queue_conf *match[pool->nqueues];
+	const char *ml = conf->metrics_listen, *oml = pool->conf->metrics_listen;
+
+	*why = "the set of queues, prefix and instance cannot change without a restart";
 	if (conf->nqueues != pool->nqueues || strcmp(conf->prefix, pool->conf->prefix) != 0 ||
-	    strcmp(conf->instance, pool->conf->instance) != 0) {
-		*why = "queues, prefix and instance cannot change without a restart";
+	    strcmp(conf->instance, pool->conf->instance) != 0)
 		return -1;
-	}
-	for (size_t i = 0; i < conf->nqueues; i++)
-		if (strcmp(conf->queues[i].name, pool->queues[i].qc.name) != 0) {
-			*why = "queues, prefix and instance cannot change without a restart";
+	/* Queues are matched by name, so reordering the sections is fine. */
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		match[i] = NULL;
+		for (size_t j = 0; j < conf->nqueues; j++)
+			if (strcmp(conf->queues[j].name, q->qc.name) == 0)
+				match[i] = &conf->queues[j];
+		if (match[i] == NULL)
 			return -1;
-		}
-	for (size_t i = 0; i < conf->nqueues; i++) {
-		const struct qw_queue *q = &pool->queues[i];
-		const struct qw_plugin *np = conf->queues[i].plugin;
-		if ((q->plugin == NULL) != (np == NULL) || (np != NULL &&
-		    strcmp(qw_plugin_path(np), qw_plugin_path(q->plugin)) != 0)) {
+		if ((q->plugin == NULL) != (match[i]->plugin == NULL) || (q->plugin != NULL &&
+		    strcmp(qw_plugin_path(match[i]->plugin), qw_plugin_path(q->plugin)) != 0)) {
 			*why = "a queue's plugin cannot change without a restart";
 			return -1;
 		}
 	}
-	for (size_t i = 0; i < conf->nqueues; i++) {
-		const struct qw_queue *q = &pool->queues[i];
-		const struct qw_plugin *np = conf->queues[i].plugin;
-		if ((q->plugin == NULL) != (np == NULL) || (np != NULL &&
-		    strcmp(qw_plugin_path(np), qw_plugin_path(q->plugin)) != 0)) {
-			*why = "a queue's plugin cannot change without a restart";
-			return -1;
-		}
+	if ((ml == NULL) != (oml == NULL) || (ml != NULL && strcmp(ml, oml) != 0)) {
+		*why = "metrics_listen cannot change without a restart";
+		return -1;
 	}
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
-	for (size_t i = 0; i < conf->nqueues; i++)
-		pool->queues[i].qc = conf->queues[i];
+	for (size_t i = 0; i < pool->nqueues; i++)
+		pool->queues[i].qc = *match[i];
 	qw_redis_reconfigure(pool->redis, conf);
-	for (size_t i = 0; i < conf->nqueues; i++)
-		qw_redis_reconfigure(pool->queues[i].blk, conf);
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (pool->queues[i].blk != NULL)
+			qw_redis_reconfigure(pool->queues[i].blk, conf);
 	qw_pool_fill(pool);
 	return 0;
 }

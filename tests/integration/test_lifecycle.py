@@ -246,3 +246,20 @@ def test_maxmemory_policy_warning(r, daemon, tmp):
         d.wait_message("WARNING: Redis maxmemory-policy is allkeys-lru")
     finally:
         r.config_set("maxmemory-policy", "noeviction")
+
+
+def test_reload_matches_queues_by_name(r, daemon, tmp):
+    h = script(tmp, "ok.sh", "cat > /dev/null\n")
+    d = daemon()
+    d.conf({"a": "handler = %s" % h, "b": "handler = %s" % h}, workers="concurrency = 2\n")
+    d.start()
+    d.conf({"b": "handler = %s\nmax_attempts = 7" % h, "a": "handler = %s" % h},
+           workers="concurrency = 3\n")
+    d.signal(signal.SIGHUP)
+    d.wait_log("reloaded")
+    d.conf({"a": "handler = %s" % h, "c": "handler = %s" % h})
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload refused, old configuration kept: the set of queues")
+    r.lpush("qw:{b}:pending", "x")
+    wait_until(lambda: stats(r, "b").get("succeeded") == 1, what="b still served")
+    assert d.stop() == 0

@@ -61,3 +61,14 @@ def test_metrics_listen_in_use_is_an_error(r, daemon, tmp):
         assert "metrics_listen 127.0.0.1:%d" % port in d.log()
     finally:
         s.close()
+
+
+def test_metrics_listen_must_be_host_port(tmp):
+    import subprocess
+    from conftest import QWORKERD
+    conf = "%s/m.conf" % tmp
+    with open(conf, "w") as f:
+        f.write("[workers]\nmetrics_listen = unix:/run/x.sock\n[queue q]\nhandler = /bin/true\n")
+    p = subprocess.run([QWORKERD, "-t", "-c", conf], capture_output=True, text=True)
+    assert p.returncode == 78
+    assert "%s:2: metrics_listen: 'unix:/run/x.sock' is not host:port" % conf in p.stderr
