@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -33,14 +34,19 @@ struct qw_cts {
 	atomic_int reason;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;	/* cancellation and callback completion */
-	struct qw_reg *regs;	/* not yet run */
+	struct qw_reg *regs;	/* not yet run, in registration order */
+	struct qw_reg **regs_tail;
 	uint64_t next_id;
 	uint64_t running_id;	/* callback being run by the cancelling thread */
 	pthread_t runner;
 	int efd;
-	struct event *timer;
+	/* Embedded, like the one link most sources have: a job's source costs
+	 * one allocation, not four. */
+	struct event timer;
+	bool timer_set;
 	int timer_reason;
 	struct qw_link *links;
+	struct qw_link link1;
 	unsigned nlinks;
 };
 
@@ -53,6 +59,7 @@ qw_cts_new(void)
 	if (s == NULL)
 		return NULL;
 	atomic_init(&s->reason, QW_CANCEL_NONE);
+	s->regs_tail = &s->regs;
 	s->efd = -1;
 	s->next_id = 1;
 	pthread_mutex_init(&s->mu, NULL);
@@ -104,6 +111,8 @@ qw_cts_cancel(struct qw_cts *s, int reason)
 	/* Run in registration order, one at a time, without the lock held. */
 	while ((r = s->regs) != NULL) {
 		s->regs = r->next;
+		if (s->regs == NULL)
+			s->regs_tail = &s->regs;
 		s->running_id = r->id;
 		pthread_mutex_unlock(&s->mu);
 		r->fn(r->arg, reason);
@@ -119,7 +128,7 @@ qw_cts_cancel(struct qw_cts *s, int reason)
 uint64_t
 qw_token_register(qw_token *t, qw_token_fn *fn, void *arg)
 {
-	struct qw_reg *r = malloc(sizeof(*r)), **tail;
+	struct qw_reg *r = malloc(sizeof(*r));
 	uint64_t id;
 
 	if (r == NULL)
@@ -136,9 +145,8 @@ qw_token_register(qw_token *t, qw_token_fn *fn, void *arg)
 	r->fn = fn;
 	r->arg = arg;
 	r->next = NULL;
-	for (tail = &t->regs; *tail != NULL; tail = &(*tail)->next)
-		;
-	*tail = r;
+	*t->regs_tail = r;
+	t->regs_tail = &r->next;
 	pthread_mutex_unlock(&t->mu);
 	return id;
 }
@@ -155,6 +163,8 @@ qw_token_unregister(qw_token *t, uint64_t id)
 		if ((*p)->id == id) {
 			struct qw_reg *r = *p;
 			*p = r->next;
+			if (t->regs_tail == &r->next)
+				t->regs_tail = p;
 			free(r);
 			removed = true;
 			break;
@@ -222,10 +232,13 @@ qw_cts_cancel_after(struct qw_cts *s, struct event_base *base, uint64_t delay_ms
 {
 	struct timeval tv = { (time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000 };
 
-	if (s->timer == NULL && (s->timer = evtimer_new(base, qw_cts_timer_cb, s)) == NULL)
-		return -1;
+	if (!s->timer_set) {
+		if (evtimer_assign(&s->timer, base, qw_cts_timer_cb, s) < 0)
+			return -1;
+		s->timer_set = true;
+	}
 	s->timer_reason = reason;
-	return evtimer_add(s->timer, &tv);
+	return evtimer_add(&s->timer, &tv);
 }
 
 /* A parent's callback: the child takes the parent's reason. */
@@ -243,7 +256,9 @@ qw_cts_new_linked(struct qw_cts *const *parents, unsigned n, struct event_base *
 
 	if (s == NULL)
 		return NULL;
-	if (n > 0 && (s->links = calloc(n, sizeof(*s->links))) == NULL)
+	if (n == 1)
+		s->links = &s->link1;
+	else if (n > 1 && (s->links = calloc(n, sizeof(*s->links))) == NULL)
 		goto fail;
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t id = qw_token_register(parents[i], qw_cts_parent_cancelled, s);
@@ -270,9 +285,10 @@ qw_cts_free(struct qw_cts *s)
 		return;
 	for (unsigned i = 0; i < s->nlinks; i++)
 		qw_token_unregister(s->links[i].parent, s->links[i].id);
-	free(s->links);
-	if (s->timer != NULL)
-		event_free(s->timer);
+	if (s->links != &s->link1)
+		free(s->links);
+	if (s->timer_set)
+		event_del(&s->timer);
 	while ((r = s->regs) != NULL) {
 		s->regs = r->next;
 		free(r);
