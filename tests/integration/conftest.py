@@ -222,3 +222,17 @@ def inflight(r, q):
     for k in r.scan_iter("qw:{%s}:claim:*" % q):
         n += r.llen(k)
     return n
+
+
+def read_lines(path):
+    """The non-empty lines of PATH, or [] when it does not exist yet."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [l.rstrip("\n") for l in f if l.strip()]
+
+
+def redis_ms(r):
+    """Redis server time in Unix milliseconds (the clock qworkerd's scripts use)."""
+    s, us = r.time()
+    return int(s) * 1000 + int(us) // 1000

@@ -2,19 +2,7 @@
 queue weights share the pool, and a queue's concurrency cap holds."""
 import os
 
-from conftest import inflight, script, stats, wait_until
-
-
-def read_lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [l.rstrip("\n") for l in f if l.strip()]
-
-
-def redis_ms(r):
-    s, us = r.time()
-    return int(s) * 1000 + int(us) // 1000
+from conftest import inflight, read_lines, redis_ms, script, stats, wait_until
 
 
 def max_overlap(intervals):
