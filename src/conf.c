@@ -49,7 +49,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	WK("concurrency", T_UINT, concurrency, 1, 10000),
 	WK("shutdown_timeout", T_DUR, shutdown_timeout_ms, 0, DAY),
 	WK("kill_grace", T_DUR, kill_grace_ms, 0, 3600 * 1000),
-	WK("lease_timeout", T_DUR, lease_timeout_ms, 1000, DAY),
+	WK("lease_timeout", T_DUR, lease_timeout_ms, 2000, DAY),
 	WK("instance", T_STR, instance, 0, 0),
 	WK("log_level", T_LEVEL, log_level, 0, 0),
 	WK("metrics_listen", T_LISTEN, metrics_listen, 0, 0),

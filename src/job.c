@@ -157,6 +157,17 @@ qw_job_envelope_payload(struct qw_job *job, json_t *payload)
 	return 0;
 }
 
+/* An id goes into log lines: no control characters (a newline could forge a
+ * journal line), no NUL. */
+static bool
+qw_job_printable(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
 /* Checks the members SPEC 3 defines; the first problem becomes job->error. */
 static int
 qw_job_envelope(struct qw_job *job, const struct qw_queue_conf *qc)
@@ -170,9 +181,10 @@ qw_job_envelope(struct qw_job *job, const struct qw_queue_conf *qc)
 	v = json_object_get(job->env, "id");
 	if (v != NULL) {
 		if (!json_is_string(v) || json_string_length(v) == 0 ||
-		    json_string_length(v) > 200 || strlen(json_string_value(v)) != json_string_length(v))
-			return qw_job_fail(job, "member '%s' must be a string of 1 to 200 bytes%s",
-			    "id", "");
+		    json_string_length(v) > 200 || !qw_job_printable(json_string_value(v),
+		    json_string_length(v)))
+			return qw_job_fail(job, "member '%s' must be a string of 1 to 200 bytes "
+			    "without control characters%s", "id", "");
 		free(job->id);
 		if ((job->id = strdup(json_string_value(v))) == NULL)
 			return -1;
@@ -231,6 +243,18 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 	job->max_attempts = qc->max_attempts;
 	if ((job->id = strdup(new_id)) == NULL)
 		goto nomem;
+	/* JSON escaping makes a payload at most six times longer: anything far
+	 * beyond that cannot pass max_payload, so it is not worth parsing. */
+	if (len > qc->max_payload * 6 + 65536) {
+		if (asprintf(&job->error, "job of %zu bytes is larger than max_payload allows "
+		    "(%llu bytes)", len, (unsigned long long)qc->max_payload) < 0) {
+			job->error = NULL;
+			goto nomem;
+		}
+		job->payload = elem;
+		job->payload_len = len;
+		return 0;
+	}
 	job->env = qw_job_try_envelope(elem, len);
 	if (job->env == NULL) {
 		job->payload = elem;

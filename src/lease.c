@@ -290,9 +290,9 @@ qw_reap_forget(struct qw_queue *q)
 	char *ckey = qw_instance_key(q, "claim", q->reaping);
 
 	if (akey != NULL && ckey != NULL) {
-		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, q->reaping,
-			"expired" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 4, 6, argv, NULL);
+		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey,
+			q->key[K_PENDING], q->reaping, "expired" };
+		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 5, 7, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
@@ -474,11 +474,11 @@ qw_lease_release(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], q->key[K_ACTIVE],
-			q->key[K_CLAIM], pool->conf->instance, "ours" };
+			q->key[K_CLAIM], q->key[K_PENDING], pool->conf->instance, "ours" };
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		q->lease = QW_LEASE_RELEASED;
-		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 4, 6, argv,
+		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 5, 7, argv,
 		    NULL) == 0)
 			pool->releasing++;
 	}

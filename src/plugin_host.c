@@ -362,6 +362,26 @@ qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads
 	return rc;
 }
 
+bool
+qw_workers_cancel(struct qw_workers *ws, struct qw_work *w)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&ws->mu);
+	for (struct qw_work **p = &ws->todo; *p != NULL; p = &(*p)->next) {
+		if (*p == w) {
+			*p = w->next;
+			if (ws->todo_tail == &w->next)
+				ws->todo_tail = p;
+			ws->queued--;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ws->mu);
+	return found;
+}
+
 int
 qw_workers_free(struct qw_workers *ws)
 {

@@ -33,6 +33,8 @@ struct qw_work {
 };
 
 struct qw_workers *qw_workers_new(struct event_base *base);
+/* Takes W back if no thread has taken it yet; true when it did. */
+bool qw_workers_cancel(struct qw_workers *ws, struct qw_work *w);
 /* Stops the threads. Returns -1 when some are still inside a plugin (they
  * are left to the process's exit, and so is their state), else 0. */
 int qw_workers_free(struct qw_workers *ws);

@@ -115,6 +115,13 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 	bool timed_out = why == QW_CANCEL_TIMEOUT;
 
 	pool->processed++;
+	/* A handler that finished its job, even after being asked to stop, has
+	 * done it: running it again would be a second delivery. */
+	if (ok) {
+		qw_log_debug("job %s/%s: succeeded", q->qc.name, run->job.id);
+		qw_run_finish(run, 0, false, NULL, 0, "succeeded");
+		return;
+	}
 	if (why == QW_CANCEL_SHUTDOWN) {
 		run->job.interrupted++;
 		if (run->job.interrupted >= q->qc.max_interruptions) {
@@ -127,11 +134,6 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 			    q->qc.name, run->job.id);
 			qw_run_finish(run, 'p', true, NULL, 0, "requeued");
 		}
-		return;
-	}
-	if (ok && !timed_out) {
-		qw_log_debug("job %s/%s: succeeded", q->qc.name, run->job.id);
-		qw_run_finish(run, 0, false, NULL, 0, "succeeded");
 		return;
 	}
 	pool->failed++;
@@ -157,12 +159,12 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	struct qw_run *run = arg;
 	char error[160];
 
-	if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
+	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+		qw_run_outcome(run, true, false, NULL);
+	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
 		double s = (double)run->job.timeout_ms / 1000;
 		snprintf(error, sizeof(error), "timed out after %gs", s);
 		qw_run_outcome(run, false, false, error);
-	} else if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
-		qw_run_outcome(run, true, false, NULL);
 	} else if (WIFEXITED(ws)) {
 		snprintf(error, sizeof(error), "exit status %d%s", WEXITSTATUS(ws),
 		    WEXITSTATUS(ws) == 65 ? " (permanent failure)" : "");
@@ -184,14 +186,15 @@ qw_run_plugin_done(struct qw_work *w)
 
 	run->in_thread = false;
 	if (run->abandoned) {
+		run->q->pool->abandoned--;
 		qw_run_free(run);
 		return;
 	}
-	if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
+	if (w->result == QW_PLUGIN_OK) {
+		qw_run_outcome(run, true, false, NULL);
+	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
 		snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
 		qw_run_outcome(run, false, false, error);
-	} else if (w->result == QW_PLUGIN_OK) {
-		qw_run_outcome(run, true, false, NULL);
 	} else {
 		snprintf(error, sizeof(error), "plugin %s: %s", w->result == QW_PLUGIN_PERMANENT ?
 		    "failed permanently" : "failed", why);
@@ -207,11 +210,21 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_run *run = arg;
 	char error[160];
 
+	snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+	if (run->unstarted) {
+		/* Cancelled while it waited for a thread: a shutdown gives it back
+		 * untouched, its own deadline counts as a timeout. */
+		if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_SHUTDOWN)
+			qw_run_finish(run, 'p', false, NULL, 0, "");
+		else
+			qw_run_outcome(run, false, false, error);
+		return;
+	}
 	if (!run->in_thread)
 		return;
 	qw_log_warn("job %s/%s: plugin did not return within kill_grace of its cancellation; "
 	    "settling the job without it", run->q->qc.name, run->job.id);
-	snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+	run->q->pool->abandoned++;
 	qw_run_outcome(run, false, false, error);
 }
 
@@ -232,9 +245,18 @@ qw_run_cancelled(void *arg, int reason)
 	if (run->exec != NULL)
 		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
 	if (run->in_thread) {
+		uint64_t grace = run->q->pool->conf->kill_grace_ms;
+		/* Not taken by a thread yet: take it back. The outcome waits for
+		 * the timer either way: we are inside the token's cancel, which
+		 * must not free the token under itself. */
+		if (qw_workers_cancel(run->q->pool->workers, &run->work)) {
+			run->in_thread = false;
+			run->unstarted = true;
+			grace = 0;
+		}
 		run->grace_ev = evtimer_new(run->q->pool->base, qw_run_grace_cb, run);
 		if (run->grace_ev != NULL)
-			qw_arm(run->grace_ev, run->q->pool->conf->kill_grace_ms);
+			qw_arm(run->grace_ev, grace);
 	}
 }
 
@@ -256,7 +278,10 @@ qw_run_start_plugin(struct qw_run *run)
 	w->job.max_attempts = run->job.max_attempts;
 	w->job.deadline_ms = qw_now_ms() + (int64_t)run->job.timeout_ms;
 	run->in_thread = true;
-	if (qw_workers_submit(q->pool->workers, w, q->pool->concurrency) != 0) {
+	/* Threads left inside plugins that ignored their cancellation do not
+	 * count: the pool still gets its full concurrency. */
+	if (qw_workers_submit(q->pool->workers, w,
+	    q->pool->concurrency + q->pool->abandoned) != 0) {
 		run->in_thread = false;
 		return EAGAIN;
 	}
@@ -325,6 +350,8 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 		/* Out of memory: the job stays in the active hash for recovery. */
 		qw_log_err("queue %s: out of memory taking job %s; left for recovery",
 		    q->qc.name, field);
+		if (run == NULL)
+			free(elem);	/* qw_job_parse frees it when it fails */
 		free(run);
 		free(field);
 		return;
@@ -462,6 +489,12 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		elem[e->len] = '\0';
 		qw_queue_buffer(q, field, elem, e->len);
 	}
+	if (!qw_pool_can_fetch(pool)) {
+		/* Quiet or stopping since the fetch left: none of these starts. */
+		qw_queue_give_back(q);
+		qw_pool_check_drained(pool);
+		return;
+	}
 	if (got < asked) {
 		q->empty = true;
 		qw_queue_block(q);
@@ -474,7 +507,15 @@ static int
 qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 {
 	struct qw_pool *pool = q->pool;
-	unsigned n = slots + extra;
+	unsigned n;
+
+	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
+	 * Redis, and far below what Lua's unpack can take. */
+	if (slots > QW_FETCH_MAX)
+		slots = QW_FETCH_MAX;
+	if (extra > QW_FETCH_MAX - slots)
+		extra = QW_FETCH_MAX - slots;
+	n = slots + extra;
 	char nb[16], seqb[24];
 	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
 		pool->runid };
@@ -599,8 +640,13 @@ qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (r == NULL)
 		return;		/* connection closed on purpose */
 	q->blocking = false;
-	if (reply == NULL)
-		return;		/* reconnects, then blocks again */
+	if (reply == NULL) {
+		/* The pop may have moved a job into the claim list before the
+		 * connection went: look (a fetch takes the claim list first). */
+		q->empty = false;
+		qw_pool_fill(q->pool);
+		return;
+	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
@@ -635,8 +681,11 @@ qw_blk_state(struct qw_redis *r, bool up, void *arg)
 {
 	struct qw_queue *q = arg;
 
-	if (up)
-		qw_queue_block(q);
+	if (!up)
+		return;
+	q->empty = false;	/* fetch once; block if that comes back short */
+	qw_pool_fill(q->pool);
+	qw_queue_block(q);
 }
 
 /* Each queue blocks on a connection of its own while it has no work. */
@@ -662,11 +711,17 @@ qw_queue_abandon_block(struct qw_queue *q, bool close)
 	struct qw_pool *pool = q->pool;
 	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
 	char id[24];
-	const char *unblock[] = { "CLIENT", "UNBLOCK", id };
+	/* At shutdown the connection goes: CLIENT KILL makes sure Redis runs no
+	 * pop of it that is still on its way, which CLIENT UNBLOCK cannot. */
+	const char *unblock[] = { "CLIENT", close ? "KILL" : "UNBLOCK", "ID", id };
 
-	if (q->blk != NULL && q->blocking && qw_redis_client_id(q->blk) > 0) {
+	if (q->blk != NULL && (q->blocking || close) && qw_redis_client_id(q->blk) > 0) {
 		snprintf(id, sizeof(id), "%lld", qw_redis_client_id(q->blk));
-		qw_redis_cmd(pool->redis, NULL, NULL, 3, unblock, NULL);
+		if (close)
+			qw_redis_cmd(pool->redis, NULL, NULL, 4, unblock, NULL);
+		else
+			qw_redis_cmd(pool->redis, NULL, NULL, 3, (const char *[]){ "CLIENT",
+			    "UNBLOCK", id }, NULL);
 	}
 	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
 	if (close) {
@@ -749,6 +804,11 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 
 	q->pool = pool;
 	q->qc = *qc;
+	/* Our own copy of the name: plugins and log lines keep pointing at it
+	 * across reloads, which free the configuration it came from. */
+	if ((q->name = strdup(qc->name)) == NULL)
+		return -1;
+	q->qc.name = q->name;
 	TAILQ_INIT(&q->ops);
 	TAILQ_INIT(&q->runs);
 	TAILQ_INIT(&q->buffer);
@@ -894,11 +954,15 @@ qw_pool_free(struct qw_pool *pool)
 	qw_redis_free(pool->redis);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		qw_queue_fini(&pool->queues[i]);
-	/* Threads first, then the plugins' fini: no thread may be inside one. */
-	if (qw_workers_free(pool->workers) == 0)
-		for (size_t i = 0; i < pool->nqueues; i++)
+	/* Threads first, then the plugins' fini: no thread may be inside one.
+	 * A thread stuck in a plugin keeps its queue's name and state. */
+	if (qw_workers_free(pool->workers) == 0) {
+		for (size_t i = 0; i < pool->nqueues; i++) {
 			qw_queue_stop_plugin(&pool->queues[i]);
-	free(pool->queues);
+			free(pool->queues[i].name);
+		}
+		free(pool->queues);
+	}
 	qw_execs_free(pool->execs);
 	if (pool->flush_ev != NULL)
 		event_free(pool->flush_ev);
@@ -925,7 +989,8 @@ qw_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
 
 	if (reply == NULL || r == NULL)
 		return;
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[1]->type != REDIS_REPLY_STRING) {
 		qw_log_info("cannot read Redis's maxmemory-policy (%s); make sure it is noeviction",
 		    qw_redis_errstr(r, reply));
 		return;
@@ -1063,8 +1128,10 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 	}
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
-	for (size_t i = 0; i < pool->nqueues; i++)
+	for (size_t i = 0; i < pool->nqueues; i++) {
 		pool->queues[i].qc = *match[i];
+		pool->queues[i].qc.name = pool->queues[i].name;
+	}
 	qw_redis_reconfigure(pool->redis, conf);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].blk != NULL)
@@ -1082,6 +1149,9 @@ qw_pool_check_drained(struct qw_pool *pool)
 	if (!pool->stopping || pool->drained_called || pool->busy > 0 ||
 	    qw_pool_unsettled(pool) > 0)
 		return;
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (pool->queues[i].fetching || pool->queues[i].nbuffered > 0)
+			return;
 	if (pool->releasing > 0)
 		return;
 	if (qw_redis_is_up(pool->redis)) {

@@ -18,6 +18,7 @@
 
 #define QW_OUTPUT_MAX (64 * 1024)
 #define QW_SETTLE_BATCH 512
+#define QW_FETCH_MAX 1000
 #define QW_SETTLE_DELAY_US 1000
 #define QW_PROMOTE_MS 200
 #define QW_PROMOTE_LIMIT 1000
@@ -51,6 +52,7 @@ struct qw_run {
 	struct qw_work work;	/* a plugin job on a worker thread */
 	bool in_thread;		/* work is with a worker thread */
 	bool abandoned;		/* settled without waiting for its thread */
+	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 };
 TAILQ_HEAD(qw_runs, qw_run);
@@ -73,7 +75,8 @@ enum qw_lease_state {
 
 struct qw_queue {
 	struct qw_pool *pool;
-	struct qw_queue_conf qc;	/* copy; strings borrowed from pool->conf */
+	struct qw_queue_conf qc;	/* copy; strings borrowed from pool->conf but the name */
+	char *name;			/* owned; qc.name points here */
 	char *key[K_COUNT];
 	unsigned running;
 	bool fetching;		/* a fetch script is in flight (one at a time) */
@@ -124,6 +127,7 @@ struct qw_pool {
 	uint64_t processed, failed, recovered;
 	unsigned short rnd[3];
 	unsigned releasing;	/* lease releases in flight at the end of a drain */
+	unsigned abandoned;	/* threads still inside a plugin whose job is settled */
 	qw_pool_drained_fn *drained;
 	qw_pool_ready_fn *ready;
 	void *cb_arg;

@@ -218,6 +218,9 @@ qw_redis_connect(struct qw_redis *r)
 	ac->data = r;
 	r->ac = ac;
 	r->state = QW_R_HANDSHAKE;
+	/* Notice a peer that vanished without a reset (TCP only). */
+	if (strncmp(r->address, "unix:", 5) != 0)
+		redisEnableKeepAlive(&ac->c);
 	redisLibeventAttach(ac, r->base);
 	redisAsyncSetConnectCallback(ac, qw_redis_on_connect);
 	redisAsyncSetDisconnectCallback(ac, qw_redis_on_disconnect);
@@ -332,8 +335,19 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 	struct qw_redis_call *call = priv;
 
 	/* After qw_redis_free the context is detached: the caller gets r == NULL. */
+	redisReply *reply = rep;
+
 	if (call->fn != NULL)
 		call->fn(ac->data ? call->r : NULL, rep, call->priv);
+	/* The script cache was flushed (SCRIPT FLUSH, a failover): reconnect,
+	 * and the handshake loads the scripts again. */
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+	    memcmp(reply->str, "NOSCRIPT", 8) == 0 && ac->data != NULL &&
+	    !(ac->c.flags & REDIS_DISCONNECTING)) {
+		qw_log_warn("redis %s: Redis lost qworkerd's scripts; reconnecting to load them",
+		    call->r->name);
+		redisAsyncDisconnect(ac);
+	}
 	free(call);
 }
 

@@ -6,30 +6,48 @@
 
 #include "scripts.h"
 
-/* KEYS: pending, claim, active. ARGV: n, first sequence number, field prefix.
- * Takes up to n jobs, those a blocking pop left in the claim list first,
- * and files each in the active hash under its sequence number. */
+/* Every script first checks the types of the keys it writes, and refuses
+ * with an error that names the key, before it changes anything: a producer
+ * that ran SET on a queue key must not make a job vanish half-way through.
+ * Scripts also write a job to its new place before removing it from the
+ * old one. */
+#define QW_LUA_CHECK \
+    "local function check(k, want)\n" \
+    "  local t = redis.call('TYPE', k)['ok']\n" \
+    "  if t ~= 'none' and t ~= want then\n" \
+    "    return redis.error_reply('WRONGTYPE key ' .. k .. ' holds a ' .. t .. ', not a ' .. want)\n" \
+    "  end\n" \
+    "end\n"
+
+/* KEYS: pending, claim, active. ARGV: n (at most 1000), first sequence
+ * number, field prefix. Takes up to n jobs, those a blocking pop left in the
+ * claim list first, oldest (tail) first, and files each in the active hash
+ * under its sequence number; only then trims them off their lists. */
 static const char qw_lua_fetch[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list') or check(KEYS[3], 'hash')\n"
+    "if err then return err end\n"
     "local n = tonumber(ARGV[1])\n"
     "local seq = tonumber(ARGV[2])\n"
-    "local out = {}\n"
-    "while #out < n do\n"
-    "  local e = redis.call('RPOP', KEYS[2])\n"
-    "  if not e then break end\n"
-    "  out[#out + 1] = e\n"
-    "end\n"
+    "local out, nc, np = {}, 0, 0\n"
+    "local c = redis.call('LRANGE', KEYS[2], -n, -1)\n"
+    "for i = #c, 1, -1 do out[#out + 1] = c[i] end\n"
+    "nc = #c\n"
     "if #out < n then\n"
-    "  local more = redis.call('RPOP', KEYS[1], n - #out)\n"
-    "  if more then for i = 1, #more do out[#out + 1] = more[i] end end\n"
+    "  local p = redis.call('LRANGE', KEYS[1], -(n - #out), -1)\n"
+    "  for i = #p, 1, -1 do out[#out + 1] = p[i] end\n"
+    "  np = #p\n"
     "end\n"
-    "if #out > 0 then\n"
+    "for i = 1, #out, 500 do\n"
     "  local args = {}\n"
-    "  for i = 1, #out do\n"
-    "    args[2 * i - 1] = ARGV[3] .. string.format('%d', seq + i - 1)\n"
-    "    args[2 * i] = out[i]\n"
+    "  for j = i, math.min(i + 499, #out) do\n"
+    "    args[#args + 1] = ARGV[3] .. string.format('%d', seq + j - 1)\n"
+    "    args[#args + 1] = out[j]\n"
     "  end\n"
     "  redis.call('HSET', KEYS[3], unpack(args))\n"
     "end\n"
+    "if nc > 0 then redis.call('LTRIM', KEYS[2], 0, -(nc + 1)) end\n"
+    "if np > 0 then redis.call('LTRIM', KEYS[1], 0, -(np + 1)) end\n"
     "return out\n";
 
 /* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,
@@ -42,6 +60,10 @@ static const char qw_lua_fetch[] =
  * again the batch does nothing and returns -1. Succeeded jobs, the bulk of
  * the work, cost one HDEL for the lot. */
 static const char qw_lua_settle[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'list') or check(KEYS[3], 'zset')\n"
+    "  or check(KEYS[4], 'list') or check(KEYS[5], 'hash')\n"
+    "if err then return err end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "if ARGV[2] ~= '' then\n"
@@ -55,7 +77,7 @@ static const char qw_lua_settle[] =
     "  if done > 0 then counts['succeeded'] = done end\n"
     "end\n"
     "for i = 4 + k, #ARGV, 5 do\n"
-    "  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then\n"
+    "  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
     "    if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
     "    elseif w == 's' then\n"
@@ -64,6 +86,7 @@ static const char qw_lua_settle[] =
     "      redis.call('LPUSH', KEYS[4], ARGV[i + 2])\n"
     "      dead = dead + 1\n"
     "    end\n"
+    "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
     "    for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
     "    done = done + 1\n"
     "  end\n"
@@ -76,18 +99,24 @@ static const char qw_lua_settle[] =
 /* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
  * the earliest is nearest the tail that workers take from. */
 static const char qw_lua_promote[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'zset') or check(KEYS[2], 'list')\n"
+    "if err then return err end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
     "if #due > 0 then\n"
-    "  redis.call('ZREM', KEYS[1], unpack(due))\n"
     "  redis.call('LPUSH', KEYS[2], unpack(due))\n"
+    "  redis.call('ZREM', KEYS[1], unpack(due))\n"
     "end\n"
     "return #due\n";
 
 /* KEYS: claim, pending. Gives never-started jobs back to the tail of
  * pending, oldest nearest the tail, so they run next. */
 static const char qw_lua_unclaim[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list')\n"
+    "if err then return err end\n"
     "local items = redis.call('LRANGE', KEYS[1], 0, 999)\n"
     "if #items > 0 then\n"
     "  redis.call('RPUSH', KEYS[2], unpack(items))\n"
@@ -116,16 +145,28 @@ static const char qw_lua_check[] =
     "if left < 0 then left = 0 end\n"
     "return {left, h or ''}\n";
 
-/* KEYS: leases, holders, active, claim of an instance. ARGV: instance,
- * 'expired' or 'ours'. Drops the instance's lease once it holds no job;
- * with 'expired' only while the lease is still expired. Returns 1 when
- * dropped (or already gone), 0 while jobs remain, -1 when alive again. */
+/* KEYS: leases, holders, active, claim of an instance, pending. ARGV:
+ * instance, 'expired' or 'ours'. Gives the instance's claimed (never
+ * started) jobs back to the tail of pending, then drops its lease once it
+ * holds no job; with 'expired' only while the lease is still expired.
+ * Returns 1 when dropped (or already gone), 0 while jobs remain, -1 when
+ * the instance is alive again. */
 static const char qw_lua_forget[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[4], 'list') or check(KEYS[5], 'list')\n"
+    "if err then return err end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if s and ARGV[2] == 'expired' and tonumber(s) > now then return -1 end\n"
+    "local c = redis.call('LRANGE', KEYS[4], 0, -1)\n"
+    "if #c > 0 then\n"
+    "  for i = 1, #c, 500 do\n"
+    "    redis.call('RPUSH', KEYS[5], unpack(c, i, math.min(i + 499, #c)))\n"
+    "  end\n"
+    "  redis.call('DEL', KEYS[4])\n"
+    "end\n"
     "if not s then return 1 end\n"
-    "if ARGV[2] == 'expired' and tonumber(s) > now then return -1 end\n"
     "if redis.call('HLEN', KEYS[3]) > 0 or redis.call('LLEN', KEYS[4]) > 0 then return 0 end\n"
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "redis.call('HDEL', KEYS[2], ARGV[1])\n"

@@ -712,11 +712,11 @@ test_err_out_of_range(void **state)
 	    "concurrency", NULL);
 	/* The limits are inclusive. */
 	struct qw_conf *c = load_ok("limits.conf",
-	    "[workers]\nconcurrency = 10000\nlease_timeout = 1s\n"
+	    "[workers]\nconcurrency = 10000\nlease_timeout = 2s\n"
 	    "[queue q]\nhandler = /bin/true\nweight = 1000\nmax_payload = 512MiB\n"
 	    "timeout = 365d\nmax_attempts = 1\ndead_max = 0\n");
 	assert_int_equal(c->concurrency, 10000);
-	assert_int_equal(c->lease_timeout_ms, 1000);
+	assert_int_equal(c->lease_timeout_ms, 2000);
 	assert_int_equal(c->queues[0].weight, 1000);
 	assert_int_equal(c->queues[0].max_payload, 512ULL << 20);
 	assert_int_equal(c->queues[0].timeout_ms, 365ULL * 86400000);
