@@ -23,6 +23,7 @@ struct qw_reg {
 	uint64_t id;
 	qw_token_fn *fn;
 	void *arg;
+	bool external;		/* storage belongs to a linked child, not to us */
 };
 
 struct qw_link {
@@ -47,8 +48,21 @@ struct qw_cts {
 	int timer_reason;
 	struct qw_link *links;
 	struct qw_link link1;
+	struct qw_reg link1_reg;	/* our registration on link1's parent */
+	struct qw_reg own_reg;		/* the first registration on us */
+	bool own_reg_used;
 	unsigned nlinks;
 };
+
+/* A registration leaves the list: give its storage back. */
+static void
+qw_reg_release(struct qw_cts *t, struct qw_reg *r)
+{
+	if (r == &t->own_reg)
+		t->own_reg_used = false;
+	else if (!r->external)
+		free(r);
+}
 
 struct qw_cts *
 qw_cts_new(void)
@@ -114,10 +128,15 @@ qw_cts_cancel(struct qw_cts *s, int reason)
 		if (s->regs == NULL)
 			s->regs_tail = &s->regs;
 		s->running_id = r->id;
+		/* Decide now: a child's storage may be gone once its callback ran. */
+		bool mine = r == &s->own_reg, external = r->external;
 		pthread_mutex_unlock(&s->mu);
 		r->fn(r->arg, reason);
-		free(r);
 		pthread_mutex_lock(&s->mu);
+		if (mine)
+			s->own_reg_used = false;
+		else if (!external)
+			free(r);
 		s->running_id = 0;
 		pthread_cond_broadcast(&s->cv);
 	}
@@ -125,20 +144,30 @@ qw_cts_cancel(struct qw_cts *s, int reason)
 	return true;
 }
 
-uint64_t
-qw_token_register(qw_token *t, qw_token_fn *fn, void *arg)
+/* Registers FN with storage R, or with storage of our own when R is NULL. */
+static uint64_t
+qw_token_register_in(qw_token *t, struct qw_reg *r, qw_token_fn *fn, void *arg)
 {
-	struct qw_reg *r = malloc(sizeof(*r));
 	uint64_t id;
+	int reason;
 
-	if (r == NULL)
-		return 0;
 	pthread_mutex_lock(&t->mu);
+	if (r == NULL && !t->own_reg_used) {
+		r = &t->own_reg;
+		r->external = false;
+		t->own_reg_used = true;
+	} else if (r == NULL) {
+		if ((r = malloc(sizeof(*r))) == NULL) {
+			pthread_mutex_unlock(&t->mu);
+			return 0;
+		}
+		r->external = false;
+	}
 	id = r->id = t->next_id++;
-	if (atomic_load(&t->reason) != 0) {
-		int reason = atomic_load(&t->reason);
+	reason = atomic_load(&t->reason);
+	if (reason != 0) {
+		qw_reg_release(t, r);
 		pthread_mutex_unlock(&t->mu);
-		free(r);
 		fn(arg, reason);
 		return id;
 	}
@@ -149,6 +178,12 @@ qw_token_register(qw_token *t, qw_token_fn *fn, void *arg)
 	t->regs_tail = &r->next;
 	pthread_mutex_unlock(&t->mu);
 	return id;
+}
+
+uint64_t
+qw_token_register(qw_token *t, qw_token_fn *fn, void *arg)
+{
+	return qw_token_register_in(t, NULL, fn, arg);
 }
 
 bool
@@ -165,7 +200,7 @@ qw_token_unregister(qw_token *t, uint64_t id)
 			*p = r->next;
 			if (t->regs_tail == &r->next)
 				t->regs_tail = p;
-			free(r);
+			qw_reg_release(t, r);
 			removed = true;
 			break;
 		}
@@ -261,7 +296,12 @@ qw_cts_new_linked(struct qw_cts *const *parents, unsigned n, struct event_base *
 	else if (n > 1 && (s->links = calloc(n, sizeof(*s->links))) == NULL)
 		goto fail;
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t id = qw_token_register(parents[i], qw_cts_parent_cancelled, s);
+		struct qw_reg *storage = NULL;
+		if (n == 1) {
+			storage = &s->link1_reg;
+			storage->external = true;
+		}
+		uint64_t id = qw_token_register_in(parents[i], storage, qw_cts_parent_cancelled, s);
 		if (id == 0)
 			goto fail;
 		s->links[s->nlinks].parent = parents[i];
@@ -291,7 +331,7 @@ qw_cts_free(struct qw_cts *s)
 		event_del(&s->timer);
 	while ((r = s->regs) != NULL) {
 		s->regs = r->next;
-		free(r);
+		qw_reg_release(s, r);
 	}
 	if (s->efd >= 0)
 		close(s->efd);
