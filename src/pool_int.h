@@ -1,6 +1,7 @@
 /* pool_int.h - the pool's state, shared by the files that make up the pool:
- * pool.c (slots, fetching, running jobs), settle.c (writing results) and
- * lease.c (instance leases and recovery). Nothing outside them includes it. */
+ * pool.c (slots, fetching), run.c (one job's handler and outcome), settle.c
+ * (writing results) and lease.c (instance leases and recovery). Nothing
+ * outside them includes it. */
 #ifndef QW_POOL_INT_H
 #define QW_POOL_INT_H
 
@@ -48,7 +49,6 @@ struct qw_run {
 	struct qw_job job;
 	struct qw_exec *exec;
 	struct qw_cts *cts;	/* linked to the shutdown source, with the job's deadline */
-	struct timespec started;
 	struct qw_work work;	/* a plugin job on a worker thread */
 	bool in_thread;		/* work is with a worker thread */
 	bool abandoned;		/* settled without waiting for its thread */
@@ -141,6 +141,11 @@ void qw_pool_fill(struct qw_pool *pool);
 void qw_pool_check_drained(struct qw_pool *pool);
 void qw_pool_maybe_ready(struct qw_pool *pool);
 void qw_queue_give_back(struct qw_queue *q);
+
+/* run.c */
+/* Takes ownership of FIELD and ELEM: starts one job fresh out of Redis. */
+void qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len);
+void qw_run_free(struct qw_run *run);
 
 /* settle.c */
 /* Queues a result; takes FIELD, ELEM and OWNER (NULL for our own jobs). */
