@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -183,6 +184,7 @@ qw_plugin_stop(struct qw_plugin *p, void *state)
 /* ---- worker threads ------------------------------------------------------ */
 
 #define QW_WORKERS_STARVE_US 500
+#define QW_WORKERS_SPIN_NS 50000
 
 static void qw_workers_starve_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -196,11 +198,42 @@ struct qw_workers {
 	struct qw_work *todo, **todo_tail;
 	struct qw_work *done;		/* newest first; reversed when taken */
 	unsigned threads, idle;
+	unsigned sleeping;		/* idle threads waiting on cv (not spinning) */
 	unsigned queued;		/* jobs in todo, not yet taken by a thread */
 	bool stop;
 	int efd;
 	struct event *ev;
 };
+
+/* Whether work is queued, read without the lock: a hint for spinning. */
+static bool
+qw_workers_has_work(struct qw_workers *ws)
+{
+	return __atomic_load_n(&ws->queued, __ATOMIC_RELAXED) > 0 ||
+	    __atomic_load_n(&ws->stop, __ATOMIC_RELAXED);
+}
+
+/* Before sleeping, an idle thread watches for new work for a little while:
+ * the event loop usually hands over the next batch within microseconds, and
+ * a futex sleep and wake-up cost more than that (much more in a VM). */
+static void
+qw_worker_spin(struct qw_workers *ws)
+{
+	struct timespec start, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (unsigned i = 1;; i++) {
+		if (qw_workers_has_work(ws))
+			return;
+		__builtin_ia32_pause();
+		if ((i & 63) == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if ((now.tv_sec - start.tv_sec) * 1000000000L + now.tv_nsec - start.tv_nsec >
+			    QW_WORKERS_SPIN_NS)
+				return;
+		}
+	}
+}
 
 static void *
 qw_worker_main(void *arg)
@@ -211,12 +244,20 @@ qw_worker_main(void *arg)
 
 	pthread_mutex_lock(&ws->mu);
 	for (;;) {
-		while (ws->todo == NULL && !ws->stop)
+		if (ws->todo == NULL && !ws->stop) {
+			pthread_mutex_unlock(&ws->mu);
+			qw_worker_spin(ws);
+			pthread_mutex_lock(&ws->mu);
+		}
+		while (ws->todo == NULL && !ws->stop) {
+			ws->sleeping++;
 			pthread_cond_wait(&ws->cv, &ws->mu);
+			ws->sleeping--;
+		}
 		if (ws->todo == NULL)
 			break;
 		w = ws->todo;
-		ws->queued--;
+		__atomic_sub_fetch(&ws->queued, 1, __ATOMIC_RELAXED);
 		ws->served++;
 		ws->todo = w->next;
 		if (ws->todo == NULL)
@@ -233,9 +274,12 @@ qw_worker_main(void *arg)
 		w->next = ws->done;
 		ws->done = w;
 		if (wake) {
+			/* Outside the lock: the event loop wants it right away. */
 			uint64_t one = 1;
+			pthread_mutex_unlock(&ws->mu);
 			ssize_t n = write(ws->efd, &one, sizeof(one));
 			(void)n;
+			pthread_mutex_lock(&ws->mu);
 		}
 	}
 	ws->idle--;
@@ -349,9 +393,7 @@ qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads
 	if (rc == 0) {
 		*ws->todo_tail = w;
 		ws->todo_tail = &w->next;
-		ws->queued++;
-		if (ws->idle > 0)
-			pthread_cond_signal(&ws->cv);
+		__atomic_add_fetch(&ws->queued, 1, __ATOMIC_RELAXED);
 	}
 	watch = rc == 0 && ws->idle < ws->queued && ws->threads < max_threads;
 	pthread_mutex_unlock(&ws->mu);
@@ -360,6 +402,19 @@ qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads
 		event_add(ws->starve_ev, &(struct timeval){ 0, QW_WORKERS_STARVE_US });
 	}
 	return rc;
+}
+
+void
+qw_workers_kick(struct qw_workers *ws)
+{
+	pthread_mutex_lock(&ws->mu);
+	if (ws->sleeping > 0 && ws->queued > 0) {
+		if (ws->queued > 1 && ws->sleeping > 1)
+			pthread_cond_broadcast(&ws->cv);
+		else
+			pthread_cond_signal(&ws->cv);
+	}
+	pthread_mutex_unlock(&ws->mu);
 }
 
 bool
@@ -373,7 +428,7 @@ qw_workers_cancel(struct qw_workers *ws, struct qw_work *w)
 			*p = w->next;
 			if (ws->todo_tail == &w->next)
 				ws->todo_tail = p;
-			ws->queued--;
+			__atomic_sub_fetch(&ws->queued, 1, __ATOMIC_RELAXED);
 			found = true;
 			break;
 		}
@@ -390,7 +445,7 @@ qw_workers_free(struct qw_workers *ws)
 	if (ws == NULL)
 		return 0;
 	pthread_mutex_lock(&ws->mu);
-	ws->stop = true;
+	__atomic_store_n(&ws->stop, true, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&ws->cv);
 	/* Wait for idle threads to leave; busy ones are inside a plugin that
 	 * ignored its cancellation and are left to the process's exit. */

@@ -33,12 +33,15 @@ struct qw_work {
 };
 
 struct qw_workers *qw_workers_new(struct event_base *base);
+void qw_workers_kick(struct qw_workers *ws);
 /* Takes W back if no thread has taken it yet; true when it did. */
 bool qw_workers_cancel(struct qw_workers *ws, struct qw_work *w);
 /* Stops the threads. Returns -1 when some are still inside a plugin (they
  * are left to the process's exit, and so is their state), else 0. */
 int qw_workers_free(struct qw_workers *ws);
-/* Runs W on a worker thread, starting threads up to MAX_THREADS. */
+/* Queues W for a worker thread, starting threads up to MAX_THREADS. Idle
+ * threads are woken by qw_workers_kick, once for a whole batch: waking a
+ * thread per job costs more than the short jobs themselves. */
 int qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads);
 
 #endif

@@ -284,6 +284,7 @@ qw_pool_fill(struct qw_pool *pool)
 		}
 	} while (pool->refill);
 	pool->filling = false;
+	qw_workers_kick(pool->workers);
 }
 
 static void
