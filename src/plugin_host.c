@@ -205,6 +205,17 @@ struct qw_workers {
 	struct event *ev;
 };
 
+/* A hint to the CPU that this is a spin loop. */
+static inline void
+qw_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 /* Whether work is queued, read without the lock: a hint for spinning. */
 static bool
 qw_workers_has_work(struct qw_workers *ws)
@@ -225,7 +236,7 @@ qw_worker_spin(struct qw_workers *ws)
 	for (unsigned i = 1;; i++) {
 		if (qw_workers_has_work(ws))
 			return;
-		__builtin_ia32_pause();
+		qw_cpu_relax();
 		if ((i & 63) == 0) {
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if ((now.tv_sec - start.tv_sec) * 1000000000L + now.tv_nsec - start.tv_nsec >
@@ -395,12 +406,13 @@ qw_workers_submit(struct qw_workers *ws, struct qw_work *w, unsigned max_threads
 		ws->todo_tail = &w->next;
 		__atomic_add_fetch(&ws->queued, 1, __ATOMIC_RELAXED);
 	}
-	watch = rc == 0 && ws->idle < ws->queued && ws->threads < max_threads;
+	watch = rc == 0 && ws->idle < ws->queued && ws->threads < max_threads &&
+	    !evtimer_pending(ws->starve_ev, NULL);
+	if (watch)
+		ws->served_at_check = ws->served;
 	pthread_mutex_unlock(&ws->mu);
-	if (watch && !evtimer_pending(ws->starve_ev, NULL)) {
-		ws->served_at_check = ws->served;	/* racy read: only a hint */
+	if (watch)
 		event_add(ws->starve_ev, &(struct timeval){ 0, QW_WORKERS_STARVE_US });
-	}
 	return rc;
 }
 
@@ -408,12 +420,9 @@ void
 qw_workers_kick(struct qw_workers *ws)
 {
 	pthread_mutex_lock(&ws->mu);
-	if (ws->sleeping > 0 && ws->queued > 0) {
-		if (ws->queued > 1 && ws->sleeping > 1)
-			pthread_cond_broadcast(&ws->cv);
-		else
-			pthread_cond_signal(&ws->cv);
-	}
+	/* One thread per queued job at most: waking more finds nothing. */
+	for (unsigned n = 0; n < ws->sleeping && n < ws->queued; n++)
+		pthread_cond_signal(&ws->cv);
 	pthread_mutex_unlock(&ws->mu);
 }
 

@@ -120,6 +120,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (reply == NULL) {
 		/* Whatever the script took is in the active hash: reconcile finds it. */
 		q->reconciled = false;
+		qw_pool_check_drained(pool);
 		return;
 	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
@@ -127,6 +128,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		    qw_redis_errstr(r, reply));
 		q->hold = true;
 		qw_arm(q->retry_ev, 1000);
+		qw_pool_check_drained(pool);
 		return;
 	}
 	got = reply->elements;
@@ -421,6 +423,9 @@ qw_queue_retry_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_queue *q = arg;
 
 	q->hold = false;
+	/* Look again: fetch once, and block if that comes back short. A queue
+	 * left "empty" here would never ask Redis again. */
+	q->empty = false;
 	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
 	qw_pool_fill(q->pool);
 }

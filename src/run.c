@@ -217,9 +217,7 @@ qw_run_cancelled(void *arg, int reason)
 			run->unstarted = true;
 			grace = 0;
 		}
-		run->grace_ev = evtimer_new(run->q->pool->base, qw_run_grace_cb, run);
-		if (run->grace_ev != NULL)
-			qw_arm(run->grace_ev, grace);
+		qw_arm(run->grace_ev, grace);
 	}
 }
 
@@ -229,6 +227,10 @@ qw_run_start_plugin(struct qw_run *run)
 	struct qw_queue *q = run->q;
 	struct qw_work *w = &run->work;
 
+	/* Made now, so that a cancellation never has to allocate. */
+	run->grace_ev = evtimer_new(q->pool->base, qw_run_grace_cb, run);
+	if (run->grace_ev == NULL)
+		return ENOMEM;
 	w->plugin = q->plugin;
 	w->state = q->plugin_state;
 	w->token = qw_cts_token(run->cts);

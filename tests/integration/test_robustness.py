@@ -102,3 +102,31 @@ def test_reload_while_a_plugin_runs(r, daemon, tmp):
     d.wait_log("job s/r1: cancelled after part of 60000 ms (job timeout)")
     wait_until(lambda: stats(r, "s").get("timed_out") == 1, what="timed out")
     assert d.stop() == 0
+
+
+def test_blocking_pop_error_does_not_freeze_the_queue(r, daemon, tmp):
+    d = daemon()
+    h = script(tmp, "ok.sh", "cat > /dev/null\n")
+    d.conf({"t": "handler = %s" % h})
+    d.start()
+    time.sleep(0.3)                  # idle: the queue waits in its blocking pop
+    r.set("qw:{t}:pending", "oops")
+    d.wait_log("WRONGTYPE")
+    r.delete("qw:{t}:pending")
+    r.lpush("qw:{t}:pending", "after")
+    wait_until(lambda: stats(r, "t").get("succeeded") == 1, 15, what="job after the error")
+
+
+def test_failed_fetch_during_drain_does_not_stall_the_stop(r, daemon, tmp):
+    d = daemon()
+    h = script(tmp, "ok.sh", "cat > /dev/null\n")
+    d.conf({"t": "handler = %s" % h})
+    d.start()
+    r.set("qw:{t}:claim:test-1", "oops")     # every fetch fails
+    r.lpush("qw:{t}:pending", "x")
+    d.wait_log("fetch failed")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 10
+    r.delete("qw:{t}:claim:test-1")
+    assert r.llen("qw:{t}:pending") == 1
