@@ -281,8 +281,8 @@ qw_forget_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	q->reaping = NULL;
 }
 
-/* One step of recovering q->reaping: read its jobs and claim list, or, once
- * their results are written, drop its lease. */
+/* The last step of recovering q->reaping, once the results of its jobs are
+ * written: give its claim list back and drop its lease. */
 static void
 qw_reap_forget(struct qw_queue *q)
 {
@@ -298,20 +298,19 @@ qw_reap_forget(struct qw_queue *q)
 	free(ckey);
 }
 
+/* Reads the dead instance's in-flight jobs; recovering each is a settle op
+ * guarded by its lease. Its claim list (jobs it never started) goes back in
+ * the forget script, which checks the lease is still expired first. */
 static void
 qw_reap_step(struct qw_queue *q)
 {
 	char *akey = qw_instance_key(q, "active", q->reaping);
-	char *ckey = qw_instance_key(q, "claim", q->reaping);
 
-	if (akey != NULL && ckey != NULL) {
+	if (akey != NULL) {
 		const char *get[] = { "HGETALL", akey };
-		const char *unclaim[] = { ckey, q->key[K_PENDING] };
 		qw_redis_cmd(q->pool->redis, qw_reap_reply, q, 2, get, NULL);
-		qw_redis_script(q->pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
 	}
 	free(akey);
-	free(ckey);
 }
 
 /* ---- our own lease ------------------------------------------------------- */

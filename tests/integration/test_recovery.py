@@ -170,3 +170,18 @@ def test_client_kill_loses_nothing(r, daemon, tmp):
     assert inflight(r, "mail") == 0
     assert d.proc.poll() is None
     assert d.stop() == 0
+
+
+def test_dead_instances_claim_list_goes_back_untouched(r, daemon, tmp):
+    # A blocking pop of a dead instance left a job it never started.
+    r.rpush("qw:{mail}:claim:gone-1", "never-started")
+    r.zadd("qw:{mail}:leases", {"gone-1": 1})           # expired long ago
+    h = script(tmp, "ok.sh", "cat >> %s/runs\necho >> %s/runs\n" % (tmp, tmp))
+    d = daemon()
+    d.conf({"mail": "handler = %s" % h})
+    d.start()
+    wait_until(lambda: stats(r, "mail").get("succeeded") == 1, 10, what="claimed job ran")
+    assert runs(tmp) == ["never-started"]               # raw, not rewritten: no attempt counted
+    assert "recovered" not in stats(r, "mail")
+    wait_until(lambda: r.zscore("qw:{mail}:leases", "gone-1") is None, what="lease dropped")
+    assert not r.exists("qw:{mail}:claim:gone-1")
