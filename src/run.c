@@ -356,6 +356,9 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 	if (run->exec != NULL)
 		qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id,
 		    (int)qw_exec_pid(run->exec));
+	else
+		qw_log_debug("job %s/%s: started, plugin %s", q->qc.name, run->job.id,
+		    qw_plugin_path(q->plugin));
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
 }

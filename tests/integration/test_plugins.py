@@ -70,7 +70,7 @@ def test_sleep_cancelled_by_shutdown(r, daemon, tmp):
            workers="shutdown_timeout = 500ms\nkill_grace = 1s\n")
     d.start()
     r.lpush("qw:{sleep}:pending", json.dumps({"payload": "60000", "id": "s1"}))
-    wait_until(lambda: inflight(r, "sleep") == 1, what="running")
+    d.wait_log("job sleep/s1: started")
     time.sleep(0.2)
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)
@@ -92,7 +92,7 @@ int qw_plugin_handle(void *s, struct qw_plugin_job *j) { (void)s; (void)j; sleep
            workers="shutdown_timeout = 300ms\nkill_grace = 300ms\n")
     d.start()
     r.lpush("qw:{mail}:pending", json.dumps({"payload": "x", "id": "st"}))
-    wait_until(lambda: inflight(r, "mail") == 1, what="running")
+    d.wait_log("job mail/st: started")
     d.signal(signal.SIGTERM)
     assert d.wait(15) == 0
     assert "did not return within kill_grace" in d.log()

@@ -82,7 +82,7 @@ def test_handler_that_finishes_on_sigterm_succeeds(r, daemon, tmp):
     d.conf({"t": "handler = %s" % h}, workers="shutdown_timeout = 300ms\n")
     d.start()
     r.lpush("qw:{t}:pending", "x")
-    wait_until(lambda: inflight(r, "t") == 1, what="running")
+    d.wait_log(": started, pid")
     time.sleep(0.2)
     assert d.stop() == 0
     assert stats(r, "t") == {"succeeded": 1}
