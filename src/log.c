@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,4 +98,20 @@ qw_log(int prio, const char *fmt, ...)
 	if (write(STDERR_FILENO, buf, (size_t)off) < 0) {
 	}
 	errno = saved;
+}
+
+/* libevent's own warnings (evdns's "nameserver is down", say) go where ours go. */
+static void
+qw_log_libevent_cb(int severity, const char *msg)
+{
+	int prio = severity == EVENT_LOG_ERR ? LOG_ERR : severity == EVENT_LOG_WARN ?
+	    LOG_WARNING : severity == EVENT_LOG_MSG ? LOG_INFO : LOG_DEBUG;
+
+	qw_log(prio, "libevent: %s", msg);
+}
+
+void
+qw_log_capture_libevent(void)
+{
+	event_set_log_callback(qw_log_libevent_cb);
 }

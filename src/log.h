@@ -8,6 +8,8 @@
 /* journal: prefix lines with "<N>" for systemd/journald instead of a timestamp. */
 void qw_log_init(bool journal, int level);
 void qw_log_set_level(int level);
+/* Sends libevent's log messages through qw_log. */
+void qw_log_capture_libevent(void);
 int qw_log_level(void);
 /* Parses "error", "warning", "notice", "info" or "debug"; -1 when unknown. */
 int qw_log_parse_level(const char *name);

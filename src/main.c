@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
@@ -31,6 +32,7 @@ enum qw_phase { QW_STARTING, QW_RUNNING, QW_DRAINING, QW_DONE };
 
 struct qw_daemon {
 	struct event_base *base;
+	struct evdns_base *dns;	/* looks up Redis's host name without blocking */
 	struct qw_conf *conf;
 	const char *conf_path;
 	int verbose;
@@ -133,6 +135,24 @@ qw_daemon_stop(struct qw_daemon *d, int sig)
 	}
 }
 
+/* Nameservers and search domains, read again on reload as the C library
+ * notices a changed file; /etc/hosts only at start (evdns adds its entries
+ * to those it has). Without a nameserver, evdns asks one on localhost. */
+static void
+qw_daemon_read_resolv_conf(struct qw_daemon *d, bool hosts)
+{
+	int rc;
+
+	evdns_base_clear_nameservers_and_suspend(d->dns);
+	evdns_base_search_clear(d->dns);
+	rc = evdns_base_resolv_conf_parse(d->dns,
+	    hosts ? DNS_OPTIONS_ALL : DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE, "/etc/resolv.conf");
+	if (rc != 0)
+		qw_log_info("/etc/resolv.conf: %s; host names are asked of 127.0.0.1",
+		    rc == 1 ? "no such file" : rc == 6 ? "no nameserver in it" : "cannot read it");
+	evdns_base_resume(d->dns);
+}
+
 static void
 qw_daemon_reload(struct qw_daemon *d)
 {
@@ -155,6 +175,7 @@ qw_daemon_reload(struct qw_daemon *d)
 	}
 	qw_conf_free(d->conf);
 	d->conf = nc;
+	qw_daemon_read_resolv_conf(d, false);
 	qw_log_set_level(qw_effective_level(d, nc->log_level));
 	qw_log_notice("reloaded %s: %u workers", d->conf_path, nc->concurrency);
 	qw_notify_ready();
@@ -250,7 +271,11 @@ qw_daemon_setup(struct qw_daemon *d)
 	d->shutdown = qw_cts_new();
 	if (d->shutdown == NULL)
 		return -1;
-	d->pool = qw_pool_new(d->base, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
+	d->dns = evdns_base_new(d->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (d->dns == NULL)
+		return -1;
+	qw_daemon_read_resolv_conf(d, true);
+	d->pool = qw_pool_new(d->base, d->dns, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
 	if (d->pool == NULL)
 		return -1;
 	if (d->conf->metrics_listen != NULL) {
@@ -278,6 +303,12 @@ qw_daemon_teardown(struct qw_daemon *d)
 		event_free(d->tick_ev);
 	if (d->watchdog_ev != NULL)
 		event_free(d->watchdog_ev);
+	if (d->dns != NULL) {
+		/* Lookups cancelled with their connections report so from the
+		 * loop: one more turn lets them free what they hold. */
+		event_base_loop(d->base, EVLOOP_NONBLOCK);
+		evdns_base_free(d->dns, 0);
+	}
 	if (d->base != NULL)
 		event_base_free(d->base);
 	qw_conf_free(d->conf);
@@ -324,6 +355,7 @@ main(int argc, char **argv)
 	char *err = NULL;
 
 	qw_log_init(qw_stderr_is_journal(), LOG_INFO);
+	qw_log_capture_libevent();
 	if (qw_parse_args(&d, argc, argv, &test) < 0)
 		return EX_USAGE;
 	if (qw_conf_load(d.conf_path, &d.conf, &err) < 0) {

@@ -354,7 +354,7 @@ qw_queue_open_block(struct qw_queue *q)
 	if (q->blk != NULL)
 		return 0;
 	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
-	q->blk = qw_redis_new(q->pool->base, q->pool->conf, name, false, qw_blk_state, q);
+	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->conf, name, false, qw_blk_state, q);
 	return q->blk == NULL ? -1 : 0;
 }
 
@@ -558,7 +558,7 @@ qw_pool_init_env(struct qw_pool *pool)
 }
 
 struct qw_pool *
-qw_pool_new(struct event_base *base, const struct qw_conf *conf,
+qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_conf *conf,
     struct qw_cts *shutdown, qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg)
 {
 	struct qw_pool *pool = calloc(1, sizeof(*pool));
@@ -567,6 +567,7 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	if (pool == NULL)
 		return NULL;
 	pool->base = base;
+	pool->dns = dns;
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	pool->shutdown = shutdown;
@@ -597,7 +598,7 @@ qw_pool_new(struct event_base *base, const struct qw_conf *conf,
 	}
 	if (qw_lease_init(pool) < 0)
 		goto fail;
-	pool->redis = qw_redis_new(base, conf, "main", true, qw_pool_redis_cb, pool);
+	pool->redis = qw_redis_new(base, dns, conf, "main", true, qw_pool_redis_cb, pool);
 	if (pool->redis == NULL)
 		goto fail;
 	return pool;

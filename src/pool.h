@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evdns_base;
 struct qw_conf;
 struct qw_cts;
 struct qw_pool;
@@ -19,9 +20,11 @@ typedef void qw_pool_drained_fn(struct qw_pool *pool, void *arg);
 /* Called once, when Redis first answers and the pool starts taking jobs. */
 typedef void qw_pool_ready_fn(struct qw_pool *pool, void *arg);
 
-/* Every job's token is linked to SHUTDOWN (owned by the caller). */
-struct qw_pool *qw_pool_new(struct event_base *base, const struct qw_conf *conf,
-    struct qw_cts *shutdown, qw_pool_ready_fn *ready, qw_pool_drained_fn *drained, void *arg);
+/* Every job's token is linked to SHUTDOWN; DNS looks up Redis's host name
+ * (both owned by the caller). */
+struct qw_pool *qw_pool_new(struct event_base *base, struct evdns_base *dns,
+    const struct qw_conf *conf, struct qw_cts *shutdown, qw_pool_ready_fn *ready,
+    qw_pool_drained_fn *drained, void *arg);
 void qw_pool_free(struct qw_pool *pool);
 
 /* The main connection came up or went away. */

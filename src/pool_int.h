@@ -106,6 +106,7 @@ struct qw_queue {
 
 struct qw_pool {
 	struct event_base *base;
+	struct evdns_base *dns;
 	const struct qw_conf *conf;
 	struct qw_redis *redis;
 	struct qw_queue *queues;

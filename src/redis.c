@@ -1,10 +1,13 @@
-/* redis.c - owns a Redis connection: connect, AUTH, SELECT, script loading,
- * reconnect with capped backoff, and the one place that knows hiredis's
- * callback rules (a NULL reply means the connection went away). */
+/* redis.c - owns a Redis connection: name lookup, connect, AUTH, SELECT,
+ * script loading, reconnect with capped backoff, and the one place that knows
+ * hiredis's callback rules (a NULL reply means the connection went away). */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <hiredis/adapters/libevent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +23,19 @@
 
 enum qw_redis_state { QW_R_DOWN, QW_R_HANDSHAKE, QW_R_UP };
 
+/* A host name lookup in flight. It can outlive its connection: evdns
+ * reports a cancelled lookup later, from the loop, so the connection is
+ * reached through R, which a connection freed first sets to NULL. */
+struct qw_lookup {
+	struct qw_redis *r;
+	struct evdns_getaddrinfo_request *req;
+};
+
 struct qw_redis {
 	struct event_base *base;
+	struct evdns_base *dns;
+	struct qw_lookup *lookup;
+	unsigned failures;	/* connects failed in a row: picks the next address */
 	redisAsyncContext *ac;
 	enum qw_redis_state state;
 	char *name;
@@ -56,11 +70,13 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 
 	r->ac = NULL;
 	r->state = QW_R_DOWN;
-	if (was_up)
+	if (was_up) {
 		qw_log_warn("redis %s: connection to %s lost: %s", r->name, r->address, why);
-	else
+	} else {
+		r->failures++;
 		qw_log(r->backoff_ms >= QW_REDIS_BACKOFF_MAX_MS ? LOG_DEBUG : LOG_WARNING,
 		    "redis %s: cannot connect to %s: %s (retrying)", r->name, r->address, why);
+	}
 	tv.tv_sec = r->backoff_ms / 1000;
 	tv.tv_usec = (r->backoff_ms % 1000) * 1000;
 	evtimer_add(r->retry_ev, &tv);
@@ -147,6 +163,7 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 		qw_log_debug("redis %s: connected to %s", r->name, r->address);
 	r->state = QW_R_UP;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
+	r->failures = 0;
 	if (r->state_fn != NULL)
 		r->state_fn(r, true, r->arg);
 }
@@ -186,24 +203,10 @@ qw_redis_handshake(struct qw_redis *r)
 	redisAsyncCommandArgv(r->ac, qw_redis_handshake_done, ping, 1, argv, NULL);
 }
 
+/* Takes over a context hiredis has begun to connect. */
 static void
-qw_redis_connect(struct qw_redis *r)
+qw_redis_open(struct qw_redis *r, redisAsyncContext *ac)
 {
-	redisAsyncContext *ac;
-
-	if (strncmp(r->address, "unix:", 5) == 0) {
-		ac = redisAsyncConnectUnix(r->address + 5);
-	} else {
-		char host[256];
-		const char *colon = strrchr(r->address, ':');
-		size_t hlen = (size_t)(colon - r->address);
-		const char *h = r->address;
-
-		if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']')
-			h++, hlen -= 2;
-		snprintf(host, sizeof(host), "%.*s", (int)hlen, h);
-		ac = redisAsyncConnect(host, atoi(colon + 1));
-	}
 	if (ac == NULL) {
 		qw_redis_lost(r, strerror(ENOMEM));
 		return;
@@ -227,6 +230,114 @@ qw_redis_connect(struct qw_redis *r)
 	qw_redis_handshake(r);
 }
 
+/* The Nth address of RES, IPv4 ones first as hiredis orders them, as text. */
+static int
+qw_redis_pick(const struct evutil_addrinfo *res, unsigned n, char *ip, size_t len)
+{
+	static const int families[] = { AF_INET, AF_INET6 };
+	const struct evutil_addrinfo *ai;
+	unsigned count = 0;
+
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		count += ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+	if (count == 0)
+		return -1;
+	n %= count;
+	for (size_t f = 0; f < 2; f++)
+		for (ai = res; ai != NULL; ai = ai->ai_next) {
+			if (ai->ai_family != families[f] || n-- != 0)
+				continue;
+			const void *a = families[f] == AF_INET ?
+			    (const void *)&((const struct sockaddr_in *)ai->ai_addr)->sin_addr :
+			    (const void *)&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+			return evutil_inet_ntop(families[f], a, ip, len) == NULL ? -1 : 0;
+		}
+	return -1;
+}
+
+static void
+qw_redis_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct qw_lookup *lk = arg;
+	struct qw_redis *r = lk->r;
+	char ip[INET6_ADDRSTRLEN], why[200];
+	int picked = -1;
+
+	free(lk);
+	if (r != NULL && err == 0)
+		picked = qw_redis_pick(res, r->failures, ip, sizeof(ip));
+	if (res != NULL)
+		evutil_freeaddrinfo(res);
+	if (r == NULL)
+		return;
+	r->lookup = NULL;
+	if (err != 0 || picked < 0) {
+		snprintf(why, sizeof(why), "cannot look up the host: %s",
+		    err != 0 ? evutil_gai_strerror(err) : "no IPv4 or IPv6 address");
+		qw_redis_lost(r, why);
+		return;
+	}
+	qw_log_debug("redis %s: %s is %s", r->name, r->address, ip);
+	qw_redis_open(r, redisAsyncConnect(ip, atoi(strrchr(r->address, ':') + 1)));
+}
+
+/* Host names are looked up with evdns, not getaddrinfo: a slow or dead
+ * nameserver must not stop the loop, and with it every job's timers and
+ * the watchdog. Addresses (and /etc/hosts names) answer at once. */
+static void
+qw_redis_resolve(struct qw_redis *r, const char *host)
+{
+	struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+		.ai_protocol = IPPROTO_TCP };
+	struct qw_lookup *lk = calloc(1, sizeof(*lk));
+	struct evdns_getaddrinfo_request *req;
+
+	if (lk == NULL) {
+		qw_redis_lost(r, strerror(ENOMEM));
+		return;
+	}
+	lk->r = r;
+	r->lookup = lk;
+	req = evdns_getaddrinfo(r->dns, host, NULL, &hints, qw_redis_resolved, lk);
+	/* An answer at hand came already, and freed LK: no request to keep. */
+	if (r->lookup == lk)
+		lk->req = req;
+}
+
+static void
+qw_redis_connect(struct qw_redis *r)
+{
+	char host[256];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *colon = strrchr(r->address, ':'), *h = r->address;
+	size_t hlen = (size_t)(colon - r->address);
+
+	if (strncmp(r->address, "unix:", 5) == 0) {
+		qw_redis_open(r, redisAsyncConnectUnix(r->address + 5));
+		return;
+	}
+	if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']')
+		h++, hlen -= 2;
+	snprintf(host, sizeof(host), "%.*s", (int)hlen, h);
+	if (evutil_inet_pton(AF_INET, host, bin) == 1 || evutil_inet_pton(AF_INET6, host, bin) == 1)
+		qw_redis_open(r, redisAsyncConnect(host, atoi(colon + 1)));
+	else
+		qw_redis_resolve(r, host);
+}
+
+/* Forgets a lookup in flight; its answer, when it comes, goes nowhere. */
+static void
+qw_redis_forget_lookup(struct qw_redis *r)
+{
+	struct qw_lookup *lk = r->lookup;
+
+	if (lk == NULL)
+		return;
+	r->lookup = NULL;
+	lk->r = NULL;
+	evdns_getaddrinfo_cancel(lk->req);
+}
+
 static int
 qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 {
@@ -247,14 +358,15 @@ qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 }
 
 struct qw_redis *
-qw_redis_new(struct event_base *base, const struct qw_conf *conf, const char *name,
-    bool load_scripts, qw_redis_state_fn *state_fn, void *arg)
+qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_conf *conf,
+    const char *name, bool load_scripts, qw_redis_state_fn *state_fn, void *arg)
 {
 	struct qw_redis *r = calloc(1, sizeof(*r));
 
 	if (r == NULL)
 		return NULL;
 	r->base = base;
+	r->dns = dns;
 	r->load_scripts = load_scripts;
 	r->state_fn = state_fn;
 	r->arg = arg;
@@ -283,8 +395,14 @@ qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 	if (same || qw_redis_set_target(r, conf) < 0)
 		return;
 	qw_log_notice("redis %s: reconnecting to %s", r->name, r->address);
-	if (r->ac != NULL)
+	r->failures = 0;
+	if (r->ac != NULL) {
 		redisAsyncDisconnect(r->ac);
+	} else if (r->lookup != NULL) {
+		/* Looking up the old host: look up the new one instead. */
+		qw_redis_forget_lookup(r);
+		qw_redis_connect(r);
+	}
 }
 
 void
@@ -292,6 +410,7 @@ qw_redis_free(struct qw_redis *r)
 {
 	if (r == NULL)
 		return;
+	qw_redis_forget_lookup(r);
 	if (r->ac != NULL) {
 		redisAsyncContext *ac = r->ac;
 		/* Detach first: the callbacks hiredis runs while freeing must not

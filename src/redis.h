@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 struct event_base;
+struct evdns_base;
 struct qw_conf;
 struct qw_redis;
 
@@ -28,8 +29,11 @@ typedef void qw_redis_reply_fn(struct qw_redis *r, redisReply *reply, void *priv
 /* Called when the connection becomes usable (UP) or is lost. */
 typedef void qw_redis_state_fn(struct qw_redis *r, bool up, void *arg);
 
-struct qw_redis *qw_redis_new(struct event_base *base, const struct qw_conf *conf,
-    const char *name, bool load_scripts, qw_redis_state_fn *state_fn, void *arg);
+/* Host names in the address are looked up through DNS (owned by the caller,
+ * and freed after every connection that uses it). */
+struct qw_redis *qw_redis_new(struct event_base *base, struct evdns_base *dns,
+    const struct qw_conf *conf, const char *name, bool load_scripts,
+    qw_redis_state_fn *state_fn, void *arg);
 /* Drops the connection now: outstanding commands get a NULL reply. No
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);

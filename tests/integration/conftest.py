@@ -120,7 +120,8 @@ class Daemon:
                 return
             self.messages.append(data.decode())
 
-    def start(self, wait_ready=True, env=None, args=()):
+    def start(self, wait_ready=True, env=None, args=(), prefix=()):
+        """PREFIX runs before the daemon (and its WRAPPER): it must exec it."""
         if self.notify is None:
             self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.notify.bind(self.notify_path)
@@ -130,7 +131,7 @@ class Daemon:
         e["NOTIFY_SOCKET"] = self.notify_path
         e.update(env or {})
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(WRAPPER + [QWORKERD, "-c", self.conf_path] + list(args),
+        self.proc = subprocess.Popen(list(prefix) + WRAPPER + [QWORKERD, "-c", self.conf_path] + list(args),
                                      stdout=self.logf, stderr=self.logf, env=e)
         if wait_ready:
             self.wait_message("READY=1", 15)
