@@ -325,7 +325,7 @@ static void
 qw_queue_block(struct qw_queue *q)
 {
 	const char *argv[] = { "BLMOVE", q->key[K_PENDING], q->key[K_CLAIM], "RIGHT", "LEFT",
-		QW_BLOCK_TIMEOUT };
+		QW_REDIS_BLOCK_TIMEOUT };
 
 	if (q->blocking || !q->empty || !qw_pool_can_fetch(q->pool) || q->blk == NULL)
 		return;

@@ -9,9 +9,12 @@
 #include <event2/event.h>
 #include <event2/util.h>
 #include <hiredis/adapters/libevent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
 
 #include "conf.h"
 #include "log.h"
@@ -48,12 +51,28 @@ struct qw_redis {
 	char client_name[128];
 	unsigned backoff_ms;
 	struct event *retry_ev;
+	/* The watch: commands sent and answered on this connection, how many
+	 * were answered at the last look, and since when nothing moved. */
+	struct event *watch_ev;
+	uint64_t sent, answered, seen;
+	int64_t still_ms;
+	int64_t patience_ms;
+	char drop_why[96];	/* why the watch dropped the connection, for the log */
 	qw_redis_state_fn *state_fn;
 	void *arg;
 	char errbuf[160];
 };
 
 static void qw_redis_connect(struct qw_redis *r);
+
+static int64_t
+qw_redis_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void
 qw_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -70,6 +89,7 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 
 	r->ac = NULL;
 	r->state = QW_R_DOWN;
+	r->sent = r->answered = r->seen = 0;
 	if (was_up) {
 		qw_log_warn("redis %s: connection to %s lost: %s", r->name, r->address, why);
 	} else {
@@ -77,6 +97,7 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 		qw_log(r->backoff_ms >= QW_REDIS_BACKOFF_MAX_MS ? LOG_DEBUG : LOG_WARNING,
 		    "redis %s: cannot connect to %s: %s (retrying)", r->name, r->address, why);
 	}
+	r->drop_why[0] = '\0';
 	tv.tv_sec = r->backoff_ms / 1000;
 	tv.tv_usec = (r->backoff_ms % 1000) * 1000;
 	evtimer_add(r->retry_ev, &tv);
@@ -104,7 +125,7 @@ qw_redis_on_disconnect(const redisAsyncContext *ac, int status)
 
 	if (r == NULL)
 		return;
-	qw_redis_lost(r, status == REDIS_OK ? "closed" :
+	qw_redis_lost(r, r->drop_why[0] ? r->drop_why : status == REDIS_OK ? "closed" :
 	    ac->errstr[0] ? ac->errstr : "connection error");
 }
 
@@ -221,6 +242,7 @@ qw_redis_open(struct qw_redis *r, redisAsyncContext *ac)
 	ac->data = r;
 	r->ac = ac;
 	r->state = QW_R_HANDSHAKE;
+	r->still_ms = qw_redis_now_ms();
 	/* Notice a peer that vanished without a reset (TCP only). */
 	if (strncmp(r->address, "unix:", 5) != 0)
 		redisEnableKeepAlive(&ac->c);
@@ -338,6 +360,53 @@ qw_redis_forget_lookup(struct qw_redis *r)
 	evdns_getaddrinfo_cancel(lk->req);
 }
 
+/* Gives up on a connection that stopped answering. Once up, it goes as a
+ * lost connection goes (outstanding commands get NULL), so the callers'
+ * one path for "may or may not have run" covers it. */
+static void
+qw_redis_drop(struct qw_redis *r, int64_t still_ms)
+{
+	redisAsyncContext *ac = r->ac;
+
+	snprintf(r->drop_why, sizeof(r->drop_why), "no reply for %llds%s",
+	    (long long)(still_ms / 1000), r->state == QW_R_UP ? "" : " while connecting");
+	if (r->state == QW_R_UP) {
+		redisAsyncFree(ac);	/* calls qw_redis_on_disconnect */
+		return;
+	}
+	/* Connecting: no command of a caller waits, and hiredis calls no
+	 * disconnect callback for a socket that never connected. */
+	ac->data = NULL;
+	redisAsyncFree(ac);
+	qw_redis_lost(r, r->drop_why);
+}
+
+/* Once a second. TCP alone can wait a quarter of an hour for a peer that
+ * vanished with commands unacknowledged (a failover that moved Redis, a
+ * network that drops everything): a connection whose commands, or whose
+ * connecting, have had no answer for longer than Redis may pause is
+ * dropped and opened again. */
+static void
+qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_redis *r = arg;
+	int64_t now = qw_redis_now_ms();
+	int unread = 0;
+
+	/* Bytes not yet read are an answer too: the loop may have been held
+	 * up (SIGSTOP, a busy machine) rather than Redis. */
+	if (r->ac != NULL)
+		(void)ioctl(r->ac->c.fd, FIONREAD, &unread);
+	if (r->state == QW_R_DOWN || unread > 0 || (r->state == QW_R_UP &&
+	    (r->answered != r->seen || r->sent == r->answered))) {
+		r->seen = r->answered;
+		r->still_ms = now;
+		return;
+	}
+	if (now - r->still_ms > r->patience_ms)
+		qw_redis_drop(r, now - r->still_ms);
+}
+
 static int
 qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 {
@@ -376,8 +445,12 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 	for (char *c = r->client_name; *c; c++)
 		if (*c <= ' ' || *c > '~')
 			*c = '_';
+	r->patience_ms = (int64_t)(conf->lease_timeout_ms + QW_REDIS_LONGEST_WAIT_MS);
 	r->retry_ev = evtimer_new(base, qw_redis_retry_cb, r);
-	if (r->name == NULL || r->retry_ev == NULL || qw_redis_set_target(r, conf) < 0) {
+	r->watch_ev = event_new(base, -1, EV_PERSIST, qw_redis_watch_cb, r);
+	if (r->name == NULL || r->retry_ev == NULL || r->watch_ev == NULL ||
+	    event_add(r->watch_ev, &(struct timeval){ 1, 0 }) < 0 ||
+	    qw_redis_set_target(r, conf) < 0) {
 		qw_redis_free(r);
 		return NULL;
 	}
@@ -388,7 +461,10 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 void
 qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 {
-	bool same = strcmp(r->address, conf->redis_address) == 0 && r->db == conf->db &&
+	bool same;
+
+	r->patience_ms = (int64_t)(conf->lease_timeout_ms + QW_REDIS_LONGEST_WAIT_MS);
+	same = strcmp(r->address, conf->redis_address) == 0 && r->db == conf->db &&
 	    ((r->password == NULL && conf->password == NULL) ||
 	    (r->password && conf->password && strcmp(r->password, conf->password) == 0));
 
@@ -421,6 +497,8 @@ qw_redis_free(struct qw_redis *r)
 	}
 	if (r->retry_ev != NULL)
 		event_free(r->retry_ev);
+	if (r->watch_ev != NULL)
+		event_free(r->watch_ev);
 	free(r->name);
 	free(r->address);
 	if (r->password != NULL)
@@ -456,6 +534,8 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 	/* After qw_redis_free the context is detached: the caller gets r == NULL. */
 	redisReply *reply = rep;
 
+	if (reply != NULL && ac->data != NULL)
+		call->r->answered++;
 	if (call->fn != NULL)
 		call->fn(ac->data ? call->r : NULL, rep, call->priv);
 	/* The script cache was flushed (SCRIPT FLUSH, a failover): reconnect,
@@ -545,6 +625,7 @@ qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 		free(call);
 		return -1;
 	}
+	r->sent++;
 	return 0;
 }
 

@@ -7,6 +7,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The longest a command waits on purpose: a blocking pop's timeout. A
+ * connection is given up when a reply is later than this plus
+ * lease_timeout. */
+#define QW_REDIS_BLOCK_TIMEOUT "5"
+#define QW_REDIS_LONGEST_WAIT_MS 5000
+
 struct event_base;
 struct evdns_base;
 struct qw_conf;
