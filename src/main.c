@@ -147,6 +147,10 @@ qw_daemon_read_resolv_conf(struct qw_daemon *d, bool hosts)
 	evdns_base_search_clear(d->dns);
 	rc = evdns_base_resolv_conf_parse(d->dns,
 	    hosts ? DNS_OPTIONS_ALL : DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE, "/etc/resolv.conf");
+	/* A file that cannot be read leaves no nameserver at all, and lookups
+	 * would wait for one forever. */
+	if (evdns_base_count_nameservers(d->dns) == 0)
+		evdns_base_nameserver_ip_add(d->dns, "127.0.0.1");
 	if (rc != 0)
 		qw_log_info("/etc/resolv.conf: %s; host names are asked of 127.0.0.1",
 		    rc == 1 ? "no such file" : rc == 6 ? "no nameserver in it" : "cannot read it");

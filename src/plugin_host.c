@@ -464,7 +464,13 @@ qw_workers_free(struct qw_workers *ws)
 	pthread_mutex_unlock(&ws->mu);
 	if (stuck) {
 		qw_log_warn("%u worker threads are still inside a plugin; leaving them", ws->threads);
-		return -1;	/* their state must outlive them: leak it on purpose */
+		/* Their state must outlive them: leak it on purpose. But nothing
+		 * may reach the freed pool through it if the loop turns again. */
+		if (ws->ev != NULL)
+			event_del(ws->ev);
+		if (ws->starve_ev != NULL)
+			event_del(ws->starve_ev);
+		return -1;
 	}
 	if (ws->ev != NULL)
 		event_free(ws->ev);

@@ -56,6 +56,7 @@ struct qw_redis {
 	struct event *watch_ev;
 	uint64_t sent, answered, seen;
 	int64_t still_ms;
+	int64_t watched_ms;	/* when the watch last ran */
 	int64_t patience_ms;
 	char drop_why[96];	/* why the watch dropped the connection, for the log */
 	qw_redis_state_fn *state_fn;
@@ -172,7 +173,8 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 	struct qw_redis *r = ac->data;
 	redisReply *reply = rep;
 
-	if (r == NULL || reply == NULL || r->state != QW_R_HANDSHAKE)
+	if (r == NULL || reply == NULL || r->state != QW_R_HANDSHAKE ||
+	    (ac->c.flags & REDIS_DISCONNECTING))
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
 		qw_redis_handshake_step(ac, rep, "PING");
@@ -185,6 +187,7 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 	r->state = QW_R_UP;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
 	r->failures = 0;
+	r->still_ms = qw_redis_now_ms();	/* a slow handshake is not the commands' fault */
 	if (r->state_fn != NULL)
 		r->state_fn(r, true, r->arg);
 }
@@ -321,8 +324,8 @@ qw_redis_resolve(struct qw_redis *r, const char *host)
 	lk->r = r;
 	r->lookup = lk;
 	req = evdns_getaddrinfo(r->dns, host, NULL, &hints, qw_redis_resolved, lk);
-	/* An answer at hand came already, and freed LK: no request to keep. */
-	if (r->lookup == lk)
+	/* NULL: an answer at hand came already, and freed LK. */
+	if (req != NULL)
 		lk->req = req;
 }
 
@@ -391,13 +394,16 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_redis *r = arg;
 	int64_t now = qw_redis_now_ms();
+	bool held_up = now - r->watched_ms > 2000;
 	int unread = 0;
 
-	/* Bytes not yet read are an answer too: the loop may have been held
-	 * up (SIGSTOP, a busy machine) rather than Redis. */
+	/* The loop itself may have been held up (SIGSTOP, a busy machine)
+	 * rather than Redis: a late watch, or bytes not yet read, count as
+	 * an answer. */
+	r->watched_ms = now;
 	if (r->ac != NULL)
 		(void)ioctl(r->ac->c.fd, FIONREAD, &unread);
-	if (r->state == QW_R_DOWN || unread > 0 || (r->state == QW_R_UP &&
+	if (r->state == QW_R_DOWN || held_up || unread > 0 || (r->state == QW_R_UP &&
 	    (r->answered != r->seen || r->sent == r->answered))) {
 		r->seen = r->answered;
 		r->still_ms = now;
@@ -472,8 +478,17 @@ qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 		return;
 	qw_log_notice("redis %s: reconnecting to %s", r->name, r->address);
 	r->failures = 0;
-	if (r->ac != NULL) {
-		redisAsyncDisconnect(r->ac);
+	if (r->state == QW_R_UP) {
+		redisAsyncDisconnect(r->ac);	/* outstanding replies still arrive */
+	} else if (r->ac != NULL) {
+		/* Still connecting to the old address, with no command of a
+		 * caller waiting: go to the new one now. */
+		redisAsyncContext *ac = r->ac;
+		ac->data = NULL;
+		r->ac = NULL;
+		r->state = QW_R_DOWN;
+		redisAsyncFree(ac);
+		qw_redis_connect(r);
 	} else if (r->lookup != NULL) {
 		/* Looking up the old host: look up the new one instead. */
 		qw_redis_forget_lookup(r);

@@ -14,7 +14,8 @@ from conftest import inflight, script, stats, wait_until
 class FreezingProxy:
     """TCP on 127.0.0.1 to Redis's unix socket. freeze() stops every
     connection open at that moment from passing anything in either
-    direction, and keeps it open; later connections pass as usual."""
+    direction, and keeps it open; later connections pass as usual, unless
+    FREEZE_NEW is set."""
 
     def __init__(self, redis_sock):
         self.redis_sock = redis_sock
@@ -24,6 +25,7 @@ class FreezingProxy:
         self.port = self.lsock.getsockname()[1]
         self.conns = []                 # [client, server, frozen flag holder]
         self.closed = False
+        self.freeze_new = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -34,7 +36,7 @@ class FreezingProxy:
                 return
             s = socket.socket(socket.AF_UNIX)
             s.connect(self.redis_sock)
-            conn = {"c": c, "s": s, "frozen": False}
+            conn = {"c": c, "s": s, "frozen": self.freeze_new}
             self.conns.append(conn)
             threading.Thread(target=self._pump, args=(conn,), daemon=True).start()
 
@@ -60,6 +62,12 @@ class FreezingProxy:
         for conn in self.conns:
             conn["frozen"] = True
         return len(self.conns)
+
+    def cut(self):
+        """Closes every connection open now, as a restarted Redis would."""
+        for conn in self.conns:
+            conn["c"].close()
+            conn["s"].close()
 
     def close(self):
         self.closed = True
@@ -113,3 +121,30 @@ def test_a_paused_daemon_keeps_its_connections(r, daemon, tmp):
     r.lpush("qw:{mail}:pending", "after-the-pause")
     wait_until(lambda: stats(r, "mail").get("succeeded") == 1, what="job after the pause")
     assert d.stop() == 0
+
+
+def test_reload_leaves_a_server_that_never_answers_at_once(r, daemon, tmp, redis_server):
+    proxy = FreezingProxy(redis_server.sock)
+    try:
+        h = script(tmp, "ok.sh", "cat > /dev/null\n")
+        d = daemon()
+        d.conf({"mail": "handler = %s" % h})
+        direct = open(d.conf_path).read()
+        d.write_conf(direct.replace("address = unix:%s" % redis_server.sock,
+                                    "address = 127.0.0.1:%d" % proxy.port))
+        d.start()
+        proxy.freeze_new = True
+        proxy.cut()                 # reconnects reach a server that accepts and says nothing
+        d.wait_log("redis main: connection to 127.0.0.1:%d lost" % proxy.port)
+        wait_until(lambda: len(proxy.conns) >= 4, what="connecting again")
+        d.write_conf(direct)
+        d.signal(signal.SIGHUP)
+        d.wait_log("redis main: reconnecting to unix:%s" % redis_server.sock)
+        # Not after lease_timeout + 5 s of silence: now.
+        d.wait_log("redis main: connected to unix:%s" % redis_server.sock, 4)
+        r.lpush("qw:{mail}:pending", "after-the-switch")
+        wait_until(lambda: stats(r, "mail").get("succeeded") == 1, what="job after the switch")
+        assert "no reply for" not in d.log()
+        assert d.stop() == 0
+    finally:
+        proxy.close()
