@@ -57,8 +57,8 @@ echo "done id=$QW_JOB_ID"
 """
 
 
-def conf(queues=("e2e",), concurrency=4, extra=""):
-    out = ["[redis]", "address = 127.0.0.1:6379", "",
+def conf(queues=("e2e",), concurrency=4, extra="", address="127.0.0.1:6379"):
+    out = ["[redis]", "address = %s" % address, "",
            "[workers]", "concurrency = %d" % concurrency, "shutdown_timeout = 4s",
            "kill_grace = 2s", extra, ""]
     for q in queues:

@@ -298,9 +298,11 @@ def test_watchdog_restarts_a_stopped_loop(box):
 
 def test_template_instances_side_by_side(box):
     """Done-when 7: qworkerd@mail with /etc/qworkerd/mail.conf next to
-    qworkerd@thumbs with /etc/qworkerd/thumbs.conf."""
+    qworkerd@thumbs with /etc/qworkerd/thumbs.conf. thumbs names Redis by
+    host name: the lookup works inside the unit's sandbox."""
     box.write("/etc/qworkerd/mail.conf", conf(queues=("mail",), concurrency=3))
-    box.write("/etc/qworkerd/thumbs.conf", conf(queues=("thumbs",), concurrency=2))
+    box.write("/etc/qworkerd/thumbs.conf", conf(queues=("thumbs",), concurrency=2,
+                                                address="localhost:6379"))
     c = box.cursor()
     box.run("systemctl", "start", "qworkerd@mail", "qworkerd@thumbs")
     try:
