@@ -61,7 +61,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	QK("retry_max", T_DUR, retry_max_ms, 1, 365 * DAY),
 	QK("weight", T_UINT, weight, 1, 1000),
 	QK("concurrency", T_UINT, concurrency, 1, 10000),
-	QK("max_payload", T_SIZE, max_payload, 1, 512ULL << 20),
+	QK("max_payload", T_SIZE, max_payload, 1, 256ULL << 20),
 	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
 	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
 	QK("prefetch", T_UINT, prefetch, 0, 10000),
@@ -701,12 +701,13 @@ qw_conf_read_password(struct qw_conf_parser *p)
 	}
 	ssize_t n = getline(&line, &cap, f);
 	fclose(f);
-	if (n <= 0) {
-		qw_conf_fail(p, c->password_file ? p->pwline : 0, "password_file: %s: empty", path);
-		goto out;
-	}
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
+	if (n <= 0) {
+		qw_conf_fail(p, c->password_file ? p->pwline : 0,
+		    "password_file: %s: empty first line", path);
+		goto out;
+	}
 	c->password = line;
 	line = NULL;
 	rc = 0;
@@ -754,7 +755,7 @@ qw_conf_load(const char *path, struct qw_conf **out, char **err)
 	if (qw_conf_end_section(&p) < 0)
 		goto out;
 	if (p.conf->nqueues == 0) {
-		qw_conf_fail(&p, p.line, "no [queue NAME] section: nothing to do");
+		qw_conf_fail(&p, 0, "no [queue NAME] section: nothing to do");
 		goto out;
 	}
 	if (p.conf->instance == NULL && qw_conf_default_instance(p.conf) < 0) {

@@ -213,19 +213,26 @@ qw_job_envelope(struct qw_job *job, const struct qw_queue_conf *qc)
 	return 0;
 }
 
-/* An element is an envelope when it is a JSON object with a payload member. */
+/* An element is an envelope when it is a JSON object with a payload member.
+ * Sets *LIMIT when it is JSON past what the parser can hold (a number too
+ * large, nesting too deep): maybe an envelope, so it must not run as raw. */
 static json_t *
-qw_job_try_envelope(const char *elem, size_t len)
+qw_job_try_envelope(const char *elem, size_t len, json_error_t *err, bool *limit)
 {
 	json_t *obj;
 	size_t i = 0;
 
+	*limit = false;
 	while (i < len && isspace((unsigned char)elem[i]))
 		i++;
 	if (i == len || elem[i] != '{')
 		return NULL;
-	obj = json_loadb(elem, len, JSON_ALLOW_NUL, NULL);
-	if (obj != NULL && (!json_is_object(obj) || json_object_get(obj, "payload") == NULL)) {
+	obj = json_loadb(elem, len, JSON_ALLOW_NUL, err);
+	if (obj == NULL) {
+		enum json_error_code c = json_error_code(err);
+		*limit = c == json_error_numeric_overflow || c == json_error_stack_overflow ||
+		    c == json_error_out_of_memory;
+	} else if (!json_is_object(obj) || json_object_get(obj, "payload") == NULL) {
 		json_decref(obj);
 		obj = NULL;
 	}
@@ -236,6 +243,9 @@ int
 qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_conf *qc,
     const char *new_id)
 {
+	json_error_t jerr;
+	bool limit;
+
 	memset(job, 0, sizeof(*job));
 	job->elem = elem;
 	job->elem_len = len;
@@ -253,10 +263,19 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 		}
 		job->payload = elem;
 		job->payload_len = len;
+		job->verbatim = true;
 		return 0;
 	}
-	job->env = qw_job_try_envelope(elem, len);
-	if (job->env == NULL) {
+	job->env = qw_job_try_envelope(elem, len, &jerr, &limit);
+	if (job->env == NULL && limit) {
+		if (json_error_code(&jerr) == json_error_out_of_memory)
+			goto nomem;
+		job->payload = elem;
+		job->payload_len = len;
+		if (qw_job_fail(job, "JSON that qworkerd cannot read: %s, at byte %d", jerr.text,
+		    jerr.position) < 0)
+			goto nomem;
+	} else if (job->env == NULL) {
 		job->payload = elem;
 		job->payload_len = len;
 	} else if (qw_job_envelope(job, qc) < 0) {
@@ -270,6 +289,7 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 			job->error = NULL;
 			goto nomem;
 		}
+		job->verbatim = len > QW_JOB_REWRITE_MAX;
 	}
 	return 0;
 nomem:
@@ -277,14 +297,36 @@ nomem:
 	return -1;
 }
 
-/* Wraps a raw job's bytes: as a string when they are UTF-8, else base64. */
+/* Whether JSON string escaping makes these bytes more than half as long
+ * again (base64 adds a third): control bytes take six each, so a binary-ish
+ * payload could grow sixfold and outgrow what Redis accepts in a command. */
+static bool
+qw_job_escapes_long(const char *s, size_t len)
+{
+	size_t esc = len;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r' || c == '\b' ||
+		    c == '\f')
+			esc += 1;
+		else if (c < 0x20)
+			esc += 5;
+	}
+	return esc > len + len / 2 + 16;
+}
+
+/* Wraps a raw job's bytes: as a string when they are UTF-8 and escape
+ * shorter than base64, else base64. */
 static json_t *
 qw_job_wrap_raw(const struct qw_job *job)
 {
-	json_t *obj = json_object(), *p = json_stringn(job->elem, job->elem_len);
+	json_t *obj = json_object(), *p = NULL;
 
 	if (obj == NULL)
 		goto fail;
+	if (!qw_job_escapes_long(job->elem, job->elem_len))
+		p = json_stringn(job->elem, job->elem_len);
 	if (p == NULL) {
 		char *b64 = qw_base64_encode(job->elem, job->elem_len);
 		if (b64 == NULL)

@@ -3,6 +3,7 @@
 #define QW_JOB_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,7 +24,13 @@ struct qw_job {
 	unsigned attempt;	/* failed runs so far */
 	unsigned interrupted;	/* runs cut short by a shutdown */
 	char *error;		/* why the job cannot run at all (goes to dead), or NULL */
+	/* Too large to rewrite: it goes to dead exactly as taken, since an
+	 * envelope around it could be more than Redis accepts in a command. */
+	bool verbatim;
 };
+
+/* Oversize elements above this go to dead as they are. */
+#define QW_JOB_REWRITE_MAX (64u << 20)
 
 /* Takes ownership of ELEM. Fills JOB; a job that cannot run gets job->error
  * and is still a valid job to encode. NEW_ID names a job that carries none.

@@ -52,7 +52,8 @@ qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
 			    q->qc.name, run->job.id);
 			goto done;
 		}
-	} else if (where == 'p') {
+	} else if (where == 'p' || where == 'd') {
+		/* Back on pending untouched, or to dead as taken (job.verbatim). */
 		elem = run->job.elem;
 		len = run->job.elem_len;
 		run->job.elem = NULL;
@@ -327,8 +328,9 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 	q->running++;
 	pool->busy++;
 	if (run->job.error != NULL) {
-		qw_log_err("job %s/%s: %s; moved to dead", q->qc.name, run->job.id, run->job.error);
-		qw_run_finish(run, 'd', true, run->job.error, 0, "dead");
+		qw_log_err("job %s/%s: %s; moved to dead%s", q->qc.name, run->job.id, run->job.error,
+		    run->job.verbatim ? " exactly as it was pushed" : "");
+		qw_run_finish(run, 'd', !run->job.verbatim, run->job.error, 0, "dead");
 		return;
 	}
 	run->cts = qw_cts_new_linked(&pool->shutdown, 1, pool->base, run->job.timeout_ms,

@@ -1,5 +1,6 @@
 """SPEC 1, 3 and 5: no bad input crashes or stalls the daemon or loses a job.
 Every test ends by checking a good job still runs on a second queue."""
+import base64
 import json
 import os
 import random
@@ -270,3 +271,53 @@ def test_unreachable_redis_at_start(r, daemon, tmp):
     assert not any("READY=1" in m for m in msgs), msgs
     assert any("STATUS=" in m and "Redis" in m for m in msgs), msgs
     assert d.stop(15) == 0
+
+
+def test_jobs_too_big_to_rewrite_reach_dead_unchanged(r, daemon, tmp):
+    """Rewriting a job must never make it larger than Redis accepts in one
+    command: with proto-max-bulk-len lowered to 1 MB, a 300 KB job of control
+    bytes escapes to 1.8 MB. Too long to parse: dead exactly as pushed, an
+    envelope's members intact; a failing one of 200 KB is retried as base64."""
+    h = script(tmp, "fail.sh", "cat > /dev/null\nexit 1\n")
+    d = daemon()
+    d.conf(with_good_queue(tmp, {
+        "small": "handler = %s\nmax_payload = 100" % h,
+        "mail": "handler = %s\nmax_attempts = 2\nretry_base = 50ms" % h}))
+    old = r.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
+    r.config_set("proto-max-bulk-len", "1mb")
+    try:
+        d.start()
+        ctl = b"\x01" * 300000
+        env = json.dumps({"payload": "y" * 70000, "id": "myid"}).encode()
+        r.lpush("qw:{small}:pending", ctl, env)
+        wait_until(lambda: stats(r, "small").get("dead") == 2, what="both dead")
+        assert sorted(r.lrange("qw:{small}:dead", 0, -1)) == sorted([ctl, env])
+        d.wait_log(": job of %d bytes is larger than max_payload allows "
+                   "(100 bytes); moved to dead exactly as it was pushed" % len(env))
+        binary = b"\x02" * 200000
+        r.lpush("qw:{mail}:pending", binary)
+        wait_until(lambda: stats(r, "mail").get("dead") == 1, what="failed twice, dead")
+        (job,) = dead(r, "mail")
+        assert job["payload_encoding"] == "base64" and job["attempt"] == 2
+        assert base64.b64decode(job["payload"]) == binary
+        assert "Protocol error" not in d.log() and "lost" not in d.log()
+        assert inflight(r, "small") == 0 and inflight(r, "mail") == 0
+        assert_still_works(r, d)
+    finally:
+        r.config_set("proto-max-bulk-len", old)
+
+
+def test_json_past_the_parsers_limits_is_not_run_raw(r, daemon, tmp):
+    ran = os.path.join(tmp, "ran")
+    h = script(tmp, "h.sh", "cat >> %s\n" % ran)
+    d = daemon()
+    d.conf(with_good_queue(tmp, {"mail": "handler = %s" % h}))
+    d.start()
+    r.lpush("qw:{mail}:pending", '{"payload":"hello","max_attempts":99999999999999999999}',
+            '{"payload":"hello","timeout":1e999}',
+            '{"payload":' + "[" * 3000 + "]" * 3000 + "}")
+    wait_until(lambda: stats(r, "mail").get("dead") == 3, what="3 dead")
+    for j in dead(r, "mail"):
+        assert j["error"].startswith("JSON that qworkerd cannot read: "), j
+    assert not os.path.exists(ran)
+    assert_still_works(r, d)

@@ -705,6 +705,8 @@ test_err_out_of_range(void **state)
 	    "max_payload", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 1GiB\n", 3,
 	    "max_payload", "out of range", NULL);
+	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 257MiB\n", 3,
+	    "max_payload", "out of range", NULL);
 	/* Not a number at all. */
 	load_fails(QUEUE_OK "[workers]\nconcurrency = -1\n", 4, "concurrency", "-1", NULL);
 	load_fails(QUEUE_OK "[workers]\nconcurrency = 3;x\n", 4, "concurrency", "3;x", NULL);
@@ -713,12 +715,12 @@ test_err_out_of_range(void **state)
 	/* The limits are inclusive. */
 	struct qw_conf *c = load_ok("limits.conf",
 	    "[workers]\nconcurrency = 10000\nlease_timeout = 2s\n"
-	    "[queue q]\nhandler = /bin/true\nweight = 1000\nmax_payload = 512MiB\n"
+	    "[queue q]\nhandler = /bin/true\nweight = 1000\nmax_payload = 256MiB\n"
 	    "timeout = 365d\nmax_attempts = 1\ndead_max = 0\n");
 	assert_int_equal(c->concurrency, 10000);
 	assert_int_equal(c->lease_timeout_ms, 2000);
 	assert_int_equal(c->queues[0].weight, 1000);
-	assert_int_equal(c->queues[0].max_payload, 512ULL << 20);
+	assert_int_equal(c->queues[0].max_payload, 256ULL << 20);
 	assert_int_equal(c->queues[0].timeout_ms, 365ULL * 86400000);
 	assert_int_equal(c->queues[0].max_attempts, 1);
 	assert_int_equal(c->queues[0].dead_max, 0);
@@ -825,9 +827,9 @@ static void
 test_err_no_queues(void **state)
 {
 	(void)state;
-	load_fails("[redis]\naddress = 127.0.0.1:6379\n[workers]\n", 3, "no [queue", NULL);
+	load_fails("[redis]\naddress = 127.0.0.1:6379\n[workers]\n", 0, "no [queue", NULL);
 	load_fails("", 0, "no [queue", NULL);
-	load_fails("# nothing but comments\n\n", 2, "no [queue", NULL);
+	load_fails("# nothing but comments\n\n", 0, "no [queue", NULL);
 }
 
 static void
@@ -892,6 +894,10 @@ test_err_password_file_empty(void **state)
 	write_file(pw, sizeof(pw), "empty.pass", "", 0600);
 	CHECKED_SNPRINTF(content, sizeof(content), "[redis]\npassword_file = %s\n" QUEUE_OK, pw);
 	load_fails(content, 2, "password_file", "empty", NULL);
+	/* A lone line ending is no password either (it would send AUTH ""). */
+	write_file(pw, sizeof(pw), "newline.pass", "\n", 0600);
+	CHECKED_SNPRINTF(content, sizeof(content), "[redis]\npassword_file = %s\n" QUEUE_OK, pw);
+	load_fails(content, 2, "password_file", "empty first line", NULL);
 }
 
 /* ------------------------------------------------------------------------ */

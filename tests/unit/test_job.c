@@ -539,6 +539,70 @@ test_max_payload_envelope(void **state)
 	qw_job_clear(&job);
 }
 
+/* Too long to parse, or oversize and over QW_JOB_REWRITE_MAX: dead as taken. */
+static void
+test_oversize_goes_verbatim(void **state)
+{
+	struct qw_queue_conf qc = queue_defaults();
+	size_t n = 10 * 6 + 65536 + 1;
+	char *big = malloc(n);
+	struct qw_job job;
+
+	(void)state;
+	assert_non_null(big);
+	qc.max_payload = 10;
+	memset(big, 'y', n);
+	memcpy(big, "{\"payload\":\"", 12);
+	parse_n(&job, big, n, &qc);
+	assert_true(job.verbatim);
+	assert_null(job.env);
+	assert_non_null(strstr(job.error, "job of 65597 bytes is larger than max_payload allows"));
+	qw_job_clear(&job);
+	/* Just oversize, and small: rewritten with its error as usual. */
+	parse_n(&job, big + 12, 11, &qc);
+	assert_false(job.verbatim);
+	assert_non_null(strstr(job.error, "payload of 11 bytes"));
+	qw_job_clear(&job);
+	free(big);
+}
+
+/* Valid JSON past what jansson holds is an error, not a raw job. */
+static void
+test_json_past_parser_limits(void **state)
+{
+	static const char *const cases[] = {
+		"{\"payload\":\"x\",\"max_attempts\":99999999999999999999}",
+		"{\"payload\":\"x\",\"timeout\":1e999}",
+	};
+	struct qw_job job;
+	char deep[2 * 3000 + 32];
+	size_t n = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		parse(&job, cases[i]);
+		assert_non_null(job.error);
+		assert_non_null(strstr(job.error, "JSON that qworkerd cannot read"));
+		assert_false(job.verbatim);
+		qw_job_clear(&job);
+	}
+	n += (size_t)sprintf(deep, "{\"payload\":");
+	for (int i = 0; i < 3000; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 3000; i++)
+		deep[n++] = ']';
+	deep[n++] = '}';
+	parse_n(&job, deep, n, &(struct qw_queue_conf){ .max_payload = 1 << 20, .max_attempts = 5,
+	    .timeout_ms = 1000 });
+	assert_non_null(job.error);
+	assert_non_null(strstr(job.error, "JSON that qworkerd cannot read"));
+	qw_job_clear(&job);
+	/* Plain invalid JSON is still a raw job. */
+	parse(&job, "{\"payload\":");
+	assert_null(job.error);
+	qw_job_clear(&job);
+}
+
 /* ------------------------------------------------------------------------ */
 /* qw_job_encode */
 
@@ -621,6 +685,32 @@ test_encode_raw_binary_base64(void **state)
 	assert_null(again.error);
 	assert_payload(&again, bin, sizeof(bin));
 	qw_job_clear(&again);
+	qw_job_clear(&job);
+}
+
+/* Control bytes escape to six bytes each: base64 is shorter, and kept. */
+static void
+test_encode_raw_control_bytes_base64(void **state)
+{
+	char ctl[300];
+	struct qw_job job;
+	json_t *obj;
+
+	(void)state;
+	memset(ctl, 1, sizeof(ctl));
+	parse_n(&job, ctl, sizeof(ctl), &(struct qw_queue_conf){ .max_payload = 1 << 20,
+	    .max_attempts = 5, .timeout_ms = 1000 });
+	obj = encode_json(&job, NULL, 0);
+	assert_member_str(obj, "payload_encoding", "base64");
+	assert_int_equal(json_string_length(json_object_get(obj, "payload")), 400);
+	json_decref(obj);
+	qw_job_clear(&job);
+	/* Text with a few newlines stays text. */
+	parse(&job, "line one\nline two\n");
+	obj = encode_json(&job, NULL, 0);
+	assert_null(json_object_get(obj, "payload_encoding"));
+	assert_member_str(obj, "payload", "line one\nline two\n");
+	json_decref(obj);
 	qw_job_clear(&job);
 }
 
@@ -973,6 +1063,9 @@ main(void)
 		cmocka_unit_test(test_unknown_members_accepted),
 		cmocka_unit_test(test_max_payload_raw),
 		cmocka_unit_test(test_max_payload_envelope),
+		cmocka_unit_test(test_oversize_goes_verbatim),
+		cmocka_unit_test(test_json_past_parser_limits),
+		cmocka_unit_test(test_encode_raw_control_bytes_base64),
 		cmocka_unit_test(test_encode_raw_utf8),
 		cmocka_unit_test(test_encode_raw_nul_roundtrip),
 		cmocka_unit_test(test_encode_raw_binary_base64),
