@@ -117,6 +117,14 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 	qw_run_finish(run, 'd', true, error, 0, timed_out ? "failed dead timed_out" : "failed dead");
 }
 
+/* "timed out after Ns" with N as the job's timeout was written (2.5, 86400),
+ * never in exponent form. */
+static void
+qw_run_timeout_error(const struct qw_run *run, char *buf, size_t len)
+{
+	snprintf(buf, len, "timed out after %.15gs", (double)run->job.timeout_ms / 1000);
+}
+
 static void
 qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 {
@@ -126,8 +134,7 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
 		qw_run_outcome(run, true, false, NULL);
 	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
-		double s = (double)run->job.timeout_ms / 1000;
-		snprintf(error, sizeof(error), "timed out after %gs", s);
+		qw_run_timeout_error(run, error, sizeof(error));
 		qw_run_outcome(run, false, false, error);
 	} else if (WIFEXITED(ws)) {
 		snprintf(error, sizeof(error), "exit status %d%s", WEXITSTATUS(ws),
@@ -157,7 +164,7 @@ qw_run_plugin_done(struct qw_work *w)
 	if (w->result == QW_PLUGIN_OK) {
 		qw_run_outcome(run, true, false, NULL);
 	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
-		snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+		qw_run_timeout_error(run, error, sizeof(error));
 		qw_run_outcome(run, false, false, error);
 	} else {
 		snprintf(error, sizeof(error), "plugin %s: %s", w->result == QW_PLUGIN_PERMANENT ?
@@ -174,7 +181,7 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_run *run = arg;
 	char error[160];
 
-	snprintf(error, sizeof(error), "timed out after %gs", (double)run->job.timeout_ms / 1000);
+	qw_run_timeout_error(run, error, sizeof(error));
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
 		 * untouched, its own deadline counts as a timeout. */
