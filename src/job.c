@@ -316,8 +316,8 @@ qw_job_escapes_long(const char *s, size_t len)
 	return esc > len + len / 2 + 16;
 }
 
-/* Wraps a raw job's bytes: as a string when they are UTF-8 and escape
- * shorter than base64, else base64. */
+/* Wraps a raw job's bytes: as a string when they are UTF-8 and escaping
+ * keeps them short enough, else base64. */
 static json_t *
 qw_job_wrap_raw(const struct qw_job *job)
 {
