@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "metrics.h"
@@ -47,15 +48,6 @@ struct qw_daemon {
 	int64_t drain_end_ms;	/* monotonic: when the drain budget runs out */
 	int exit_code;
 };
-
-static int64_t
-qw_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 qw_usage(FILE *f)
@@ -122,7 +114,7 @@ qw_daemon_stop(struct qw_daemon *d, int sig)
 		    sigabbrev_np(sig), (unsigned long long)c->shutdown_timeout_ms);
 		qw_notify_stopping();
 		d->phase = QW_DRAINING;
-		d->drain_end_ms = qw_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
+		d->drain_end_ms = qw_clock_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
 		qw_notify_extend_timeout((c->shutdown_timeout_ms + c->kill_grace_ms + 2000) * 1000);
 		if (qw_cts_cancel_after(d->shutdown, d->base, c->shutdown_timeout_ms,
 		    QW_CANCEL_SHUTDOWN) < 0)
@@ -235,7 +227,7 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	qw_notify_status(status);
 	qw_pool_poll(d->pool);
 	if (d->phase == QW_DRAINING) {
-		int64_t left = d->drain_end_ms - qw_mono_ms();
+		int64_t left = d->drain_end_ms - qw_clock_mono_ms();
 		if (left > 0)
 			qw_notify_extend_timeout((uint64_t)(left + 2000) * 1000);
 	}

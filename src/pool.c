@@ -19,7 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "decide.h"
 #include "exec.h"
+#include "fmt.h"
 #include "log.h"
 #include "pool_int.h"
 #include "token.h"
@@ -28,23 +31,6 @@ extern char **environ;
 
 static void qw_queue_block(struct qw_queue *q);
 static int qw_queue_open_block(struct qw_queue *q);
-
-int64_t
-qw_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void
-qw_arm(struct event *ev, uint64_t ms)
-{
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-
-	evtimer_add(ev, &tv);
-}
 
 static bool
 qw_pool_can_fetch(const struct qw_pool *pool)
@@ -127,7 +113,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_log_err("queue %s: fetch failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
 		q->hold = true;
-		qw_arm(q->retry_ev, 1000);
+		qw_clock_arm(q->retry_ev, 1000);
 		qw_pool_check_drained(pool);
 		return;
 	}
@@ -201,40 +187,34 @@ qw_queue_fetchable(const struct qw_queue *q)
 	return !q->empty && !q->hold && !q->fetching && q->reconciled;
 }
 
-/* Whether the queue can take one more slot, WANT already promised to it. */
-static bool
-qw_queue_eligible(const struct qw_queue *q, unsigned want)
+/* How many more slots the queue could use now: up to its cap, and only as
+ * many as it has buffered while it cannot fetch. */
+static unsigned
+qw_queue_room(const struct qw_queue *q)
 {
-	if (q->running + q->asked_slots + want >= qw_queue_cap(q))
-		return false;
-	return want < q->nbuffered || qw_queue_fetchable(q);
+	unsigned used = q->running + q->asked_slots, cap = qw_queue_cap(q);
+	unsigned room = used < cap ? cap - used : 0;
+
+	if (!qw_queue_fetchable(q) && room > q->nbuffered)
+		room = q->nbuffered;
+	return room;
 }
 
-/* Hands free slots to queues by smooth weighted round robin. */
+/* Hands free slots to queues by their weights (qw_decide_share). */
 static void
 qw_pool_share(struct qw_pool *pool, unsigned *want)
 {
 	unsigned free_slots = pool->concurrency > pool->busy ? pool->concurrency - pool->busy : 0;
+	struct qw_share qs[pool->nqueues];
 
-	memset(want, 0, pool->nqueues * sizeof(*want));
-	while (free_slots > 0) {
-		struct qw_queue *best = NULL;
-		int total = 0;
-		for (size_t i = 0; i < pool->nqueues; i++) {
-			struct qw_queue *q = &pool->queues[i];
-			if (!qw_queue_eligible(q, want[i]))
-				continue;
-			q->cw += (int)q->qc.weight;
-			total += (int)q->qc.weight;
-			if (best == NULL || q->cw > best->cw)
-				best = q;
-		}
-		if (best == NULL)
-			break;
-		best->cw -= total;
-		want[best - pool->queues]++;
-		free_slots--;
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		qs[i].weight = pool->queues[i].qc.weight;
+		qs[i].room = qw_queue_room(&pool->queues[i]);
+		qs[i].cw = pool->queues[i].cw;
 	}
+	qw_decide_share(qs, pool->nqueues, free_slots, want);
+	for (size_t i = 0; i < pool->nqueues; i++)
+		pool->queues[i].cw = qs[i].cw;
 }
 
 /* Starts up to N jobs of Q from its buffer; returns how many it started. */
@@ -308,7 +288,7 @@ qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
 		q->hold = true;
-		qw_arm(q->retry_ev, 1000);
+		qw_clock_arm(q->retry_ev, 1000);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_STRING)
@@ -854,7 +834,7 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}
 	if (pool->giveup_ev != NULL)
-		qw_arm(pool->giveup_ev, giveup_ms);
+		qw_clock_arm(pool->giveup_ev, giveup_ms);
 	qw_pool_check_drained(pool);
 }
 

@@ -11,7 +11,9 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "clock.h"
 #include "conf.h"
+#include "fmt.h"
 #include "job.h"
 #include "plugin_host.h"
 #include "pool.h"
@@ -135,8 +137,6 @@ struct qw_pool {
 	char *policy_warning;	/* set while Redis may evict keys */
 };
 
-int64_t qw_now_ms(void);
-void qw_arm(struct event *ev, uint64_t ms);
 void qw_pool_fill(struct qw_pool *pool);
 void qw_pool_check_drained(struct qw_pool *pool);
 void qw_pool_maybe_ready(struct qw_pool *pool);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "decide.h"
 #include "exec.h"
 #include "log.h"
 #include "pool_int.h"
@@ -44,7 +45,7 @@ qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
 	size_t len = 0;
 
 	if (reencode) {
-		elem = qw_job_encode(&run->job, error, error ? qw_now_ms() : 0, &len);
+		elem = qw_job_encode(&run->job, error, error ? qw_clock_wall_ms() : 0, &len);
 		if (elem == NULL) {
 			/* Out of memory: leave the job in the active hash, where
 			 * recovery finds it, rather than drop it. */
@@ -69,60 +70,71 @@ done:
 	qw_pool_check_drained(q->pool);
 }
 
-/* What a finished or failed handler means for the job (SPEC 4). */
-static void
-qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
-{
-	struct qw_queue *q = run->q;
-	struct qw_pool *pool = q->pool;
-	int why = run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE;
-	bool timed_out = why == QW_CANCEL_TIMEOUT;
-
-	pool->processed++;
-	/* A handler that finished its job, even after being asked to stop, has
-	 * done it: running it again would be a second delivery. */
-	if (ok) {
-		qw_log_debug("job %s/%s: succeeded", q->qc.name, run->job.id);
-		qw_run_finish(run, 0, false, NULL, 0, "succeeded");
-		return;
-	}
-	if (why == QW_CANCEL_SHUTDOWN) {
-		run->job.interrupted++;
-		if (run->job.interrupted >= q->qc.max_interruptions) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "interrupted by shutdown %u times", run->job.interrupted);
-			qw_log_warn("job %s/%s: %s, moved to dead", q->qc.name, run->job.id, msg);
-			qw_run_finish(run, 'd', true, msg, 0, "dead");
-		} else {
-			qw_log_notice("job %s/%s: interrupted by shutdown, back on pending",
-			    q->qc.name, run->job.id);
-			qw_run_finish(run, 'p', true, NULL, 0, "requeued");
-		}
-		return;
-	}
-	pool->failed++;
-	run->job.attempt++;
-	if (!permanent && run->job.attempt < run->job.max_attempts) {
-		double r = erand48(pool->rnd);
-		uint64_t delay = qw_job_backoff_ms(&q->qc, run->job.attempt, r);
-		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %llums", q->qc.name,
-		    run->job.id, error, run->job.attempt, run->job.max_attempts,
-		    (unsigned long long)delay);
-		qw_run_finish(run, 's', true, error, delay,
-		    timed_out ? "failed retried timed_out" : "failed retried");
-		return;
-	}
-	qw_log_err("job %s/%s: %s (attempt %u of %u), moved to dead", q->qc.name, run->job.id,
-	    error, run->job.attempt, run->job.max_attempts);
-	qw_run_finish(run, 'd', true, error, 0, timed_out ? "failed dead timed_out" : "failed dead");
-}
-
 /* "timed out after Ns" with N as the job's timeout was written (2.5, 86400),
  * never in exponent form. */
 static void
 qw_run_timeout_error(const struct qw_run *run, char *buf, size_t len)
 {
-	snprintf(buf, len, "timed out after %.15gs", (double)run->job.timeout_ms / 1000);
+	char s[32];
+
+	snprintf(buf, len, "timed out after %ss", qw_fmt_seconds(s, sizeof(s), run->job.timeout_ms));
+}
+
+static void
+qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const char *error,
+    uint64_t delay)
+{
+	const char *qn = run->q->qc.name, *id = run->job.id;
+
+	if (o->dest == QW_DEST_DONE)
+		qw_log_debug("job %s/%s: succeeded", qn, id);
+	else if (o->dest == QW_DEST_PENDING)
+		qw_log_notice("job %s/%s: interrupted by shutdown, back on pending", qn, id);
+	else if (o->interruptions_spent)
+		qw_log_warn("job %s/%s: %s, moved to dead", qn, id, error);
+	else if (o->dest == QW_DEST_SCHEDULED)
+		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %llums", qn, id, error,
+		    o->attempt, run->job.max_attempts, (unsigned long long)delay);
+	else
+		qw_log_err("job %s/%s: %s (attempt %u of %u), moved to dead", qn, id, error,
+		    o->attempt, run->job.max_attempts);
+}
+
+/* What a finished or failed handler means for the job (SPEC 4): decided by
+ * qw_decide_outcome, carried out here. */
+static void
+qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
+{
+	struct qw_queue *q = run->q;
+	struct qw_pool *pool = q->pool;
+	struct qw_outcome_in in = {
+		.result = result, .attempt = run->job.attempt,
+		.reason = run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE,
+		.max_attempts = run->job.max_attempts, .interrupted = run->job.interrupted,
+		.max_interruptions = q->qc.max_interruptions,
+	};
+	struct qw_outcome o;
+	char msg[160];
+	uint64_t delay = 0;
+
+	qw_decide_outcome(&in, &o);
+	pool->processed++;
+	if (o.attempt != run->job.attempt)
+		pool->failed++;
+	run->job.attempt = o.attempt;
+	run->job.interrupted = o.interrupted;
+	if (o.timed_out) {
+		qw_run_timeout_error(run, msg, sizeof(msg));
+		error = msg;
+	} else if (o.interruptions_spent) {
+		snprintf(msg, sizeof(msg), "interrupted by shutdown %u times", o.interrupted);
+		error = msg;
+	}
+	if (o.dest == QW_DEST_SCHEDULED)
+		delay = qw_job_backoff_ms(&q->qc, o.attempt, erand48(pool->rnd));
+	qw_run_log_outcome(run, &o, error, delay);
+	qw_run_finish(run, (char)o.dest, o.dest != QW_DEST_DONE,
+	    o.dest == QW_DEST_PENDING ? NULL : error, delay, o.counters);
 }
 
 static void
@@ -132,19 +144,17 @@ qw_run_exec_done(struct qw_exec *x, int ws, void *arg)
 	char error[160];
 
 	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
-		qw_run_outcome(run, true, false, NULL);
-	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
-		qw_run_timeout_error(run, error, sizeof(error));
-		qw_run_outcome(run, false, false, error);
+		qw_run_outcome(run, QW_RESULT_OK, NULL);
 	} else if (WIFEXITED(ws)) {
 		snprintf(error, sizeof(error), "exit status %d%s", WEXITSTATUS(ws),
 		    WEXITSTATUS(ws) == 65 ? " (permanent failure)" : "");
-		qw_run_outcome(run, false, WEXITSTATUS(ws) == 65, error);
+		qw_run_outcome(run, WEXITSTATUS(ws) == 65 ? QW_RESULT_PERMANENT : QW_RESULT_FAILED,
+		    error);
 	} else {
 		const char *abbrev = sigabbrev_np(WTERMSIG(ws));
 		snprintf(error, sizeof(error), "killed by signal %d (SIG%s)", WTERMSIG(ws),
 		    abbrev ? abbrev : "?");
-		qw_run_outcome(run, false, false, error);
+		qw_run_outcome(run, QW_RESULT_FAILED, error);
 	}
 }
 
@@ -162,14 +172,12 @@ qw_run_plugin_done(struct qw_work *w)
 		return;
 	}
 	if (w->result == QW_PLUGIN_OK) {
-		qw_run_outcome(run, true, false, NULL);
-	} else if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_TIMEOUT) {
-		qw_run_timeout_error(run, error, sizeof(error));
-		qw_run_outcome(run, false, false, error);
+		qw_run_outcome(run, QW_RESULT_OK, NULL);
 	} else {
 		snprintf(error, sizeof(error), "plugin %s: %s", w->result == QW_PLUGIN_PERMANENT ?
 		    "failed permanently" : "failed", why);
-		qw_run_outcome(run, false, w->result == QW_PLUGIN_PERMANENT, error);
+		qw_run_outcome(run, w->result == QW_PLUGIN_PERMANENT ? QW_RESULT_PERMANENT :
+		    QW_RESULT_FAILED, error);
 	}
 }
 
@@ -179,16 +187,13 @@ static void
 qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_run *run = arg;
-	char error[160];
-
-	qw_run_timeout_error(run, error, sizeof(error));
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
 		 * untouched, its own deadline counts as a timeout. */
 		if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_SHUTDOWN)
 			qw_run_finish(run, 'p', false, NULL, 0, "");
 		else
-			qw_run_outcome(run, false, false, error);
+			qw_run_outcome(run, QW_RESULT_FAILED, NULL);
 		return;
 	}
 	if (!run->in_thread)
@@ -196,7 +201,7 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	qw_log_warn("job %s/%s: plugin did not return within kill_grace of its cancellation; "
 	    "settling the job without it", run->q->qc.name, run->job.id);
 	run->q->pool->abandoned++;
-	qw_run_outcome(run, false, false, error);
+	qw_run_outcome(run, QW_RESULT_FAILED, "the plugin did not return after its cancellation");
 }
 
 /* The job's token fired: its deadline or the shutdown deadline, whichever
@@ -225,7 +230,7 @@ qw_run_cancelled(void *arg, int reason)
 			run->unstarted = true;
 			grace = 0;
 		}
-		qw_arm(run->grace_ev, grace);
+		qw_clock_arm(run->grace_ev, grace);
 	}
 }
 
@@ -249,7 +254,7 @@ qw_run_start_plugin(struct qw_run *run)
 	w->job.payload_len = run->job.payload_len;
 	w->job.attempt = run->job.attempt + 1;
 	w->job.max_attempts = run->job.max_attempts;
-	w->job.deadline_ms = qw_now_ms() + (int64_t)run->job.timeout_ms;
+	w->job.deadline_ms = qw_clock_wall_ms() + (int64_t)run->job.timeout_ms;
 	run->in_thread = true;
 	/* Threads left inside plugins that ignored their cancellation do not
 	 * count: the pool still gets its full concurrency. */
@@ -293,7 +298,7 @@ static int
 qw_run_start_exec(struct qw_run *run)
 {
 	struct qw_queue *q = run->q;
-	int64_t deadline = qw_now_ms() + (int64_t)run->job.timeout_ms;
+	int64_t deadline = qw_clock_wall_ms() + (int64_t)run->job.timeout_ms;
 	char envbuf[512], tag[300];
 	char **envp = qw_run_env(run, deadline, envbuf, sizeof(envbuf));
 	struct qw_exec_spec spec = {
@@ -359,7 +364,7 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 	if (rc != 0) {
 		snprintf(error, sizeof(error), "could not start %s: %s",
 		    q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0], strerror(rc));
-		qw_run_outcome(run, false, false, error);
+		qw_run_outcome(run, QW_RESULT_FAILED, error);
 		return;
 	}
 	if (run->exec != NULL)

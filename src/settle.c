@@ -90,7 +90,7 @@ qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (reply != NULL) {
 		qw_log_err("queue %s: writing %u results failed: %s (will retry)",
 		    q->qc.name, b->n, qw_redis_errstr(r, reply));
-		qw_arm(q->retry_ev, 1000);
+		qw_clock_arm(q->retry_ev, 1000);
 	}
 	/* Back to the front: sent again once Redis answers. */
 	while ((op = TAILQ_LAST(&b->ops, qw_ops)) != NULL) {
@@ -146,22 +146,6 @@ qw_op_is_success(const struct qw_op *op)
 	return op->where == 0 && strcmp(op->counters, "succeeded") == 0;
 }
 
-/* Writes V in decimal into BUF (24 bytes); returns its length. */
-static size_t
-qw_utoa(char *buf, uint64_t v)
-{
-	char tmp[24];
-	size_t n = 0, i;
-
-	do
-		tmp[n++] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	for (i = 0; i < n; i++)
-		buf[i] = tmp[n - 1 - i];
-	buf[n] = '\0';
-	return n;
-}
-
 /* Sends one settle script call for a batch of results: the succeeded ones
  * as a list of fields, the others as five values each. */
 static int
@@ -172,8 +156,8 @@ qw_queue_send_batch(struct qw_queue *q)
 	static const char *wheres[] = { "", "p", "s", "d" };
 	const char **argv = NULL;
 	size_t *lens = NULL, argc, k, nsucc = 0;
-	char (*delays)[24] = NULL;
-	char deadmax[24], nsb[24], *akey = NULL;
+	char (*delays)[QW_FMT_U64_LEN] = NULL;
+	char deadmax[QW_FMT_U64_LEN], nsb[QW_FMT_U64_LEN], *akey = NULL;
 	struct qw_op *op;
 	int rc = -1;
 
@@ -200,7 +184,7 @@ qw_queue_send_batch(struct qw_queue *q)
 	argv[3] = q->key[K_DEAD];
 	argv[4] = q->key[K_STATS];
 	argv[5] = q->key[K_LEASES];
-	qw_utoa(deadmax, q->qc.dead_max);
+	qw_fmt_u64(deadmax, q->qc.dead_max);
 	argv[6] = deadmax;
 	argv[7] = op->owner ? op->owner : "";
 	argv[8] = nsb;
@@ -208,7 +192,7 @@ qw_queue_send_batch(struct qw_queue *q)
 	TAILQ_FOREACH(op, &b->ops, link)
 		if (qw_op_is_success(op))
 			argv[k++] = op->field, nsucc++;
-	qw_utoa(nsb, nsucc);
+	qw_fmt_u64(nsb, nsucc);
 	for (size_t i = 0; i < k; i++)
 		lens[i] = strlen(argv[i]);
 	size_t d = 0;
@@ -219,7 +203,7 @@ qw_queue_send_batch(struct qw_queue *q)
 		argv[k] = op->field;
 		argv[k + 1] = wheres[w];
 		argv[k + 2] = op->elem ? op->elem : "";
-		lens[k + 3] = qw_utoa(delays[d], op->delay_ms);
+		lens[k + 3] = qw_fmt_u64(delays[d], op->delay_ms);
 		argv[k + 3] = delays[d++];
 		argv[k + 4] = op->counters;
 		lens[k] = strlen(argv[k]);
