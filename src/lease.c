@@ -99,25 +99,6 @@ qw_lease_holder_gone(const char *info)
 
 /* ---- reconciling and recovering ------------------------------------------ */
 
-static bool
-qw_queue_knows(const struct qw_queue *q, const char *field, size_t len)
-{
-	struct qw_run *run;
-	struct qw_op *op;
-	struct qw_taken *t;
-
-	TAILQ_FOREACH(run, &q->runs, link)
-		if (strlen(run->field) == len && memcmp(run->field, field, len) == 0)
-			return true;
-	TAILQ_FOREACH(op, &q->ops, link)
-		if (strlen(op->field) == len && memcmp(op->field, field, len) == 0)
-			return true;
-	TAILQ_FOREACH(t, &q->buffer, link)
-		if (strlen(t->field) == len && memcmp(t->field, field, len) == 0)
-			return true;
-	return false;
-}
-
 /* A job that was in flight when its qworkerd died: it may have been
  * running, so it counts an attempt. Takes FIELD, ELEM and OWNER. */
 static void
@@ -149,7 +130,7 @@ qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *
 		    owner ? owner : "an earlier qworkerd with this identity",
 		    dead ? "; no attempts left, moved to dead" : ", back on pending");
 		q->pool->recovered++;
-		qw_queue_add_op(q, field, dead ? 'd' : 'p', out, olen, 0,
+		qw_settle_add(q, field, dead ? QW_DEST_DEAD : QW_DEST_PENDING, out, olen,
 		    dead ? "recovered dead" : "recovered", owner);
 	}
 	qw_job_clear(&job);
@@ -174,16 +155,18 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	struct qw_queue *q = priv;
 	size_t rl = strlen(q->pool->runid);
 
-	if (reply == NULL)
+	if (q->fetch != QW_FETCH_RECONCILING)
 		return;
-	if (reply->type != REDIS_REPLY_ARRAY) {
-		qw_log_err("queue %s: reading in-flight jobs failed: %s (retrying)", q->qc.name,
-		    qw_redis_errstr(r, reply));
-		return;		/* the lease tick tries again */
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+		if (reply != NULL)
+			qw_log_err("queue %s: reading in-flight jobs failed: %s (retrying)", q->qc.name,
+			    qw_redis_errstr(r, reply));
+		qw_queue_fetch_move(q, QW_FETCH_OFF);	/* the lease tick tries again */
+		return;
 	}
 	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
 		redisReply *f = reply->element[i], *e = reply->element[i + 1];
-		if (qw_queue_knows(q, f->str, f->len))
+		if (qw_rec_find(&q->recs, f->str, f->len) != NULL)
 			continue;
 		char *field = qw_reply_dup(f), *elem = qw_reply_dup(e);
 		if (field == NULL || elem == NULL) {
@@ -193,21 +176,21 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		if (f->len > rl && memcmp(f->str, q->pool->runid, rl) == 0)
 			/* Ours, taken by a fetch whose reply was lost: it never ran. */
-			qw_queue_add_op(q, field, 'p', elem, e->len, 0, "", NULL);
+			qw_settle_add(q, field, QW_DEST_PENDING, elem, e->len, "", NULL);
 		else
 			qw_queue_recover(q, field, elem, e->len, NULL);
 	}
-	q->reconciled = true;
-	qw_pool_maybe_ready(q->pool);
-	qw_pool_fill(q->pool);
+	qw_queue_fetch_move(q, QW_FETCH_IDLE);
 }
 
 void
-qw_queue_reconcile(struct qw_queue *q)
+qw_lease_reconcile(struct qw_queue *q)
 {
 	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
 
-	qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL);
+	if (q->fetch == QW_FETCH_OFF &&
+	    qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL) == 0)
+		qw_queue_fetch_move(q, QW_FETCH_RECONCILING);
 }
 
 /* ---- recovering a dead instance ------------------------------------------ */
@@ -252,12 +235,12 @@ qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 static bool
 qw_reap_busy(const struct qw_queue *q)
 {
-	const struct qw_op *op;
+	const struct qw_rec *rec;
 
 	if (q->sending > 0)
 		return true;
-	TAILQ_FOREACH(op, &q->ops, link)
-		if (op->owner != NULL)
+	TAILQ_FOREACH(rec, &q->recs.list[QW_REC_FINISHED], link)
+		if (rec->owner != NULL)
 			return true;
 	return false;
 }
@@ -328,7 +311,7 @@ qw_lease_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		    qw_redis_errstr(r, reply));
 		return;
 	}
-	if (q->reaping != NULL || q->pool->stopping)
+	if (q->reaping != NULL || qw_pool_stage(q->pool) >= QW_STAGE_DRAINING)
 		return;
 	for (size_t i = 0; i < reply->elements; i++) {
 		redisReply *e = reply->element[i];
@@ -361,7 +344,7 @@ qw_lease_take(struct qw_queue *q)
 {
 	q->lease = QW_LEASE_HELD;
 	qw_lease_renew(q);
-	qw_queue_reconcile(q);
+	qw_lease_reconcile(q);
 }
 
 static void
@@ -422,8 +405,7 @@ qw_lease_tick(evutil_socket_t fd, short what, void *arg)
 	if (q->lease != QW_LEASE_HELD)
 		return;
 	qw_lease_renew(q);
-	if (!q->reconciled)
-		qw_queue_reconcile(q);
+	qw_lease_reconcile(q);
 	if (q->reaping != NULL && !qw_reap_busy(q))
 		qw_reap_forget(q);
 }
@@ -463,7 +445,7 @@ qw_release_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_log_warn("queue %s: jobs remain in flight; the lease stays so they are recovered",
 		    q->qc.name);
 	if (--pool->releasing == 0)
-		qw_pool_check_drained(pool);
+		qw_pool_dirty(pool);
 }
 
 /* At the end of a clean drain: drop our leases so nobody waits for them. */

@@ -29,8 +29,6 @@
 #define QW_DEFAULT_CONF "/etc/qworkerd/qworkerd.conf"
 #endif
 
-enum qw_phase { QW_STARTING, QW_RUNNING, QW_DRAINING, QW_DONE };
-
 struct qw_daemon {
 	struct event_base *base;
 	struct evdns_base *dns;	/* looks up Redis's host name without blocking */
@@ -40,8 +38,6 @@ struct qw_daemon {
 	struct qw_pool *pool;
 	struct qw_metrics *metrics;
 	struct qw_cts *shutdown;	/* every job's token is linked to it */
-	enum qw_phase phase;
-	bool quiet;
 	unsigned terms;		/* SIGTERM/SIGINT received */
 	struct event *sig_ev[6];
 	struct event *tick_ev, *watchdog_ev;
@@ -86,9 +82,6 @@ qw_daemon_ready(struct qw_pool *pool, void *arg)
 {
 	struct qw_daemon *d = arg;
 
-	if (d->phase != QW_STARTING)
-		return;
-	d->phase = QW_RUNNING;
 	qw_log_notice("ready: %zu queues, %u workers, instance %s", d->conf->nqueues,
 	    d->conf->concurrency, d->conf->instance);
 	qw_notify_ready();
@@ -99,7 +92,6 @@ qw_daemon_drained(struct qw_pool *pool, void *arg)
 {
 	struct qw_daemon *d = arg;
 
-	d->phase = QW_DONE;
 	event_base_loopbreak(d->base);
 }
 
@@ -113,7 +105,6 @@ qw_daemon_stop(struct qw_daemon *d, int sig)
 		qw_log_notice("SIG%s: stopping; running jobs get up to %llums",
 		    sigabbrev_np(sig), (unsigned long long)c->shutdown_timeout_ms);
 		qw_notify_stopping();
-		d->phase = QW_DRAINING;
 		d->drain_end_ms = qw_clock_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
 		qw_notify_extend_timeout((c->shutdown_timeout_ms + c->kill_grace_ms + 2000) * 1000);
 		if (qw_cts_cancel_after(d->shutdown, d->base, c->shutdown_timeout_ms,
@@ -188,18 +179,17 @@ qw_signal_cb(evutil_socket_t sig, short what, void *arg)
 		qw_daemon_stop(d, (int)sig);
 		break;
 	case SIGHUP:
-		if (d->phase == QW_RUNNING)
+		if (qw_pool_stage(d->pool) == QW_STAGE_RUNNING ||
+		    qw_pool_stage(d->pool) == QW_STAGE_QUIET)
 			qw_daemon_reload(d);
 		break;
 	case SIGUSR1:
 		qw_log_notice("SIGUSR1: quiet, no new jobs are taken");
-		d->quiet = true;
-		qw_pool_set_fetching(d->pool, false);
+		qw_pool_quiet(d->pool, true);
 		break;
 	case SIGUSR2:
 		qw_log_notice("SIGUSR2: taking jobs again");
-		d->quiet = false;
-		qw_pool_set_fetching(d->pool, true);
+		qw_pool_quiet(d->pool, false);
 		break;
 	}
 }
@@ -211,6 +201,7 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_daemon *d = arg;
 	struct qw_pool_stats st;
+	enum qw_stage stage = qw_pool_stage(d->pool);
 	char status[1024], line[900];
 
 	qw_pool_stats(d->pool, &st);
@@ -219,14 +210,14 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
 		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
 		    st.unsettled);
-	else if (d->phase == QW_STARTING)
+	else if (stage <= QW_STAGE_LEASING)
 		snprintf(status, sizeof(status), "starting: taking over instance %s", d->conf->instance);
 	else
-		snprintf(status, sizeof(status), "%s%s", d->phase == QW_DRAINING ? "draining: " :
-		    d->quiet ? "quiet: " : "", line);
+		snprintf(status, sizeof(status), "%s%s%s", stage == QW_STAGE_RUNNING ? "" :
+		    qw_pool_stage_name(stage), stage == QW_STAGE_RUNNING ? "" : ": ", line);
 	qw_notify_status(status);
 	qw_pool_poll(d->pool);
-	if (d->phase == QW_DRAINING) {
+	if (stage == QW_STAGE_DRAINING || stage == QW_STAGE_RELEASING) {
 		int64_t left = d->drain_end_ms - qw_clock_mono_ms();
 		if (left > 0)
 			qw_notify_extend_timeout((uint64_t)(left + 2000) * 1000);

@@ -9,6 +9,7 @@
  * finds it. */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <signal.h>
@@ -29,33 +30,136 @@
 
 extern char **environ;
 
+
 static void qw_queue_block(struct qw_queue *q);
 static int qw_queue_open_block(struct qw_queue *q);
+static void qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg);
 
-static bool
-qw_pool_can_fetch(const struct qw_pool *pool)
+/* ---- stages and the re-evaluation ---------------------------------------- */
+
+static const char *const qw_stage_names[QW_STAGE_NSTAGES] = {
+	[QW_STAGE_STARTING] = "starting", [QW_STAGE_LEASING] = "waiting for the lease",
+	[QW_STAGE_RUNNING] = "running", [QW_STAGE_QUIET] = "quiet",
+	[QW_STAGE_DRAINING] = "draining", [QW_STAGE_RELEASING] = "releasing",
+	[QW_STAGE_DONE] = "done",
+};
+
+#define B(s) (1u << (s))
+static const unsigned qw_stage_moves[QW_STAGE_NSTAGES] = {
+	[QW_STAGE_STARTING] = B(QW_STAGE_LEASING) | B(QW_STAGE_QUIET) | B(QW_STAGE_DRAINING),
+	[QW_STAGE_LEASING] = B(QW_STAGE_RUNNING) | B(QW_STAGE_QUIET) | B(QW_STAGE_DRAINING),
+	[QW_STAGE_RUNNING] = B(QW_STAGE_QUIET) | B(QW_STAGE_DRAINING),
+	[QW_STAGE_QUIET] = B(QW_STAGE_RUNNING) | B(QW_STAGE_LEASING) | B(QW_STAGE_DRAINING),
+	[QW_STAGE_DRAINING] = B(QW_STAGE_RELEASING) | B(QW_STAGE_DONE),
+	[QW_STAGE_RELEASING] = B(QW_STAGE_DONE),
+};
+
+static const char *const qw_fetch_names[QW_FETCH_NSTATES] = {
+	[QW_FETCH_OFF] = "off", [QW_FETCH_RECONCILING] = "reconciling", [QW_FETCH_IDLE] = "idle",
+	[QW_FETCH_ASKING] = "asking", [QW_FETCH_WAITING] = "waiting", [QW_FETCH_HELD] = "held",
+};
+
+static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
+	[QW_FETCH_OFF] = B(QW_FETCH_RECONCILING),
+	[QW_FETCH_RECONCILING] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
+	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_OFF),
+	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
+	    B(QW_FETCH_OFF),
+	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
+	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
+};
+#undef B
+
+const char *
+qw_pool_stage_name(enum qw_stage s)
 {
-	return pool->fetching && !pool->stopping && qw_redis_is_up(pool->redis);
+	return s < QW_STAGE_NSTAGES ? qw_stage_names[s] : "?";
 }
 
-/* Takes ownership of FIELD and ELEM: a job taken from Redis that waits here
- * for a slot (prefetch). */
+enum qw_stage
+qw_pool_stage(const struct qw_pool *pool)
+{
+	return pool->stage;
+}
+
+static int
+qw_pool_stage_move(struct qw_pool *pool, enum qw_stage to)
+{
+	if (!(qw_stage_moves[pool->stage] & (1u << to))) {
+		qw_log_debug("stage %s: not moving to %s", qw_stage_names[pool->stage],
+		    qw_stage_names[to]);
+		return -1;
+	}
+	qw_log_debug("stage %s -> %s", qw_stage_names[pool->stage], qw_stage_names[to]);
+	pool->stage = to;
+	qw_pool_dirty(pool);
+	return 0;
+}
+
+int
+qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
+{
+	if (!(qw_fetch_moves[q->fetch] & (1u << to))) {
+		qw_log_err("queue %s: fetch state cannot move from %s to %s (a bug)", q->qc.name,
+		    qw_fetch_names[q->fetch], qw_fetch_names[to]);
+		assert(!"illegal fetch state move");
+		return -1;
+	}
+	qw_log_debug("queue %s: fetch %s -> %s", q->qc.name, qw_fetch_names[q->fetch],
+	    qw_fetch_names[to]);
+	q->fetch = to;
+	qw_pool_dirty(q->pool);
+	return 0;
+}
+
+void
+qw_pool_dirty(struct qw_pool *pool)
+{
+	/* An event already active stays queued once: one evaluation a turn. */
+	event_active(pool->eval_ev, EV_TIMEOUT, 0);
+}
+
+unsigned
+qw_pool_busy(const struct qw_pool *pool)
+{
+	unsigned busy = 0;
+
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		busy += q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] + q->asked_slots;
+	}
+	return busy;
+}
+
+/* Whether new jobs may be taken at all (each queue's fetch state says
+ * whether it can). */
+static bool
+qw_pool_taking(const struct qw_pool *pool)
+{
+	return (pool->stage == QW_STAGE_STARTING || pool->stage == QW_STAGE_LEASING ||
+	    pool->stage == QW_STAGE_RUNNING) && qw_redis_is_up(pool->redis);
+}
+
+static bool
+qw_pool_stopping(const struct qw_pool *pool)
+{
+	return pool->stage >= QW_STAGE_DRAINING;
+}
+
+/* A record of a job taken from Redis that waits here for a slot. Takes
+ * ownership of FIELD and ELEM. */
 static int
 qw_queue_buffer(struct qw_queue *q, char *field, char *elem, size_t len)
 {
-	struct qw_taken *t = malloc(sizeof(*t));
+	struct qw_rec *rec = qw_rec_new(&q->recs, q, field, NULL);
 
-	if (t == NULL) {
-		free(field);
+	if (rec == NULL) {
 		free(elem);
 		return -1;
 	}
-	t->field = field;
-	t->elem = elem;
-	t->len = len;
-	TAILQ_INSERT_TAIL(&q->buffer, t, link);
-	q->nbuffered++;
-	return 0;
+	rec->elem = elem;
+	rec->len = len;
+	return qw_rec_move(&q->recs, rec, QW_REC_BUFFERED);
 }
 
 /* Gives every taken-but-not-started job back to the tail of pending as it
@@ -63,14 +167,13 @@ qw_queue_buffer(struct qw_queue *q, char *field, char *elem, size_t len)
 void
 qw_queue_give_back(struct qw_queue *q)
 {
-	struct qw_taken *t;
+	struct qw_rec *rec;
 
-	while ((t = TAILQ_LAST(&q->buffer, qw_takens)) != NULL) {
-		TAILQ_REMOVE(&q->buffer, t, link);
-		q->nbuffered--;
-		qw_queue_add_op(q, t->field, 'p', t->elem, t->len, 0, "", NULL);
-		free(t);
+	while ((rec = TAILQ_LAST(&q->recs.list[QW_REC_BUFFERED], qw_recs)) != NULL) {
+		if (qw_rec_finish(&q->recs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, "") < 0)
+			break;
 	}
+	qw_settle_soon(q);
 }
 
 /* "RUNID" followed by SEQ in decimal, without printf. */
@@ -98,50 +201,45 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	struct qw_queue *q = priv;
 	struct qw_pool *pool = q->pool;
 	unsigned asked = q->asked;
-	size_t got = 0;
+	bool lost = false;
 
-	pool->busy -= q->asked_slots;
 	q->asked = q->asked_slots = 0;
-	q->fetching = false;
 	if (reply == NULL) {
 		/* Whatever the script took is in the active hash: reconcile finds it. */
-		q->reconciled = false;
-		qw_pool_check_drained(pool);
+		qw_queue_fetch_move(q, QW_FETCH_OFF);
 		return;
 	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
 		qw_log_err("queue %s: fetch failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
-		q->hold = true;
-		qw_clock_arm(q->retry_ev, 1000);
-		qw_pool_check_drained(pool);
+		qw_queue_fetch_move(q, QW_FETCH_HELD);
+		qw_clock_arm(q->fetch_retry_ev, 1000);
 		return;
 	}
-	got = reply->elements;
-	for (size_t i = 0; i < got; i++) {
+	for (size_t i = 0; i < reply->elements; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_pool_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
 		if (field == NULL || elem == NULL) {
-			qw_log_err("queue %s: out of memory taking a job; left for recovery", q->qc.name);
 			free(field);
 			free(elem);
+			lost = true;
 			continue;
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		qw_queue_buffer(q, field, elem, e->len);
+		if (qw_queue_buffer(q, field, elem, e->len) < 0)
+			lost = true;
 	}
-	if (!qw_pool_can_fetch(pool)) {
+	if (lost)
+		qw_log_err("queue %s: out of memory taking jobs; reading them again", q->qc.name);
+	if (!qw_pool_taking(pool))
 		/* Quiet or stopping since the fetch left: none of these starts. */
 		qw_queue_give_back(q);
-		qw_pool_check_drained(pool);
-		return;
-	}
-	if (got < asked) {
-		q->empty = true;
+	/* A job we could not keep is in the active hash only: reconcile it. */
+	qw_queue_fetch_move(q, lost ? QW_FETCH_OFF : reply->elements < asked ? QW_FETCH_WAITING :
+	    QW_FETCH_IDLE);
+	if (q->fetch == QW_FETCH_WAITING)
 		qw_queue_block(q);
-	}
-	qw_pool_fill(pool);
 }
 
 /* Asks for SLOTS jobs to run now plus EXTRA to keep at hand. */
@@ -149,6 +247,9 @@ static int
 qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 {
 	struct qw_pool *pool = q->pool;
+	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN];
+	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
+		pool->runid };
 	unsigned n;
 
 	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
@@ -158,20 +259,15 @@ qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 	if (extra > QW_FETCH_MAX - slots)
 		extra = QW_FETCH_MAX - slots;
 	n = slots + extra;
-	char nb[16], seqb[24];
-	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
-		pool->runid };
-
-	snprintf(nb, sizeof(nb), "%u", n);
-	snprintf(seqb, sizeof(seqb), "%llu", (unsigned long long)pool->seq);
+	qw_fmt_u64(nb, n);
+	qw_fmt_u64(seqb, pool->seq);
 	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
 		return -1;
-	q->fetching = true;
+	qw_queue_fetch_move(q, QW_FETCH_ASKING);
 	q->first_seq = pool->seq;
 	pool->seq += n;
 	q->asked = n;
 	q->asked_slots = slots;
-	pool->busy += slots;
 	return 0;
 }
 
@@ -181,22 +277,16 @@ qw_queue_cap(const struct qw_queue *q)
 	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
 }
 
-static bool
-qw_queue_fetchable(const struct qw_queue *q)
-{
-	return !q->empty && !q->hold && !q->fetching && q->reconciled;
-}
-
 /* How many more slots the queue could use now: up to its cap, and only as
  * many as it has buffered while it cannot fetch. */
 static unsigned
 qw_queue_room(const struct qw_queue *q)
 {
-	unsigned used = q->running + q->asked_slots, cap = qw_queue_cap(q);
-	unsigned room = used < cap ? cap - used : 0;
+	unsigned used = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] + q->asked_slots;
+	unsigned cap = qw_queue_cap(q), room = used < cap ? cap - used : 0;
 
-	if (!qw_queue_fetchable(q) && room > q->nbuffered)
-		room = q->nbuffered;
+	if (q->fetch != QW_FETCH_IDLE && room > q->recs.n[QW_REC_BUFFERED])
+		room = q->recs.n[QW_REC_BUFFERED];
 	return room;
 }
 
@@ -204,7 +294,8 @@ qw_queue_room(const struct qw_queue *q)
 static void
 qw_pool_share(struct qw_pool *pool, unsigned *want)
 {
-	unsigned free_slots = pool->concurrency > pool->busy ? pool->concurrency - pool->busy : 0;
+	unsigned busy = qw_pool_busy(pool);
+	unsigned free_slots = pool->concurrency > busy ? pool->concurrency - busy : 0;
 	struct qw_share qs[pool->nqueues];
 
 	for (size_t i = 0; i < pool->nqueues; i++) {
@@ -221,51 +312,40 @@ qw_pool_share(struct qw_pool *pool, unsigned *want)
 static unsigned
 qw_queue_start_buffered(struct qw_queue *q, unsigned n)
 {
-	struct qw_taken *t;
+	struct qw_rec *rec;
 	unsigned started = 0;
 
-	while (started < n && (t = TAILQ_FIRST(&q->buffer)) != NULL) {
-		TAILQ_REMOVE(&q->buffer, t, link);
-		q->nbuffered--;
-		qw_queue_start_job(q, t->field, t->elem, t->len);
-		free(t);
+	while (started < n && (rec = TAILQ_FIRST(&q->recs.list[QW_REC_BUFFERED])) != NULL) {
+		qw_run_start(rec);
 		started++;
 	}
 	return started;
 }
 
 /* Fills free slots: from the buffers first, then by fetching (one script
- * call per queue, with the queue's prefetch on top). Re-entered when a job
- * ends while starting (a malformed job does), so it loops instead. */
-void
+ * call per queue, with the queue's prefetch on top). A job that ends while
+ * it starts (a malformed one) marks the pool dirty again. */
+static void
 qw_pool_fill(struct qw_pool *pool)
 {
 	unsigned want[pool->nqueues];
 
-	if (pool->filling) {
-		pool->refill = true;
+	if (!qw_pool_taking(pool))
 		return;
-	}
-	pool->filling = true;
-	do {
-		pool->refill = false;
-		if (!qw_pool_can_fetch(pool))
+	qw_pool_share(pool, want);
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
+		unsigned nbuf = q->recs.n[QW_REC_BUFFERED];
+		unsigned extra = q->qc.prefetch > nbuf ? q->qc.prefetch - nbuf : 0;
+		/* Refill the buffer once it is half empty, not for every job. */
+		if (extra * 2 < q->qc.prefetch)
+			extra = 0;
+		if (q->fetch != QW_FETCH_IDLE || rest + extra == 0)
+			continue;
+		if (qw_queue_fetch(q, rest, extra) < 0)
 			break;
-		qw_pool_share(pool, want);
-		for (size_t i = 0; i < pool->nqueues; i++) {
-			struct qw_queue *q = &pool->queues[i];
-			unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
-			unsigned extra = q->qc.prefetch > q->nbuffered ? q->qc.prefetch - q->nbuffered : 0;
-			/* Refill the buffer once it is half empty, not for every job. */
-			if (extra * 2 < q->qc.prefetch)
-				extra = 0;
-			if (!qw_queue_fetchable(q) || rest + extra == 0)
-				continue;
-			if (qw_queue_fetch(q, rest, extra) < 0)
-				break;
-		}
-	} while (pool->refill);
-	pool->filling = false;
+	}
 	qw_workers_kick(pool->workers);
 }
 
@@ -277,26 +357,22 @@ qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (r == NULL)
 		return;		/* connection closed on purpose */
 	q->blocking = false;
+	if (q->fetch != QW_FETCH_WAITING)
+		return;
 	if (reply == NULL) {
 		/* The pop may have moved a job into the claim list before the
 		 * connection went: look (a fetch takes the claim list first). */
-		q->empty = false;
-		qw_pool_fill(q->pool);
-		return;
-	}
-	if (reply->type == REDIS_REPLY_ERROR) {
+		qw_queue_fetch_move(q, QW_FETCH_IDLE);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
 		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
 		    qw_redis_errstr(r, reply));
-		q->hold = true;
-		qw_clock_arm(q->retry_ev, 1000);
-		return;
+		qw_queue_fetch_move(q, QW_FETCH_HELD);
+		qw_clock_arm(q->fetch_retry_ev, 1000);
+	} else if (reply->type == REDIS_REPLY_STRING) {
+		qw_queue_fetch_move(q, QW_FETCH_IDLE);	/* the job waits in the claim list */
+	} else {
+		qw_queue_block(q);	/* timed out: wait again */
 	}
-	if (reply->type == REDIS_REPLY_STRING)
-		q->empty = false;	/* the job waits in the claim list */
-	if (q->empty)
-		qw_queue_block(q);
-	else
-		qw_pool_fill(q->pool);
 }
 
 /* Waits for the queue's next job with BLMOVE into the claim list, so even a
@@ -307,7 +383,8 @@ qw_queue_block(struct qw_queue *q)
 	const char *argv[] = { "BLMOVE", q->key[K_PENDING], q->key[K_CLAIM], "RIGHT", "LEFT",
 		QW_REDIS_BLOCK_TIMEOUT };
 
-	if (q->blocking || !q->empty || !qw_pool_can_fetch(q->pool) || q->blk == NULL)
+	if (q->blocking || q->fetch != QW_FETCH_WAITING || !qw_pool_taking(q->pool) ||
+	    q->blk == NULL)
 		return;
 	if (qw_redis_cmd(q->blk, qw_block_reply, q, 6, argv, NULL) == 0)
 		q->blocking = true;
@@ -318,11 +395,9 @@ qw_blk_state(struct qw_redis *r, bool up, void *arg)
 {
 	struct qw_queue *q = arg;
 
-	if (!up)
-		return;
-	q->empty = false;	/* fetch once; block if that comes back short */
-	qw_pool_fill(q->pool);
-	qw_queue_block(q);
+	/* Fetch once; wait again if that comes back short. */
+	if (up && q->fetch == QW_FETCH_WAITING)
+		qw_queue_fetch_move(q, QW_FETCH_IDLE);
 }
 
 /* Each queue blocks on a connection of its own while it has no work. */
@@ -392,22 +467,20 @@ qw_promote_cb(evutil_socket_t fd, short what, void *arg)
 	const char *argv[] = { q->key[K_SCHEDULED], q->key[K_PENDING], limit };
 
 	snprintf(limit, sizeof(limit), "%d", QW_PROMOTE_LIMIT);
-	if (!q->pool->stopping)
+	if (!qw_pool_stopping(q->pool))
 		qw_redis_script(q->pool->redis, QW_SCRIPT_PROMOTE, qw_promote_reply, q, 2, 3,
 		    argv, NULL);
 }
 
+
 static void
-qw_queue_retry_cb(evutil_socket_t fd, short what, void *arg)
+qw_queue_fetch_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_queue *q = arg;
 
-	q->hold = false;
-	/* Look again: fetch once, and block if that comes back short. A queue
-	 * left "empty" here would never ask Redis again. */
-	q->empty = false;
-	event_active(q->pool->flush_ev, EV_TIMEOUT, 0);
-	qw_pool_fill(q->pool);
+	/* Look again: fetch once, and wait if that comes back short. */
+	if (q->fetch == QW_FETCH_HELD)
+		qw_queue_fetch_move(q, QW_FETCH_IDLE);
 }
 
 /* ---- setup ------------------------------------------------------------- */
@@ -449,9 +522,8 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	if ((q->name = strdup(qc->name)) == NULL)
 		return -1;
 	q->qc.name = q->name;
-	TAILQ_INIT(&q->ops);
-	TAILQ_INIT(&q->runs);
-	TAILQ_INIT(&q->buffer);
+	if (qw_recset_init(&q->recs, q->name) < 0)
+		return -1;
 	for (int k = 0; k < K_COUNT; k++) {
 		int rc = (k == K_CLAIM || k == K_ACTIVE) ?
 		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, names[k], c->instance) :
@@ -462,8 +534,9 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 		}
 	}
 	q->promote_ev = event_new(pool->base, -1, EV_PERSIST, qw_promote_cb, q);
-	q->retry_ev = evtimer_new(pool->base, qw_queue_retry_cb, q);
-	if (q->promote_ev == NULL || q->retry_ev == NULL)
+	q->fetch_retry_ev = evtimer_new(pool->base, qw_queue_fetch_retry_cb, q);
+	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_flush_cb, pool);
+	if (q->promote_ev == NULL || q->fetch_retry_ev == NULL || q->settle_retry_ev == NULL)
 		return -1;
 	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
 	if (qc->plugin != NULL && qw_queue_start_plugin(q) < 0)
@@ -474,29 +547,21 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 static void
 qw_queue_fini(struct qw_queue *q)
 {
-	struct qw_run *run;
-	struct qw_op *op;
+	static const enum qw_rec_state holding[] = { QW_REC_RUNNING, QW_REC_CANCELLING };
+	struct qw_rec *rec;
 
 	qw_redis_free(q->blk);
-	while ((run = TAILQ_FIRST(&q->runs)) != NULL) {
-		TAILQ_REMOVE(&q->runs, run, link);
-		qw_run_free(run);
-	}
-	while ((op = TAILQ_FIRST(&q->ops)) != NULL) {
-		TAILQ_REMOVE(&q->ops, op, link);
-		qw_op_free(op);
-	}
-	struct qw_taken *t;
-	while ((t = TAILQ_FIRST(&q->buffer)) != NULL) {
-		TAILQ_REMOVE(&q->buffer, t, link);
-		free(t->field);
-		free(t->elem);
-		free(t);
-	}
+	for (size_t i = 0; q->recs.bucket != NULL && i < 2; i++)
+		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
+			qw_run_drop(rec->run);
+	if (q->recs.bucket != NULL)
+		qw_recset_fini(&q->recs);
 	if (q->promote_ev != NULL)
 		event_free(q->promote_ev);
-	if (q->retry_ev != NULL)
-		event_free(q->retry_ev);
+	if (q->fetch_retry_ev != NULL)
+		event_free(q->fetch_retry_ev);
+	if (q->settle_retry_ev != NULL)
+		event_free(q->settle_retry_ev);
 	if (q->lease_ev != NULL)
 		event_free(q->lease_ev);
 	free(q->reaping);
@@ -551,7 +616,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	pool->shutdown = shutdown;
-	pool->fetching = true;
+	pool->stage = QW_STAGE_STARTING;
 	pool->drained = drained;
 	pool->ready = ready;
 	pool->cb_arg = arg;
@@ -561,10 +626,11 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	snprintf(pool->runid, sizeof(pool->runid), "%02x%02x%02x%02x%02x%02x-", rnd[0], rnd[1],
 	    rnd[2], rnd[3], rnd[4], rnd[5]);
 	memcpy(pool->rnd, rnd + 6, sizeof(pool->rnd));
-	pool->flush_ev = event_new(base, -1, 0, qw_pool_flush_cb, pool);
+	pool->flush_ev = event_new(base, -1, 0, qw_settle_flush_cb, pool);
+	pool->eval_ev = event_new(base, -1, 0, qw_pool_eval_cb, pool);
 	pool->execs = qw_execs_new(base);
 	pool->workers = qw_workers_new(base);
-	if (pool->flush_ev == NULL || pool->execs == NULL || pool->workers == NULL ||
+	if (pool->flush_ev == NULL || pool->eval_ev == NULL || pool->execs == NULL || pool->workers == NULL ||
 	    qw_pool_init_env(pool) < 0)
 		goto fail;
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
@@ -609,6 +675,8 @@ qw_pool_free(struct qw_pool *pool)
 		event_free(pool->flush_ev);
 	if (pool->giveup_ev != NULL)
 		event_free(pool->giveup_ev);
+	if (pool->eval_ev != NULL)
+		event_free(pool->eval_ev);
 	free(pool->env);
 	free(pool->holder);
 	free(pool->policy_warning);
@@ -650,35 +718,41 @@ qw_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
 void
 qw_pool_redis_state(struct qw_pool *pool, bool up)
 {
+	const char *argv[] = { "CONFIG", "GET", "maxmemory-policy" };
+
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		if (!up) {
-			q->reconciled = false;
-			continue;
-		}
-		/* After a gap, assume work may be waiting: fetch once to find out. */
-		q->empty = false;
-		qw_lease_start(q);
+		/* A fetch in flight moves to OFF with its lost reply. After the
+		 * gap the active hash is read again before fetching: whatever a
+		 * lost fetch took is found there. */
+		if (!up && q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
+			qw_queue_fetch_move(q, QW_FETCH_OFF);
+		else if (up)
+			qw_lease_start(q);
 	}
-	if (up) {
-		const char *argv[] = { "CONFIG", "GET", "maxmemory-policy" };
-		qw_redis_cmd(pool->redis, qw_policy_reply, pool, 3, argv, NULL);
-		event_active(pool->flush_ev, EV_TIMEOUT, 0);
-		qw_pool_check_drained(pool);
-	}
+	if (!up)
+		return;
+	if (pool->stage == QW_STAGE_STARTING)
+		qw_pool_stage_move(pool, QW_STAGE_LEASING);
+	qw_redis_cmd(pool->redis, qw_policy_reply, pool, 3, argv, NULL);
+	event_active(pool->flush_ev, EV_TIMEOUT, 0);
+	qw_pool_dirty(pool);
 }
 
 /* READY=1 once every queue holds its lease and has recovered what was left. */
-void
-qw_pool_maybe_ready(struct qw_pool *pool)
+static void
+qw_pool_check_ready(struct qw_pool *pool)
 {
+	if (pool->ready_sent || qw_pool_stopping(pool))
+		return;
 	for (size_t i = 0; i < pool->nqueues; i++)
-		if (!pool->queues[i].reconciled)
+		if (pool->queues[i].fetch == QW_FETCH_OFF ||
+		    pool->queues[i].fetch == QW_FETCH_RECONCILING)
 			return;
-	if (!pool->ready_called) {
-		pool->ready_called = true;
-		pool->ready(pool, pool->cb_arg);
-	}
+	pool->ready_sent = true;
+	if (pool->stage == QW_STAGE_LEASING)
+		qw_pool_stage_move(pool, QW_STAGE_RUNNING);
+	pool->ready(pool, pool->cb_arg);
 }
 
 static void
@@ -706,7 +780,7 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 	size_t off;
 
 	off = (size_t)snprintf(buf, len, "%u/%u busy, %llu processed, %llu failed; pending",
-	    pool->busy, pool->concurrency, (unsigned long long)pool->processed,
+	    qw_pool_busy(pool), pool->concurrency, (unsigned long long)pool->processed,
 	    (unsigned long long)pool->failed);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++) {
 		const struct qw_queue *q = &pool->queues[i];
@@ -719,23 +793,26 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 }
 
 void
-qw_pool_set_fetching(struct qw_pool *pool, bool on)
+qw_pool_quiet(struct qw_pool *pool, bool quiet)
 {
-	if (pool->stopping || pool->fetching == on)
+	enum qw_stage to = quiet ? QW_STAGE_QUIET :
+	    pool->ready_sent ? QW_STAGE_RUNNING : QW_STAGE_LEASING;
+
+	if ((pool->stage == QW_STAGE_QUIET) == quiet || qw_pool_stage_move(pool, to) < 0)
 		return;
-	pool->fetching = on;
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		if (!on) {
+		if (quiet) {
 			qw_queue_abandon_block(q, false);
 			qw_queue_give_back(q);
-		} else {
-			q->empty = false;	/* look once; block again if there is nothing */
-			if (qw_queue_open_block(q) < 0)
-				qw_log_err("queue %s: out of memory opening its connection", q->qc.name);
+			continue;
 		}
+		/* Look once; wait again if there is nothing. */
+		if (q->fetch == QW_FETCH_WAITING)
+			qw_queue_fetch_move(q, QW_FETCH_IDLE);
+		if (qw_queue_open_block(q) < 0)
+			qw_log_err("queue %s: out of memory opening its connection", q->qc.name);
 	}
-	qw_pool_fill(pool);
 }
 
 int
@@ -777,31 +854,47 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].blk != NULL)
 			qw_redis_reconfigure(pool->queues[i].blk, conf);
-	qw_pool_fill(pool);
+	qw_pool_dirty(pool);
 	return 0;
 }
 
+
 /* ---- draining ---------------------------------------------------------- */
 
+static void
+qw_pool_done(struct qw_pool *pool)
+{
+	if (qw_pool_stage_move(pool, QW_STAGE_DONE) == 0)
+		pool->drained(pool, pool->cb_arg);
+}
 
-void
+/* Whether anything of the drain is left: a job running or buffered, a fetch
+ * in flight, or a result not written. */
+static bool
+qw_pool_drain_left(const struct qw_pool *pool)
+{
+	if (qw_pool_busy(pool) > 0 || qw_settle_unwritten(pool) > 0)
+		return true;
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (pool->queues[i].fetch == QW_FETCH_ASKING ||
+		    pool->queues[i].recs.n[QW_REC_BUFFERED] > 0)
+			return true;
+	return false;
+}
+
+static void
 qw_pool_check_drained(struct qw_pool *pool)
 {
-	if (!pool->stopping || pool->drained_called || pool->busy > 0 ||
-	    qw_pool_unsettled(pool) > 0)
-		return;
-	for (size_t i = 0; i < pool->nqueues; i++)
-		if (pool->queues[i].fetching || pool->queues[i].nbuffered > 0)
+	if (pool->stage == QW_STAGE_DRAINING && !qw_pool_drain_left(pool)) {
+		if (!qw_redis_is_up(pool->redis)) {
+			qw_pool_done(pool);
 			return;
-	if (pool->releasing > 0)
-		return;
-	if (qw_redis_is_up(pool->redis)) {
+		}
+		qw_pool_stage_move(pool, QW_STAGE_RELEASING);
 		qw_lease_release(pool);
-		if (pool->releasing > 0)
-			return;
 	}
-	pool->drained_called = true;
-	pool->drained(pool, pool->cb_arg);
+	if (pool->stage == QW_STAGE_RELEASING && pool->releasing == 0)
+		qw_pool_done(pool);
 }
 
 /* Past the drain budget with Redis still away: give up waiting. The jobs
@@ -811,12 +904,11 @@ qw_pool_giveup_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_pool *pool = arg;
 
-	if (pool->drained_called)
+	if (pool->stage != QW_STAGE_DRAINING && pool->stage != QW_STAGE_RELEASING)
 		return;
 	qw_log_err("%u results could not be written to Redis; the jobs stay in flight "
-	    "and are recovered by the next start", qw_pool_unsettled(pool));
-	pool->drained_called = true;
-	pool->drained(pool, pool->cb_arg);
+	    "and are recovered by the next start", qw_settle_unwritten(pool));
+	qw_pool_done(pool);
 }
 
 /* Stops taking jobs. Running jobs end through their tokens, which the
@@ -825,8 +917,8 @@ qw_pool_giveup_cb(evutil_socket_t fd, short what, void *arg)
 void
 qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 {
-	if (!pool->stopping) {
-		pool->stopping = true;
+	if (!qw_pool_stopping(pool)) {
+		qw_pool_stage_move(pool, QW_STAGE_DRAINING);
 		for (size_t i = 0; i < pool->nqueues; i++) {
 			qw_queue_abandon_block(&pool->queues[i], true);
 			qw_queue_give_back(&pool->queues[i]);
@@ -835,18 +927,60 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 	}
 	if (pool->giveup_ev != NULL)
 		qw_clock_arm(pool->giveup_ev, giveup_ms);
+	qw_pool_dirty(pool);
+}
+
+/* ---- the re-evaluation ------------------------------------------------- */
+
+#ifdef QW_DEBUG
+/* Every record is in the list of its state, once, and holds a run exactly
+ * while it runs; a queue holds asked-for slots exactly while it asks. */
+static void
+qw_queue_assert(const struct qw_queue *q)
+{
+	size_t total = 0;
+
+	for (int s = QW_REC_BUFFERED; s < QW_REC_NSTATES; s++) {
+		const struct qw_rec *rec;
+		unsigned n = 0;
+		TAILQ_FOREACH(rec, &q->recs.list[s], link) {
+			assert(rec->state == (enum qw_rec_state)s && rec->q == q);
+			assert((rec->run != NULL) == (s == QW_REC_RUNNING || s == QW_REC_CANCELLING));
+			assert(rec->run == NULL || rec->run->rec == rec);
+			n++;
+		}
+		assert(n == q->recs.n[s]);
+		total += n;
+	}
+	assert(total == q->recs.count && q->recs.n[QW_REC_NEW] == 0);
+	assert((q->fetch == QW_FETCH_ASKING) == (q->asked > 0));
+	assert(q->asked_slots <= q->asked);
+}
+#endif
+
+static void
+qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_pool *pool = arg;
+
+	qw_pool_check_ready(pool);
+	qw_pool_fill(pool);
 	qw_pool_check_drained(pool);
+#ifdef QW_DEBUG
+	for (size_t i = 0; i < pool->nqueues; i++)
+		qw_queue_assert(&pool->queues[i]);
+#endif
 }
 
 void
 qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st)
 {
-	st->busy = pool->busy;
+	st->busy = qw_pool_busy(pool);
 	st->total = pool->concurrency;
 	st->processed = pool->processed;
 	st->failed = pool->failed;
 	st->recovered = pool->recovered;
-	st->unsettled = qw_pool_unsettled(pool);
+	st->unsettled = qw_settle_unwritten(pool);
 }
 
 size_t
@@ -861,6 +995,6 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	const struct qw_queue *q = &pool->queues[i];
 
 	qi->name = q->qc.name;
-	qi->running = q->running;
+	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING];
 	qi->pending = q->pending;
 }

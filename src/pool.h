@@ -13,6 +13,33 @@ struct qw_cts;
 struct qw_pool;
 struct qw_redis;
 
+/* The daemon's stages, one at a time; qworkerd(8) describes them. Only
+ * pool.c moves them (qw_pool_stage_move), checking where each move comes
+ * from:
+ *   STARTING  -> LEASING      the connection to Redis came up for the first time
+ *   LEASING   -> RUNNING      every queue holds its lease and has settled what
+ *                             an earlier process left: READY=1
+ *   RUNNING   -> QUIET        SIGUSR1: no new jobs, running ones finish
+ *   QUIET     -> RUNNING      SIGUSR2 (-> LEASING when not ready yet)
+ *   STARTING, LEASING -> QUIET  SIGUSR1 before ready (READY=1 still comes)
+ *   STARTING, LEASING, RUNNING, QUIET -> DRAINING   SIGTERM or SIGINT
+ *   DRAINING  -> RELEASING    nothing runs and every result is written: the
+ *                             leases are given up
+ *   DRAINING, RELEASING -> DONE   released (or Redis is away), or the drain's
+ *                             give-up time passed with results unwritten */
+enum qw_stage {
+	QW_STAGE_STARTING,
+	QW_STAGE_LEASING,
+	QW_STAGE_RUNNING,
+	QW_STAGE_QUIET,
+	QW_STAGE_DRAINING,
+	QW_STAGE_RELEASING,
+	QW_STAGE_DONE,
+	QW_STAGE_NSTAGES
+};
+const char *qw_pool_stage_name(enum qw_stage s);
+enum qw_stage qw_pool_stage(const struct qw_pool *pool);
+
 /* Called when a drain has finished: nothing runs and every result is written
  * (or could not be written before the give-up time). */
 typedef void qw_pool_drained_fn(struct qw_pool *pool, void *arg);
@@ -31,8 +58,8 @@ void qw_pool_free(struct qw_pool *pool);
 void qw_pool_redis_state(struct qw_pool *pool, bool up);
 struct qw_redis *qw_pool_redis(struct qw_pool *pool);
 
-/* Quiet (false) stops taking new jobs; running ones finish. */
-void qw_pool_set_fetching(struct qw_pool *pool, bool on);
+/* Quiet (true) stops taking new jobs; running ones finish. */
+void qw_pool_quiet(struct qw_pool *pool, bool quiet);
 /* Applies a reloaded configuration; queues must be the same set. Returns
  * -1 with *why set when the new config cannot be applied live. */
 int qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why);

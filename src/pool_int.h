@@ -17,6 +17,7 @@
 #include "job.h"
 #include "plugin_host.h"
 #include "pool.h"
+#include "record.h"
 #include "redis.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
@@ -30,42 +31,45 @@
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
 	K_COUNT };
 
-/* One result on its way to Redis. */
-struct qw_op {
-	TAILQ_ENTRY(qw_op) link;
-	char *field;
-	char where;		/* 0 done, 'p' pending tail, 's' scheduled, 'd' dead */
-	char *elem;
-	size_t elem_len;
-	uint64_t delay_ms;
-	const char *counters;
-	char *owner;		/* NULL: ours; else a dead instance whose job this is */
-};
-TAILQ_HEAD(qw_ops, qw_op);
-
+/* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
+ * whose thread is still inside the plugin after its record was settled
+ * lives on, detached, until the thread returns. */
 struct qw_run {
-	TAILQ_ENTRY(qw_run) link;
 	struct qw_queue *q;
-	char *field;
+	struct qw_rec *rec;	/* NULL once detached */
 	struct qw_job job;
 	struct qw_exec *exec;
 	struct qw_cts *cts;	/* linked to the shutdown source, with the job's deadline */
 	struct qw_work work;	/* a plugin job on a worker thread */
 	bool in_thread;		/* work is with a worker thread */
-	bool abandoned;		/* settled without waiting for its thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 };
-TAILQ_HEAD(qw_runs, qw_run);
 
-/* A job taken from Redis (in the active hash) that has not started yet. */
-struct qw_taken {
-	TAILQ_ENTRY(qw_taken) link;
-	char *field;
-	char *elem;
-	size_t len;
+/* A queue's fetching: one state at a time, moved only by qw_queue_fetch_move
+ * (pool.c), which checks where it comes from.
+ *   OFF          -> RECONCILING  our active hash is being read (lease.c)
+ *   RECONCILING  -> IDLE         it was: every job in it is known here
+ *   RECONCILING  -> OFF          reading it failed: the lease tick tries again
+ *   IDLE         -> ASKING       a fetch script call was sent
+ *   ASKING       -> IDLE         it brought all it asked for: there may be more
+ *   ASKING       -> WAITING      it came back short: wait for a job to be pushed
+ *   ASKING       -> HELD         it failed: fetch_retry_ev is armed
+ *   ASKING       -> OFF          its reply was lost with the connection
+ *   WAITING      -> IDLE         a job may be there (the wait said so, or ended)
+ *   WAITING      -> HELD         the wait failed
+ *   HELD         -> IDLE         fetch_retry_ev fired
+ *   IDLE, WAITING, HELD -> OFF   the main connection went away
+ * A fetch in flight (ASKING) holds the slots it asked for until its reply. */
+enum qw_fetch_state {
+	QW_FETCH_OFF,
+	QW_FETCH_RECONCILING,
+	QW_FETCH_IDLE,
+	QW_FETCH_ASKING,
+	QW_FETCH_WAITING,
+	QW_FETCH_HELD,
+	QW_FETCH_NSTATES
 };
-TAILQ_HEAD(qw_takens, qw_taken);
 
 enum qw_lease_state {
 	QW_LEASE_NONE,		/* not checked yet */
@@ -79,26 +83,19 @@ struct qw_queue {
 	struct qw_queue_conf qc;	/* copy; strings borrowed from pool->conf but the name */
 	char *name;			/* owned; qc.name points here */
 	char *key[K_COUNT];
-	unsigned running;
-	bool fetching;		/* a fetch script is in flight (one at a time) */
-	unsigned asked;		/* jobs it asked for */
+	struct qw_recset recs;	/* every job of the queue this process knows */
+	enum qw_fetch_state fetch;
+	unsigned asked;		/* ASKING: jobs it asked for */
 	unsigned asked_slots;	/* of which slots reserved to run them at once */
-	struct qw_takens buffer;	/* taken, waiting for a slot (prefetch) */
-	unsigned nbuffered;
 	uint64_t first_seq;	/* the sequence number of its first job */
-	bool empty;		/* last fetch came back short */
-	bool hold;		/* an error: wait for retry_ev before fetching */
 	int cw;			/* smooth weighted round robin */
 	struct qw_redis *blk;	/* for the blocking pop */
-	bool blocking;
-	struct qw_ops ops;	/* results not yet sent */
-	unsigned nops;
-	unsigned sending;	/* batches in flight */
-	struct qw_runs runs;
+	bool blocking;		/* a blocking pop is in flight on blk */
+	unsigned sending;	/* settle calls in flight */
 	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
 	void *plugin_state;
-	struct event *promote_ev, *retry_ev, *lease_ev;
-	bool reconciled;
+	struct event *promote_ev, *lease_ev;
+	struct event *fetch_retry_ev, *settle_retry_ev;
 	enum qw_lease_state lease;
 	bool lease_warned;
 	char *reaping;		/* the dead instance being recovered, if any */
@@ -113,14 +110,12 @@ struct qw_pool {
 	struct qw_queue *queues;
 	size_t nqueues;
 	unsigned concurrency;
-	unsigned busy;		/* running + slots reserved by fetches, over all queues */
-	bool filling, refill;	/* qw_pool_fill is running / must run again */
-	bool fetching;		/* not quiet */
-	bool stopping;
+	enum qw_stage stage;
 	char runid[16];		/* names this process's fields in the active hashes */
 	char *holder;		/* host, boot id, pid, start time: proves we are alive */
 	uint64_t seq;
 	struct event *flush_ev, *giveup_ev;
+	struct event *eval_ev;	/* the deferred re-evaluation: see qw_pool_dirty */
 	struct qw_execs *execs;		/* running exec handlers */
 	struct qw_workers *workers;	/* threads for plugin handlers */
 	struct qw_cts *shutdown;	/* the daemon's; fired by SIGTERM/SIGINT */
@@ -133,33 +128,42 @@ struct qw_pool {
 	qw_pool_drained_fn *drained;
 	qw_pool_ready_fn *ready;
 	void *cb_arg;
-	bool drained_called, ready_called;
+	bool ready_sent;	/* READY=1 goes once */
 	char *policy_warning;	/* set while Redis may evict keys */
 };
 
-void qw_pool_fill(struct qw_pool *pool);
-void qw_pool_check_drained(struct qw_pool *pool);
-void qw_pool_maybe_ready(struct qw_pool *pool);
+/* Something changed that may free a slot, end the drain or make the daemon
+ * ready: re-evaluate once, at the end of this loop turn (qw_pool_eval_cb). */
+void qw_pool_dirty(struct qw_pool *pool);
 void qw_queue_give_back(struct qw_queue *q);
+int qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to);
+/* Slots in use: running and cancelling jobs, and slots fetches asked for. */
+unsigned qw_pool_busy(const struct qw_pool *pool);
 
 /* run.c */
-/* Takes ownership of FIELD and ELEM: starts one job fresh out of Redis. */
-void qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len);
-void qw_run_free(struct qw_run *run);
+/* Starts the job of a BUFFERED record (which it moves to RUNNING). */
+void qw_run_start(struct qw_rec *rec);
+/* At teardown: detaches the run from its record and frees it (or leaves it
+ * to its thread). */
+void qw_run_drop(struct qw_run *run);
 
 /* settle.c */
-/* Queues a result; takes FIELD, ELEM and OWNER (NULL for our own jobs). */
-int qw_queue_add_op(struct qw_queue *q, char *field, char where, char *elem, size_t elem_len,
-    uint64_t delay_ms, const char *counters, char *owner);
-void qw_op_free(struct qw_op *op);
-void qw_pool_flush_cb(evutil_socket_t fd, short what, void *arg);
-unsigned qw_pool_unsettled(const struct qw_pool *pool);
+/* A result decided without running the job (reconcile, recovery): takes
+ * FIELD, ELEM and OWNER (NULL for our own jobs). */
+int qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, size_t len,
+    const char *counters, char *owner);
+/* REC moved to FINISHED: send it within QW_SETTLE_DELAY_US. */
+void qw_settle_soon(struct qw_queue *q);
+void qw_settle_flush_cb(evutil_socket_t fd, short what, void *arg);
+/* Results not written yet: FINISHED and SETTLING records. */
+unsigned qw_settle_unwritten(const struct qw_pool *pool);
 
 /* lease.c */
 int qw_lease_init(struct qw_pool *pool);
 void qw_lease_start(struct qw_queue *q);
 void qw_lease_release(struct qw_pool *pool);
-/* Finds jobs in our active hash that this process does not know about. */
-void qw_queue_reconcile(struct qw_queue *q);
+/* Reads our active hash and settles the jobs in it this process does not
+ * know (OFF -> RECONCILING). */
+void qw_lease_reconcile(struct qw_queue *q);
 
 #endif

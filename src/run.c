@@ -17,57 +17,71 @@
 #include "pool_int.h"
 #include "token.h"
 
-void
-qw_run_free(struct qw_run *run)
+/* Frees a run that has no record any more, unless a worker thread still
+ * holds its job: then qw_run_plugin_done frees it when the thread is done. */
+static void
+qw_run_release(struct qw_run *run)
 {
-	if (run->in_thread) {
-		/* A plugin still holds the job: free it when the thread is done. */
-		run->abandoned = true;
+	if (run->in_thread)
 		return;
-	}
 	if (run->grace_ev != NULL)
 		event_free(run->grace_ev);
 	free(run->work.error);
 	qw_exec_free(run->exec);
 	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
-	free(run->field);
 	free(run);
 }
 
-/* Ends a run: the slot is free once its result is queued. */
+void
+qw_run_drop(struct qw_run *run)
+{
+	run->rec->run = NULL;
+	run->rec = NULL;
+	qw_run_release(run);
+}
+
+/* The element that goes back to Redis: the job re-encoded with its new
+ * attempt, interrupted and error, or as it was taken when REENCODE is false
+ * (a job given back untouched, or one too large to rewrite). Out of memory,
+ * the job goes back on pending as it was taken: it loses no more than this
+ * run's count. */
+static char *
+qw_run_result_elem(struct qw_run *run, enum qw_dest *dest, bool reencode, const char *error,
+    size_t *len)
+{
+	char *elem = NULL;
+
+	if (reencode) {
+		elem = qw_job_encode(&run->job, error, error ? qw_clock_wall_ms() : 0, len);
+		if (elem != NULL)
+			return elem;
+		qw_log_err("job %s/%s: out of memory writing its result; back on pending as taken",
+		    run->q->qc.name, run->job.id);
+		*dest = QW_DEST_PENDING;
+	}
+	if (*dest == QW_DEST_DONE)
+		return NULL;
+	elem = run->job.elem;
+	*len = run->job.elem_len;
+	run->job.elem = NULL;
+	return elem;
+}
+
+/* Ends a run: its record gets the result (FINISHED), and its slot is free. */
 static void
-qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
+qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *error,
     uint64_t delay_ms, const char *counters)
 {
 	struct qw_queue *q = run->q;
-	char *elem = NULL;
 	size_t len = 0;
+	char *elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
-	if (reencode) {
-		elem = qw_job_encode(&run->job, error, error ? qw_clock_wall_ms() : 0, &len);
-		if (elem == NULL) {
-			/* Out of memory: leave the job in the active hash, where
-			 * recovery finds it, rather than drop it. */
-			qw_log_err("job %s/%s: out of memory writing its result; left for recovery",
-			    q->qc.name, run->job.id);
-			goto done;
-		}
-	} else if (where == 'p' || where == 'd') {
-		/* Back on pending untouched, or to dead as taken (job.verbatim). */
-		elem = run->job.elem;
-		len = run->job.elem_len;
-		run->job.elem = NULL;
-	}
-	qw_queue_add_op(q, run->field, where, elem, len, delay_ms, counters, NULL);
-	run->field = NULL;
-done:
-	TAILQ_REMOVE(&q->runs, run, link);
-	q->running--;
-	q->pool->busy--;
-	qw_run_free(run);
-	qw_pool_fill(q->pool);
-	qw_pool_check_drained(q->pool);
+	qw_rec_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters);
+	qw_settle_soon(q);
+	run->rec = NULL;
+	qw_run_release(run);
+	qw_pool_dirty(q->pool);
 }
 
 /* "timed out after Ns" with N as the job's timeout was written (2.5, 86400),
@@ -133,7 +147,7 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	if (o.dest == QW_DEST_SCHEDULED)
 		delay = qw_job_backoff_ms(&q->qc, o.attempt, erand48(pool->rnd));
 	qw_run_log_outcome(run, &o, error, delay);
-	qw_run_finish(run, (char)o.dest, o.dest != QW_DEST_DONE,
+	qw_run_finish(run, o.dest, o.dest != QW_DEST_DONE,
 	    o.dest == QW_DEST_PENDING ? NULL : error, delay, o.counters);
 }
 
@@ -166,9 +180,10 @@ qw_run_plugin_done(struct qw_work *w)
 	char error[600];
 
 	run->in_thread = false;
-	if (run->abandoned) {
+	if (run->rec == NULL) {
+		/* Settled without waiting for the thread (kill_grace passed). */
 		run->q->pool->abandoned--;
-		qw_run_free(run);
+		qw_run_release(run);
 		return;
 	}
 	if (w->result == QW_PLUGIN_OK) {
@@ -191,7 +206,7 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 		/* Cancelled while it waited for a thread: a shutdown gives it back
 		 * untouched, its own deadline counts as a timeout. */
 		if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_SHUTDOWN)
-			qw_run_finish(run, 'p', false, NULL, 0, "");
+			qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
 		else
 			qw_run_outcome(run, QW_RESULT_FAILED, NULL);
 		return;
@@ -212,6 +227,8 @@ qw_run_cancelled(void *arg, int reason)
 {
 	struct qw_run *run = arg;
 
+	if (run->rec != NULL && run->rec->state == QW_REC_RUNNING)
+		qw_rec_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
 	if (reason == QW_CANCEL_TIMEOUT)
 		qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
 		    run->job.id, (unsigned long long)run->job.timeout_ms);
@@ -315,49 +332,67 @@ qw_run_start_exec(struct qw_run *run)
 	return rc;
 }
 
-/* Takes ownership of FIELD and ELEM: one job fresh out of Redis. */
-void
-qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
+/* Out of memory taking a job: it is left in the active hash, and read
+ * again from there once the queue reconciles. */
+static void
+qw_run_forget(struct qw_rec *rec)
 {
-	struct qw_pool *pool = q->pool;
+	struct qw_queue *q = rec->q;
+
+	qw_log_err("queue %s: out of memory starting job %s; left in Redis to read again",
+	    q->qc.name, rec->field);
+	qw_rec_free(&q->recs, rec);
+	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING || q->fetch == QW_FETCH_HELD)
+		qw_queue_fetch_move(q, QW_FETCH_OFF);
+}
+
+/* Makes the run of a BUFFERED record and moves it to RUNNING. */
+static struct qw_run *
+qw_run_new(struct qw_rec *rec)
+{
+	struct qw_queue *q = rec->q;
 	struct qw_run *run = calloc(1, sizeof(*run));
+	char *elem = rec->elem;
+
+	if (run == NULL)
+		return NULL;
+	rec->elem = NULL;	/* the job owns it now, and frees it if parsing fails */
+	if (qw_job_parse(&run->job, elem, rec->len, &q->qc, rec->field) < 0) {
+		free(run);
+		return NULL;
+	}
+	run->q = q;
+	run->rec = rec;
+	rec->run = run;
+	qw_rec_move(&q->recs, rec, QW_REC_RUNNING);
+	return run;
+}
+
+void
+qw_run_start(struct qw_rec *rec)
+{
+	struct qw_queue *q = rec->q;
+	struct qw_pool *pool = q->pool;
+	struct qw_run *run = qw_run_new(rec);
 	char error[600];
 	int rc;
 
-	if (run == NULL || qw_job_parse(&run->job, elem, len, &q->qc, field) < 0) {
-		/* Out of memory: the job stays in the active hash for recovery. */
-		qw_log_err("queue %s: out of memory taking job %s; left for recovery",
-		    q->qc.name, field);
-		if (run == NULL)
-			free(elem);	/* qw_job_parse frees it when it fails */
-		free(run);
-		free(field);
+	if (run == NULL) {
+		qw_run_forget(rec);
 		return;
 	}
-	run->q = q;
-	run->field = field;
-	TAILQ_INSERT_TAIL(&q->runs, run, link);
-	q->running++;
-	pool->busy++;
 	if (run->job.error != NULL) {
 		qw_log_err("job %s/%s: %s; moved to dead%s", q->qc.name, run->job.id, run->job.error,
 		    run->job.verbatim ? " exactly as it was pushed" : "");
-		qw_run_finish(run, 'd', !run->job.verbatim, run->job.error, 0, "dead");
+		qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, run->job.error, 0, "dead");
 		return;
 	}
 	run->cts = qw_cts_new_linked(&pool->shutdown, 1, pool->base, run->job.timeout_ms,
 	    QW_CANCEL_TIMEOUT);
-	if (run->cts == NULL) {
-		qw_log_err("job %s/%s: out of memory; left for recovery", q->qc.name, run->job.id);
-		TAILQ_REMOVE(&q->runs, run, link);
-		q->running--;
-		pool->busy--;
-		qw_run_free(run);
-		return;
-	}
-	if (qw_token_is_cancelled(qw_cts_token(run->cts))) {
-		/* Taken just as the drain ended: give it back untouched. */
-		qw_run_finish(run, 'p', false, NULL, 0, "");
+	if (run->cts == NULL || qw_token_is_cancelled(qw_cts_token(run->cts))) {
+		/* Out of memory, or taken just as the drain ended: give it back
+		 * untouched. */
+		qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
 		return;
 	}
 	rc = q->plugin ? qw_run_start_plugin(run) : qw_run_start_exec(run);
@@ -376,6 +411,3 @@ qw_queue_start_job(struct qw_queue *q, char *field, char *elem, size_t len)
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
 }
-
-/* ---- fetching ---------------------------------------------------------- */
-

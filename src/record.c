@@ -1,0 +1,202 @@
+/* record.c - owns job records: their states, the moves between them, the
+ * list per state and the index by field (see record.h). */
+#include "config.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "record.h"
+
+#define QW_REC_MIN_BUCKETS 64
+
+static const char *const qw_rec_names[QW_REC_NSTATES] = {
+	[QW_REC_NEW] = "new", [QW_REC_BUFFERED] = "buffered", [QW_REC_RUNNING] = "running",
+	[QW_REC_CANCELLING] = "cancelling", [QW_REC_FINISHED] = "finished",
+	[QW_REC_SETTLING] = "settling",
+};
+
+/* Which moves are legal: qw_rec_moves[from] has bit (1 << to). */
+#define B(s) (1u << (s))
+static const unsigned qw_rec_moves[QW_REC_NSTATES] = {
+	[QW_REC_NEW] = B(QW_REC_BUFFERED) | B(QW_REC_FINISHED),
+	[QW_REC_BUFFERED] = B(QW_REC_RUNNING) | B(QW_REC_FINISHED),
+	[QW_REC_RUNNING] = B(QW_REC_CANCELLING) | B(QW_REC_FINISHED),
+	[QW_REC_CANCELLING] = B(QW_REC_FINISHED),
+	[QW_REC_FINISHED] = B(QW_REC_SETTLING),
+	[QW_REC_SETTLING] = B(QW_REC_FINISHED),
+};
+#undef B
+
+const char *
+qw_rec_state_name(enum qw_rec_state s)
+{
+	return s < QW_REC_NSTATES ? qw_rec_names[s] : "?";
+}
+
+/* FNV-1a: fields are short and already random in their first part. */
+static size_t
+qw_rec_hash(const char *s, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+int
+qw_recset_init(struct qw_recset *rs, const char *name)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->name = name;
+	for (int s = 0; s < QW_REC_NSTATES; s++)
+		TAILQ_INIT(&rs->list[s]);
+	rs->bucket = calloc(QW_REC_MIN_BUCKETS, sizeof(*rs->bucket));
+	if (rs->bucket == NULL)
+		return -1;
+	rs->nbuckets = QW_REC_MIN_BUCKETS;
+	return 0;
+}
+
+static void
+qw_rec_destroy(struct qw_rec *rec)
+{
+	free(rec->field);
+	free(rec->owner);
+	free(rec->elem);
+	free(rec);
+}
+
+void
+qw_recset_fini(struct qw_recset *rs)
+{
+	for (size_t b = 0; b < rs->nbuckets; b++) {
+		struct qw_rec *rec = rs->bucket[b], *next;
+		for (; rec != NULL; rec = next) {
+			next = rec->hnext;
+			assert(rec->run == NULL);
+			qw_rec_destroy(rec);
+		}
+	}
+	free(rs->bucket);
+	rs->bucket = NULL;
+	rs->nbuckets = rs->count = 0;
+}
+
+/* Doubles the index once it holds more records than buckets. Out of memory
+ * it stays as it is: chains get longer, nothing is lost. */
+static void
+qw_recset_grow(struct qw_recset *rs)
+{
+	size_t nb = rs->nbuckets * 2;
+	struct qw_rec **nbk;
+
+	if (rs->count < rs->nbuckets || (nbk = calloc(nb, sizeof(*nbk))) == NULL)
+		return;
+	for (size_t b = 0; b < rs->nbuckets; b++) {
+		struct qw_rec *rec = rs->bucket[b], *next;
+		for (; rec != NULL; rec = next) {
+			size_t h = qw_rec_hash(rec->field, strlen(rec->field)) & (nb - 1);
+			next = rec->hnext;
+			rec->hnext = nbk[h];
+			nbk[h] = rec;
+		}
+	}
+	free(rs->bucket);
+	rs->bucket = nbk;
+	rs->nbuckets = nb;
+}
+
+struct qw_rec *
+qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
+{
+	struct qw_rec *rec = calloc(1, sizeof(*rec));
+	size_t h;
+
+	if (rec == NULL) {
+		free(field);
+		free(owner);
+		return NULL;
+	}
+	rec->q = q;
+	rec->field = field;
+	rec->owner = owner;
+	rec->state = QW_REC_NEW;
+	qw_recset_grow(rs);
+	h = qw_rec_hash(field, strlen(field)) & (rs->nbuckets - 1);
+	rec->hnext = rs->bucket[h];
+	rs->bucket[h] = rec;
+	rs->count++;
+	return rec;
+}
+
+struct qw_rec *
+qw_rec_find(const struct qw_recset *rs, const char *field, size_t len)
+{
+	struct qw_rec *rec = rs->bucket[qw_rec_hash(field, len) & (rs->nbuckets - 1)];
+
+	for (; rec != NULL; rec = rec->hnext)
+		if (strncmp(rec->field, field, len) == 0 && rec->field[len] == '\0')
+			return rec;
+	return NULL;
+}
+
+int
+qw_rec_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to)
+{
+	enum qw_rec_state from = rec->state;
+
+	if (from >= QW_REC_NSTATES || to >= QW_REC_NSTATES || !(qw_rec_moves[from] & (1u << to))) {
+		qw_log_err("queue %s: job record %s cannot move from %s to %s (a bug)", rs->name,
+		    rec->field, qw_rec_state_name(from), qw_rec_state_name(to));
+		assert(!"illegal job record move");
+		return -1;
+	}
+	if (from != QW_REC_NEW) {
+		TAILQ_REMOVE(&rs->list[from], rec, link);
+		rs->n[from]--;
+	}
+	TAILQ_INSERT_TAIL(&rs->list[to], rec, link);
+	rs->n[to]++;
+	rec->state = to;
+	return 0;
+}
+
+int
+qw_rec_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
+    size_t len, uint64_t delay_ms, const char *counters)
+{
+	if (qw_rec_move(rs, rec, QW_REC_FINISHED) < 0) {
+		free(elem);
+		return -1;
+	}
+	if (rec->elem != elem)
+		free(rec->elem);
+	rec->elem = elem;
+	rec->len = len;
+	rec->dest = dest;
+	rec->delay_ms = delay_ms;
+	rec->counters = counters;
+	rec->run = NULL;
+	return 0;
+}
+
+void
+qw_rec_free(struct qw_recset *rs, struct qw_rec *rec)
+{
+	struct qw_rec **pp = &rs->bucket[qw_rec_hash(rec->field, strlen(rec->field)) &
+	    (rs->nbuckets - 1)];
+
+	assert(rec->run == NULL);
+	while (*pp != rec)
+		pp = &(*pp)->hnext;
+	*pp = rec->hnext;
+	rs->count--;
+	if (rec->state != QW_REC_NEW) {
+		TAILQ_REMOVE(&rs->list[rec->state], rec, link);
+		rs->n[rec->state]--;
+	}
+	qw_rec_destroy(rec);
+}

@@ -1,0 +1,102 @@
+/* record.h - one in-memory record per job this process knows, for the whole
+ * of its life here: from the moment a fetch takes it from Redis (it is then
+ * in our active hash) until its result is written back. Records are indexed
+ * by their active-hash field, so "do we know this job" is one lookup that
+ * also covers results still on their way to Redis.
+ *
+ * Every record is in exactly one state, and in its queue's list for that
+ * state; qw_rec_move is the only way from one state to another, and it
+ * checks where the record comes from (an impossible move is a bug: it
+ * aborts in debug builds and is logged and refused otherwise).
+ *
+ *   BUFFERED    taken, waiting for a free slot (prefetch)
+ *   RUNNING     its handler runs; it holds a slot
+ *   CANCELLING  its token fired (deadline, shutdown); it still holds its
+ *               slot until the handler ends or is given up on
+ *   FINISHED    its result is decided and waits to be sent
+ *   SETTLING    its result is in a settle script call in flight
+ *
+ *   (new)       -> BUFFERED    a fetch brought it
+ *   (new)       -> FINISHED    reconcile or recovery decided its result at once
+ *   BUFFERED    -> RUNNING     a slot was free
+ *   BUFFERED    -> FINISHED    given back (quiet, drain), or it cannot run at all
+ *   RUNNING     -> CANCELLING  its token fired
+ *   RUNNING     -> FINISHED    its handler ended
+ *   CANCELLING  -> FINISHED    its handler ended, or kill_grace passed
+ *   FINISHED    -> SETTLING    sent to Redis
+ *   SETTLING    -> FINISHED    the reply was lost or an error came: sent again
+ *   SETTLING    -> (freed)     written
+ *   any         -> (freed)     forgotten: left in Redis as it is, for reconcile
+ *                              or recovery (out of memory; fenced)
+ */
+#ifndef QW_RECORD_H
+#define QW_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "decide.h"
+
+struct qw_queue;
+struct qw_run;
+
+enum qw_rec_state {
+	QW_REC_NEW,		/* made, in no list yet */
+	QW_REC_BUFFERED,
+	QW_REC_RUNNING,
+	QW_REC_CANCELLING,
+	QW_REC_FINISHED,
+	QW_REC_SETTLING,
+	QW_REC_NSTATES
+};
+
+struct qw_rec {
+	TAILQ_ENTRY(qw_rec) link;	/* in its queue's list for its state */
+	struct qw_rec *hnext;		/* the index's chain */
+	struct qw_queue *q;
+	enum qw_rec_state state;
+	char *field;		/* its field in the active hash (owned) */
+	char *owner;		/* NULL: ours; else the dead instance whose job this is */
+	/* BUFFERED: the element as taken; FINISHED, SETTLING: the element that
+	 * goes back (NULL when none does). Owned. */
+	char *elem;
+	size_t len;
+	struct qw_run *run;	/* RUNNING, CANCELLING */
+	enum qw_dest dest;	/* FINISHED, SETTLING: the result */
+	uint64_t delay_ms;
+	const char *counters;	/* static string */
+};
+TAILQ_HEAD(qw_recs, qw_rec);
+
+/* The records of one queue: a list per state, and the index. */
+struct qw_recset {
+	const char *name;	/* the queue's, for log lines (borrowed) */
+	struct qw_recs list[QW_REC_NSTATES];
+	unsigned n[QW_REC_NSTATES];
+	struct qw_rec **bucket;
+	size_t nbuckets, count;
+};
+
+int qw_recset_init(struct qw_recset *rs, const char *name);
+/* Frees every record; their runs must have been detached already. */
+void qw_recset_fini(struct qw_recset *rs);
+
+/* Takes ownership of FIELD and OWNER (freed on failure). Returns a NEW
+ * record, indexed, or NULL when out of memory. */
+struct qw_rec *qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner);
+/* Moves REC to state TO; returns -1 (and changes nothing) when that move is
+ * not one of the moves above. */
+int qw_rec_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to);
+/* Sets REC's result (taking ELEM) and moves it to FINISHED. */
+int qw_rec_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
+    size_t len, uint64_t delay_ms, const char *counters);
+/* Unindexes and frees REC: its result is written, or it is left in Redis as
+ * it is. Its run must have been detached. */
+void qw_rec_free(struct qw_recset *rs, struct qw_rec *rec);
+/* The record with FIELD (LEN bytes), or NULL. */
+struct qw_rec *qw_rec_find(const struct qw_recset *rs, const char *field, size_t len);
+const char *qw_rec_state_name(enum qw_rec_state s);
+
+#endif

@@ -1,0 +1,128 @@
+/* test_record.c - unit tests for src/record.c: a job record's moves, the
+ * list and count per state, and the index by field (growing past its first
+ * size, finding by a field that is not NUL-terminated, freeing). */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "record.h"
+
+static struct qw_rec *
+new_rec(struct qw_recset *rs, const char *field)
+{
+	struct qw_rec *rec = qw_rec_new(rs, NULL, strdup(field), NULL);
+
+	assert_non_null(rec);
+	assert_int_equal(rec->state, QW_REC_NEW);
+	return rec;
+}
+
+static void
+test_life_of_a_job(void **state)
+{
+	struct qw_recset rs;
+	struct qw_rec *rec;
+
+	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	rec = new_rec(&rs, "abc-1");
+	rec->elem = strdup("payload");
+	rec->len = 7;
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
+	assert_int_equal(rs.n[QW_REC_BUFFERED], 1);
+	assert_ptr_equal(TAILQ_FIRST(&rs.list[QW_REC_BUFFERED]), rec);
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_RUNNING), 0);
+	assert_int_equal(rs.n[QW_REC_BUFFERED], 0);
+	assert_int_equal(rs.n[QW_REC_RUNNING], 1);
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_CANCELLING), 0);
+	assert_int_equal(qw_rec_finish(&rs, rec, QW_DEST_SCHEDULED, strdup("again"), 5, 1000,
+	    "failed retried"), 0);
+	assert_int_equal(rec->state, QW_REC_FINISHED);
+	assert_string_equal(rec->elem, "again");
+	assert_int_equal(rec->delay_ms, 1000);
+	assert_int_equal(rs.n[QW_REC_CANCELLING], 0);
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_SETTLING), 0);
+	/* A lost reply: back to FINISHED, then sent again. */
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_FINISHED), 0);
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_SETTLING), 0);
+	assert_ptr_equal(qw_rec_find(&rs, "abc-1", 5), rec);
+	qw_rec_free(&rs, rec);
+	assert_null(qw_rec_find(&rs, "abc-1", 5));
+	assert_int_equal(rs.count, 0);
+	assert_int_equal(rs.n[QW_REC_SETTLING], 0);
+	qw_recset_fini(&rs);
+}
+
+static void
+test_give_back_keeps_the_element(void **state)
+{
+	struct qw_recset rs;
+	struct qw_rec *rec;
+
+	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	rec = new_rec(&rs, "abc-2");
+	rec->elem = strdup("as taken");
+	rec->len = 8;
+	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_rec_finish(&rs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, ""), 0);
+	assert_string_equal(rec->elem, "as taken");
+	assert_int_equal(rs.n[QW_REC_FINISHED], 1);
+	qw_recset_fini(&rs);	/* frees what is left, elements included */
+}
+
+static void
+test_index_grows_and_finds(void **state)
+{
+	struct qw_recset rs;
+	char field[32];
+	enum { N = 5000 };
+
+	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(field, sizeof(field), "0123456789ab-%d", i);
+		struct qw_rec *rec = new_rec(&rs, field);
+		assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
+	}
+	assert_true(rs.nbuckets >= N);
+	assert_int_equal(rs.count, N);
+	for (int i = 0; i < N; i++) {
+		/* As a reply gives it: not NUL-terminated where the field ends. */
+		int n = snprintf(field, sizeof(field), "0123456789ab-%dX", i);
+		struct qw_rec *rec = qw_rec_find(&rs, field, (size_t)n - 1);
+		assert_non_null(rec);
+		assert_int_equal(strncmp(rec->field, field, (size_t)n - 1), 0);
+	}
+	assert_null(qw_rec_find(&rs, "0123456789ab-", 13));
+	assert_null(qw_rec_find(&rs, "0123456789ab-50000", 18));
+	/* Forgetting records in any state keeps the rest findable. */
+	for (int i = 0; i < N; i += 2) {
+		snprintf(field, sizeof(field), "0123456789ab-%d", i);
+		qw_rec_free(&rs, qw_rec_find(&rs, field, strlen(field)));
+	}
+	assert_int_equal(rs.count, N / 2);
+	assert_int_equal(rs.n[QW_REC_BUFFERED], N / 2);
+	for (int i = 1; i < N; i += 2) {
+		snprintf(field, sizeof(field), "0123456789ab-%d", i);
+		assert_non_null(qw_rec_find(&rs, field, strlen(field)));
+	}
+	qw_recset_fini(&rs);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_life_of_a_job),
+		cmocka_unit_test(test_give_back_keeps_the_element),
+		cmocka_unit_test(test_index_grows_and_finds),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
