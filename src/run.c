@@ -69,6 +69,8 @@ done:
 	qw_pool_check_drained(q->pool);
 }
 
+static void qw_run_timeout_error(const struct qw_run *run, char *buf, size_t len);
+
 /* What a finished or failed handler means for the job (SPEC 4). */
 static void
 qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
@@ -77,10 +79,17 @@ qw_run_outcome(struct qw_run *run, bool ok, bool permanent, const char *error)
 	struct qw_pool *pool = q->pool;
 	int why = run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE;
 	bool timed_out = why == QW_CANCEL_TIMEOUT;
+	char deadline_error[160];
 
 	pool->processed++;
-	/* A handler that finished its job, even after being asked to stop, has
-	 * done it: running it again would be a second delivery. */
+	/* A handler that finished its job after the shutdown asked it to stop
+	 * has done it: running it again would be a second delivery. After its
+	 * own deadline it has not: the job timed out (SPEC 4), whatever the exit. */
+	if (ok && timed_out) {
+		qw_run_timeout_error(run, deadline_error, sizeof(deadline_error));
+		error = deadline_error;
+		ok = false;
+	}
 	if (ok) {
 		qw_log_debug("job %s/%s: succeeded", q->qc.name, run->job.id);
 		qw_run_finish(run, 0, false, NULL, 0, "succeeded");
