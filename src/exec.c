@@ -62,9 +62,7 @@ qw_exec_emit(struct qw_exec *x)
 	if (x->line_len == 0)
 		return;
 	if (!x->truncated) {
-		for (size_t i = 0; i < x->line_len; i++)
-			if ((unsigned char)x->line[i] < 0x20 && x->line[i] != '\t')
-				x->line[i] = '?';
+		/* Control characters are escaped by qw_log, as for every line. */
 		qw_log_info("job %s: %.*s", x->tag, (int)x->line_len, x->line);
 		x->logged += x->line_len + 1;
 		if (x->logged >= x->output_max) {

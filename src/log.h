@@ -1,13 +1,27 @@
-/* log.h - one line per event on stderr. */
+/* log.h - one line per event on stderr, control characters escaped; writing
+ * never waits (see log.c). */
 #ifndef QW_LOG_H
 #define QW_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <syslog.h>
 
 /* journal: prefix lines with "<N>" for systemd/journald instead of a timestamp. */
 void qw_log_init(bool journal, int level);
 void qw_log_set_level(int level);
+struct event_base;
+/* Lines that stderr does not take at once are written later from BASE's
+ * loop; call from the thread that runs it. Until then, and after detach,
+ * they wait in the bounded queue. */
+int qw_log_attach(struct event_base *base);
+/* Before BASE is freed: writes what is queued, waiting a second at most. */
+void qw_log_detach(void);
+/* Copies LEN bytes of SRC to DST with C0 controls, DEL and C1 controls
+ * (UTF-8 U+0080..U+009F, and lone bytes 0x80..0x9f outside valid UTF-8)
+ * escaped as \n, \r, \t or \xHH; stops before an escape that would not fit
+ * with the terminating NUL in SIZE bytes. Returns the length written. */
+size_t qw_log_escape(char *dst, size_t size, const char *src, size_t len);
 /* Sends libevent's log messages through qw_log. */
 void qw_log_capture_libevent(void);
 int qw_log_level(void);

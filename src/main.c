@@ -237,7 +237,7 @@ qw_daemon_setup(struct qw_daemon *d)
 
 	signal(SIGPIPE, SIG_IGN);
 	d->base = event_base_new();
-	if (d->base == NULL)
+	if (d->base == NULL || qw_log_attach(d->base) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		d->sig_ev[i] = evsignal_new(d->base, sigs[i], qw_signal_cb, d);
@@ -296,6 +296,7 @@ qw_daemon_teardown(struct qw_daemon *d)
 		event_base_loop(d->base, EVLOOP_NONBLOCK);
 		evdns_base_free(d->dns, 0);
 	}
+	qw_log_detach();
 	if (d->base != NULL)
 		event_base_free(d->base);
 	qw_conf_free(d->conf);
@@ -360,9 +361,15 @@ main(int argc, char **argv)
 	qw_log_info("qworkerd %s starting: %s, Redis at %s", PACKAGE_VERSION, d.conf_path,
 	    d.conf->redis_address);
 	qw_notify_status("connecting to Redis");
+	errno = 0;
 	if (qw_daemon_setup(&d) < 0) {
-		qw_log_err("startup failed: %s", strerror(errno ? errno : ENOMEM));
-		qw_notify_errno(errno ? errno : ENOMEM, "startup failed");
+		/* errno 0: the step that failed logged its own cause (qw_pool_new). */
+		int cause = errno;
+		qw_log_err("startup failed%s%s", cause ? ": " : "", cause ? strerror(cause) : "");
+		if (cause)
+			qw_notify_errno(cause, "startup failed");
+		else
+			qw_notify_status("startup failed");
 		qw_daemon_teardown(&d);
 		return EX_SOFTWARE;
 	}

@@ -496,13 +496,15 @@ qw_queue_start_plugin(struct qw_queue *q)
 	if (q->plugin == NULL) {
 		qw_log_err("queue %s: %s", q->qc.name, why ? why : "out of memory");
 		free(why);
+		errno = why ? 0 : ENOMEM;
 		return -1;
 	}
 	if (qw_plugin_start(q->plugin, q->qc.name, &q->plugin_state) < 0) {
-		qw_log_err("queue %s: plugin %s: its init failed", q->qc.name,
+		qw_log_err("queue %s: plugin %s: qw_plugin_init() returned an error", q->qc.name,
 		    qw_plugin_path(q->plugin));
 		qw_plugin_unload(q->plugin);
 		q->plugin = NULL;
+		errno = 0;
 		return -1;
 	}
 	return 0;
@@ -608,6 +610,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 {
 	struct qw_pool *pool = calloc(1, sizeof(*pool));
 	unsigned char rnd[12];
+	int err;
 
 	if (pool == NULL)
 		return NULL;
@@ -649,7 +652,9 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 		goto fail;
 	return pool;
 fail:
+	err = errno;
 	qw_pool_free(pool);
+	errno = err;
 	return NULL;
 }
 

@@ -48,7 +48,9 @@ typedef void qw_pool_drained_fn(struct qw_pool *pool, void *arg);
 typedef void qw_pool_ready_fn(struct qw_pool *pool, void *arg);
 
 /* Every job's token is linked to SHUTDOWN; DNS looks up Redis's host name
- * (both owned by the caller). */
+ * (both owned by the caller). NULL with errno set when a system call failed,
+ * or with errno 0 when it failed for a reason it has logged (a plugin that
+ * does not load, or whose qw_plugin_init() returns an error). */
 struct qw_pool *qw_pool_new(struct event_base *base, struct evdns_base *dns,
     const struct qw_conf *conf, struct qw_cts *shutdown, qw_pool_ready_fn *ready,
     qw_pool_drained_fn *drained, void *arg);

@@ -120,8 +120,9 @@ class Daemon:
                 return
             self.messages.append(data.decode())
 
-    def start(self, wait_ready=True, env=None, args=(), prefix=()):
-        """PREFIX runs before the daemon (and its WRAPPER): it must exec it."""
+    def start(self, wait_ready=True, env=None, args=(), prefix=(), stderr=None):
+        """PREFIX runs before the daemon (and its WRAPPER): it must exec it.
+        STDERR (a file descriptor) replaces the log file as stdout and stderr."""
         if self.notify is None:
             self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.notify.bind(self.notify_path)
@@ -132,7 +133,8 @@ class Daemon:
         e.update(env or {})
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(list(prefix) + WRAPPER + [QWORKERD, "-c", self.conf_path] + list(args),
-                                     stdout=self.logf, stderr=self.logf, env=e)
+                                     stdout=stderr or self.logf, stderr=stderr or self.logf,
+                                     env=e)
         if wait_ready:
             self.wait_message("READY=1", 15)
         return self

@@ -222,3 +222,52 @@ def test_sigterm_ignored_gets_sigkill_after_kill_grace(r, daemon, tmp):
     wait_until(lambda: not pgrep("sleep " + m), 5, what="handler gone")
     assert inflight(r, "mail") == 0
     assert d.stop() == 0
+
+
+def test_exit_0_after_timeout_sigterm_is_timed_out(r, daemon, tmp):
+    # The handler catches its timeout's SIGTERM and exits 0: the deadline
+    # passed all the same, so the job timed out (SPEC 4), it did not succeed.
+    m = marker()
+    h = script(tmp, "h.sh", """\
+        cat > /dev/null
+        trap 'exit 0' TERM
+        sleep %s &
+        wait $!
+        """ % m)
+    d = daemon()
+    d.conf({"mail": "handler = %s" % h})
+    d.start()
+    r.lpush("qw:{mail}:pending", '{"payload":"x","timeout":1,"max_attempts":1}')
+    wait_until(lambda: stats(r, "mail").get("dead") == 1, 15, what="dead=1")
+    (job,) = dead(r, "mail")
+    assert "timed out after 1s" in job["error"]
+    st = stats(r, "mail")
+    assert st.get("timed_out") == 1 and st.get("failed") == 1
+    assert "succeeded" not in st
+    assert "sending SIGKILL" not in d.log()     # it did exit on SIGTERM
+    assert inflight(r, "mail") == 0
+    subprocess.run(["pkill", "-f", "sleep " + m])
+    assert d.stop() == 0
+
+
+def test_exit_0_after_shutdown_sigterm_is_success(r, daemon, tmp):
+    # The same handler stopped by the shutdown: it finished its job.
+    started = os.path.join(tmp, "started")
+    m = marker()
+    h = script(tmp, "h.sh", """\
+        cat > /dev/null
+        trap 'exit 0' TERM
+        echo up > %s
+        sleep %s &
+        wait $!
+        """ % (started, m))
+    d = daemon()
+    d.conf({"mail": "handler = %s" % h}, workers="shutdown_timeout = 0\nkill_grace = 10s")
+    d.start()
+    r.lpush("qw:{mail}:pending", '{"payload":"x","timeout":60}')
+    wait_until(lambda: read_lines(started), what="handler started")
+    assert d.stop() == 0
+    st = stats(r, "mail")
+    assert st.get("succeeded") == 1 and "timed_out" not in st and "failed" not in st
+    assert r.llen("qw:{mail}:pending") == 0 and inflight(r, "mail") == 0
+    subprocess.run(["pkill", "-f", "sleep " + m])

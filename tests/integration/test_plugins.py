@@ -2,6 +2,7 @@
 reasons, and bad plugins as configuration errors."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -128,3 +129,22 @@ def test_bad_plugins_are_config_errors(tmp):
         f.write("[queue mail]\nplugin = %s\nhandler = /bin/true\n" % plugin("noop"))
     p = check(conf)
     assert p.returncode == 78 and "set handler or plugin, not both" in p.stderr
+
+
+def test_plugin_init_failure_says_so(r, daemon, tmp):
+    # The startup error names what failed instead of a guessed errno.
+    bad_init = build_plugin(tmp, "badinit", ABI % "QW_PLUGIN_ABI_VERSION" + FINI +
+                            "int qw_plugin_init(const struct qw_plugin_api *a, const char *q,"
+                            " void **s) { (void)a; (void)q; (void)s; return -1; }\n"
+                            "int qw_plugin_handle(void *s, struct qw_plugin_job *j)"
+                            " { (void)s; (void)j; return 0; }\n")
+    d = daemon()
+    d.conf({"mail": "plugin = %s" % bad_init})
+    d.start(wait_ready=False)
+    assert d.wait() == 70
+    log = d.log()
+    assert "queue mail: plugin %s: qw_plugin_init() returned an error" % bad_init in log, log
+    assert re.search(r"startup failed\n", log), log
+    assert "Cannot allocate memory" not in log
+    assert any(m.startswith("STATUS=startup failed") and "ERRNO" not in m
+               for m in d.read_messages()), d.read_messages()
