@@ -44,7 +44,8 @@ qw_run_finish(struct qw_run *run, char where, bool reencode, const char *error,
 	size_t len = 0;
 
 	if (reencode) {
-		elem = qw_job_encode(&run->job, error, error ? qw_now_ms() : 0, &len);
+		elem = qw_job_encode(&run->job, error, error ? qw_now_ms() : 0,
+		    where == 's' ? run->field : NULL, &len);
 		if (elem == NULL) {
 			/* Out of memory: leave the job in the active hash, where
 			 * recovery finds it, rather than drop it. */
