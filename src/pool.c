@@ -1,7 +1,7 @@
 /* pool.c - owns the worker pool: slot accounting, the weighted choice of
- * queue, fetching (batched when work is there, a blocking pop per queue when
- * it is not), the prefetch buffer, moving due scheduled jobs, and the drain.
- * Each job's run is run.c's.
+ * queue, fetching (batched when work is there, a wake-up from Redis per
+ * queue when it is not), the prefetch buffer, moving due scheduled jobs,
+ * and the drain. Each job's run is run.c's.
  *
  * A taken job lives in Redis in this instance's active hash from the moment
  * it leaves pending until its result is written (settle.c); memory only
@@ -132,6 +132,12 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		return;
 	}
 	got = reply->elements;
+	/* Jobs too large to run went to dead inside Redis: only their count
+	 * comes back, never their bytes. */
+	if (got > 0 && reply->element[got - 1]->type == REDIS_REPLY_INTEGER) {
+		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
+		    q->qc.name, reply->element[--got]->integer);
+	}
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_pool_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
@@ -172,13 +178,16 @@ qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 	if (extra > QW_FETCH_MAX - slots)
 		extra = QW_FETCH_MAX - slots;
 	n = slots + extra;
-	char nb[16], seqb[24];
-	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
-		pool->runid };
+	char nb[16], seqb[24], maxp[24], maxj[24], deadmax[24];
+	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
+		q->key[K_DEAD], q->key[K_STATS], nb, seqb, pool->runid, maxp, maxj, deadmax };
 
 	snprintf(nb, sizeof(nb), "%u", n);
 	snprintf(seqb, sizeof(seqb), "%llu", (unsigned long long)pool->seq);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
+	snprintf(maxp, sizeof(maxp), "%llu", (unsigned long long)q->qc.max_payload);
+	snprintf(maxj, sizeof(maxj), "%llu", (unsigned long long)qw_job_json_max(&q->qc));
+	snprintf(deadmax, sizeof(deadmax), "%llu", (unsigned long long)q->qc.dead_max);
+	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 5, 11, argv, NULL) < 0)
 		return -1;
 	q->fetching = true;
 	q->first_seq = pool->seq;
@@ -289,6 +298,26 @@ qw_pool_fill(struct qw_pool *pool)
 	qw_workers_kick(pool->workers);
 }
 
+/* A wake-up on the queue's blocking connection: pending changed (a push, a
+ * retry or requeue coming back, or a fetch trimming it), or the
+ * subscription was confirmed (once armed, and every few seconds after,
+ * which makes up for any wake-up lost with a connection). It carries no
+ * job, only the key's name: look once. */
+static void
+qw_queue_wake(struct qw_queue *q)
+{
+	if (q->fetching) {
+		/* The fetch in flight may have run before the push: a short
+		 * reply must not put the queue to sleep (qw_queue_block). */
+		q->woken = true;
+		return;
+	}
+	if (!q->empty)
+		return;
+	q->empty = false;
+	qw_pool_fill(q->pool);
+}
+
 static void
 qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -296,56 +325,65 @@ qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 
 	if (r == NULL)
 		return;		/* connection closed on purpose */
-	q->blocking = false;
 	if (reply == NULL) {
-		/* The pop may have moved a job into the claim list before the
-		 * connection went: look (a fetch takes the claim list first). */
-		q->empty = false;
-		qw_pool_fill(q->pool);
+		/* No wake-up until it is back; its first confirmation looks. */
+		q->blocking = false;
 		return;
 	}
-	if (reply->type == REDIS_REPLY_ERROR) {
-		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
-		    qw_redis_errstr(r, reply));
-		q->hold = true;
-		qw_arm(q->retry_ev, 1000);
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
 		return;
-	}
-	if (reply->type == REDIS_REPLY_STRING)
-		q->empty = false;	/* the job waits in the claim list */
-	if (q->empty)
-		qw_queue_block(q);
-	else
-		qw_pool_fill(q->pool);
+	if (strcmp(reply->element[0]->str, "subscribe") == 0)
+		q->blocking = true;
+	qw_queue_wake(q);
 }
 
-/* Waits for the queue's next job with BLMOVE into the claim list, so even a
- * job popped just as we give up waiting is in Redis, never only here. */
+static void
+qw_tracking_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (r != NULL && reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		qw_log_err("queue %s: cannot be told of new jobs: %s (looking every %ds instead)",
+		    q->qc.name, qw_redis_errstr(r, reply), QW_REDIS_LONGEST_WAIT_MS / 1000);
+}
+
+/* A fetch came back short: the queue now waits for a wake-up, unless one
+ * came while the fetch was in flight. The wait is armed for as long as the
+ * blocking connection is up (qw_blk_state), and carries no job: a job
+ * never leaves pending but through the fetch script, however large it is,
+ * so quiet and shutdown have nothing to give back from it. */
 static void
 qw_queue_block(struct qw_queue *q)
 {
-	const char *argv[] = { "BLMOVE", q->key[K_PENDING], q->key[K_CLAIM], "RIGHT", "LEFT",
-		QW_REDIS_BLOCK_TIMEOUT };
-
-	if (q->blocking || !q->empty || !qw_pool_can_fetch(q->pool) || q->blk == NULL)
-		return;
-	if (qw_redis_cmd(q->blk, qw_block_reply, q, 6, argv, NULL) == 0)
-		q->blocking = true;
+	if (q->woken)
+		q->empty = false;
+	q->woken = false;
 }
 
+/* Arms the wake-up on a fresh connection: Redis tells this connection (in
+ * RESP2, through the channel __redis__:invalidate) the name of the pending
+ * key each time it changes, and nothing else. Pushes made before the
+ * subscription is confirmed are found by the look the confirmation starts. */
 static void
 qw_blk_state(struct qw_redis *r, bool up, void *arg)
 {
 	struct qw_queue *q = arg;
+	char id[24];
+	const char *argv[] = { "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX",
+		q->key[K_PENDING] };
 
-	if (!up)
+	if (!up) {
+		q->blocking = false;
 		return;
-	q->empty = false;	/* fetch once; block if that comes back short */
-	qw_pool_fill(q->pool);
-	qw_queue_block(q);
+	}
+	snprintf(id, sizeof(id), "%lld", qw_redis_client_id(r));
+	if (qw_redis_cmd(r, qw_tracking_reply, q, 8, argv, NULL) < 0 ||
+	    qw_redis_subscribe(r, "__redis__:invalidate", qw_block_reply, q) < 0)
+		qw_log_err("queue %s: cannot subscribe to new jobs: out of memory", q->qc.name);
 }
 
-/* Each queue blocks on a connection of its own while it has no work. */
+/* Each queue waits on a connection of its own while it has no work. */
 static int
 qw_queue_open_block(struct qw_queue *q)
 {
@@ -358,28 +396,16 @@ qw_queue_open_block(struct qw_queue *q)
 	return q->blk == NULL ? -1 : 0;
 }
 
-/* Abandons a blocked pop. CLIENT UNBLOCK goes on the main connection, and the
- * unclaim after it: so a job the pop took before the unblock is back on the
- * tail of pending, untouched, before anything else happens. With CLOSE the
- * blocking connection is closed too (at shutdown). */
+/* Stops waiting: on quiet the wake-ups go on and are ignored (nothing is
+ * fetched while quiet); with CLOSE (at shutdown) the connection goes. The
+ * unclaim gives back, untouched, what a blocking pop of an older qworkerd
+ * with this identity left in the claim list. */
 static void
 qw_queue_abandon_block(struct qw_queue *q, bool close)
 {
 	struct qw_pool *pool = q->pool;
 	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
-	char id[24];
-	/* At shutdown the connection goes: CLIENT KILL makes sure Redis runs no
-	 * pop of it that is still on its way, which CLIENT UNBLOCK cannot. */
-	const char *unblock[] = { "CLIENT", close ? "KILL" : "UNBLOCK", "ID", id };
 
-	if (q->blk != NULL && (q->blocking || close) && qw_redis_client_id(q->blk) > 0) {
-		snprintf(id, sizeof(id), "%lld", qw_redis_client_id(q->blk));
-		if (close)
-			qw_redis_cmd(pool->redis, NULL, NULL, 4, unblock, NULL);
-		else
-			qw_redis_cmd(pool->redis, NULL, NULL, 3, (const char *[]){ "CLIENT",
-			    "UNBLOCK", id }, NULL);
-	}
 	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
 	if (close) {
 		qw_redis_free(q->blk);

@@ -87,8 +87,9 @@ struct qw_queue {
 	bool empty;		/* last fetch came back short */
 	bool hold;		/* an error: wait for retry_ev before fetching */
 	int cw;			/* smooth weighted round robin */
-	struct qw_redis *blk;	/* for the blocking pop */
-	bool blocking;
+	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
+	bool blocking;		/* that wake-up is armed (subscribed) */
+	bool woken;		/* pending changed while a fetch was in flight */
 	struct qw_ops ops;	/* results not yet sent */
 	unsigned nops;
 	unsigned sending;	/* batches in flight */
