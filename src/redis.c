@@ -623,6 +623,9 @@ qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
 		*p++ = '\n';
 	}
 	*outlen = (size_t)(p - buf);
+	/* Not sent: hiredis scans a SUBSCRIBE's channels with strchr, which
+	 * needs the end of the command to be a string's end. */
+	*p = '\0';
 	return buf;
 }
 
