@@ -213,9 +213,68 @@ qw_job_envelope(struct qw_job *job, const struct qw_queue_conf *qc)
 	return 0;
 }
 
+/* Whether the JSON string token S (quotes included) spells "payload". */
+static bool
+qw_job_key_is_payload(const char *s, size_t len)
+{
+	json_t *k;
+	bool yes;
+
+	if (len == 9 && memcmp(s, "\"payload\"", 9) == 0)
+		return true;
+	if (memchr(s, '\\', len) == NULL || len > 64)
+		return false;
+	/* Escaped, as in "pay\u006coad": let jansson decode it. */
+	k = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	yes = json_is_string(k) && json_string_length(k) == 7 &&
+	    memcmp(json_string_value(k), "payload", 7) == 0;
+	json_decref(k);
+	return yes;
+}
+
+/* Whether the object that starts at S[I] has a member "payload" at its top
+ * level, found by a scan that skips strings (with their escapes) and counts
+ * brackets, without parsing: for JSON past what jansson can hold. */
+static bool
+qw_job_scan_payload(const char *s, size_t len, size_t i)
+{
+	size_t depth = 0;
+	bool key = false;	/* the next string at depth 1 is a member name */
+
+	for (; i < len; i++) {
+		size_t start = i;
+		switch (s[i]) {
+		case '"':
+			for (i++; i < len && s[i] != '"'; i++)
+				if (s[i] == '\\')
+					i++;
+			if (i >= len)
+				return false;
+			if (depth == 1 && key && qw_job_key_is_payload(s + start, i + 1 - start))
+				return true;
+			key = false;
+			break;
+		case '{':
+		case '[':
+			key = ++depth == 1;
+			break;
+		case '}':
+		case ']':
+			if (depth-- <= 1)
+				return false;	/* the end of the top-level object */
+			break;
+		case ',':
+			key = depth == 1;
+			break;
+		}
+	}
+	return false;
+}
+
 /* An element is an envelope when it is a JSON object with a payload member.
  * Sets *LIMIT when it is JSON past what the parser can hold (a number too
- * large, nesting too deep): maybe an envelope, so it must not run as raw. */
+ * large, nesting too deep) with a top-level payload member: an envelope
+ * that cannot be read, so it must not run as raw. Without one it is raw. */
 static json_t *
 qw_job_try_envelope(const char *elem, size_t len, json_error_t *err, bool *limit)
 {
@@ -230,13 +289,23 @@ qw_job_try_envelope(const char *elem, size_t len, json_error_t *err, bool *limit
 	obj = json_loadb(elem, len, JSON_ALLOW_NUL, err);
 	if (obj == NULL) {
 		enum json_error_code c = json_error_code(err);
-		*limit = c == json_error_numeric_overflow || c == json_error_stack_overflow ||
-		    c == json_error_out_of_memory;
+		*limit = c == json_error_out_of_memory ||
+		    ((c == json_error_numeric_overflow || c == json_error_stack_overflow) &&
+		    qw_job_scan_payload(elem, len, i));
 	} else if (!json_is_object(obj) || json_object_get(obj, "payload") == NULL) {
 		json_decref(obj);
 		obj = NULL;
 	}
 	return obj;
+}
+
+/* JSON escaping makes a payload at most six times longer: anything far
+ * beyond that cannot pass max_payload, so it is not worth parsing. */
+uint64_t
+qw_job_json_max(const struct qw_queue_conf *qc)
+{
+	return qc->max_payload > (UINT64_MAX - 65536) / 6 ? UINT64_MAX :
+	    qc->max_payload * 6 + 65536;
 }
 
 int
@@ -253,9 +322,7 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 	job->max_attempts = qc->max_attempts;
 	if ((job->id = strdup(new_id)) == NULL)
 		goto nomem;
-	/* JSON escaping makes a payload at most six times longer: anything far
-	 * beyond that cannot pass max_payload, so it is not worth parsing. */
-	if (len > qc->max_payload * 6 + 65536) {
+	if (len > qw_job_json_max(qc)) {
 		if (asprintf(&job->error, "job of %zu bytes is larger than max_payload allows "
 		    "(%llu bytes)", len, (unsigned long long)qc->max_payload) < 0) {
 			job->error = NULL;
@@ -348,7 +415,8 @@ fail:
 }
 
 char *
-qw_job_encode(struct qw_job *job, const char *error, int64_t failed_at_ms, size_t *len)
+qw_job_encode(struct qw_job *job, const char *error, int64_t failed_at_ms, const char *run,
+    size_t *len)
 {
 	json_t *v;
 	char *out;
@@ -371,6 +439,10 @@ qw_job_encode(struct qw_job *job, const char *error, int64_t failed_at_ms, size_
 		if (failed_at_ms > 0)
 			rc |= json_object_set_new(job->env, "failed_at", json_integer(failed_at_ms));
 	}
+	/* A sorted set holds each member once: two identical jobs failing in
+	 * the same millisecond would become one. The run's field is unique. */
+	if (run != NULL)
+		rc |= json_object_set_new(job->env, "run", json_string(run));
 	if (rc != 0)
 		return NULL;
 	/* 17 digits: a number must read back as the same double on the next run. */

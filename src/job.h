@@ -32,6 +32,10 @@ struct qw_job {
 /* Oversize elements above this go to dead as they are. */
 #define QW_JOB_REWRITE_MAX (64u << 20)
 
+/* The longest element that may still be an envelope whose payload fits in
+ * the queue's max_payload; anything longer is too large to run. */
+uint64_t qw_job_json_max(const struct qw_queue_conf *qc);
+
 /* Takes ownership of ELEM. Fills JOB; a job that cannot run gets job->error
  * and is still a valid job to encode. NEW_ID names a job that carries none.
  * Returns -1 only when out of memory (JOB is then cleared). */
@@ -40,10 +44,13 @@ int qw_job_parse(struct qw_job *job, char *elem, size_t len,
 void qw_job_clear(struct qw_job *job);
 
 /* Builds the envelope that goes back to Redis: the job's own members (unknown
- * ones kept, a raw job wrapped) with attempt, interrupted, id and, when ERROR
- * is set, error and failed_at. Returns a malloc'd string or NULL (ENOMEM). */
+ * ones kept, a raw job wrapped) with attempt, interrupted, id, when ERROR is
+ * set error and failed_at, and when RUN is set the managed member "run" (the
+ * active-hash field of the run that wrote it: what keeps identical jobs
+ * apart in the scheduled sorted set). Returns a malloc'd string or NULL
+ * (ENOMEM). */
 char *qw_job_encode(struct qw_job *job, const char *error, int64_t failed_at_ms,
-    size_t *len);
+    const char *run, size_t *len);
 
 /* Delay before the next try after ATTEMPT failed runs: retry_base doubled per
  * run, times a jitter in [0.8, 1.2) from R in [0, 1), capped at retry_max. */

@@ -119,7 +119,7 @@ qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *
 		job.attempt++;
 	dead = job.error != NULL || job.attempt >= job.max_attempts;
 	out = qw_job_encode(&job, job.error ? job.error : dead ? why : NULL,
-	    dead ? qw_clock_wall_ms() : 0, &olen);
+	    dead ? qw_clock_wall_ms() : 0, NULL, &olen);
 	if (out == NULL) {
 		qw_log_err("job %s/%s: out of memory recovering it; it stays in flight",
 		    q->qc.name, job.id);

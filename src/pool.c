@@ -1,7 +1,7 @@
 /* pool.c - owns the worker pool: slot accounting, the weighted choice of
- * queue, fetching (batched when work is there, a blocking pop per queue when
- * it is not), the prefetch buffer, moving due scheduled jobs, and the drain.
- * Each job's run is run.c's.
+ * queue, fetching (batched when work is there, a wake-up from Redis per
+ * queue when it is not), the prefetch buffer, moving due scheduled jobs,
+ * and the drain. Each job's run is run.c's.
  *
  * A taken job lives in Redis in this instance's active hash from the moment
  * it leaves pending until its result is written (settle.c); memory only
@@ -31,7 +31,6 @@
 extern char **environ;
 
 
-static void qw_queue_block(struct qw_queue *q);
 static int qw_queue_open_block(struct qw_queue *q);
 static void qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -65,7 +64,7 @@ static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
 	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_OFF),
 	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
 	    B(QW_FETCH_OFF),
-	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
+	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
 	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
 };
 #undef B
@@ -201,9 +200,11 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	struct qw_queue *q = priv;
 	struct qw_pool *pool = q->pool;
 	unsigned asked = q->asked;
-	bool lost = false;
+	bool lost = false, woken = q->woken;
+	size_t got;
 
 	q->asked = q->asked_slots = 0;
+	q->woken = false;
 	if (reply == NULL) {
 		/* Whatever the script took is in the active hash: reconcile finds it. */
 		qw_queue_fetch_move(q, QW_FETCH_OFF);
@@ -216,7 +217,14 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_clock_arm(q->fetch_retry_ev, 1000);
 		return;
 	}
-	for (size_t i = 0; i < reply->elements; i++) {
+	/* Jobs too large to run went to dead inside Redis: only their count
+	 * comes back, never their bytes. */
+	got = reply->elements;
+	if (got > 0 && reply->element[got - 1]->type == REDIS_REPLY_INTEGER) {
+		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
+		    q->qc.name, reply->element[--got]->integer);
+	}
+	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_pool_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
 		if (field == NULL || elem == NULL) {
@@ -235,11 +243,11 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (!qw_pool_taking(pool))
 		/* Quiet or stopping since the fetch left: none of these starts. */
 		qw_queue_give_back(q);
-	/* A job we could not keep is in the active hash only: reconcile it. */
-	qw_queue_fetch_move(q, lost ? QW_FETCH_OFF : reply->elements < asked ? QW_FETCH_WAITING :
+	/* A job we could not keep is in the active hash only: reconcile it. A
+	 * short reply waits for a wake-up, unless one came while it was on its
+	 * way: the push may have come after the script ran. */
+	qw_queue_fetch_move(q, lost ? QW_FETCH_OFF : got < asked && !woken ? QW_FETCH_WAITING :
 	    QW_FETCH_IDLE);
-	if (q->fetch == QW_FETCH_WAITING)
-		qw_queue_block(q);
 }
 
 /* Asks for SLOTS jobs to run now plus EXTRA to keep at hand. */
@@ -247,9 +255,10 @@ static int
 qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 {
 	struct qw_pool *pool = q->pool;
-	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN];
-	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE], nb, seqb,
-		pool->runid };
+	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN], maxp[QW_FMT_U64_LEN];
+	char maxj[QW_FMT_U64_LEN], deadmax[QW_FMT_U64_LEN];
+	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
+		q->key[K_DEAD], q->key[K_STATS], nb, seqb, pool->runid, maxp, maxj, deadmax };
 	unsigned n;
 
 	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
@@ -261,7 +270,10 @@ qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 	n = slots + extra;
 	qw_fmt_u64(nb, n);
 	qw_fmt_u64(seqb, pool->seq);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 3, 6, argv, NULL) < 0)
+	qw_fmt_u64(maxp, q->qc.max_payload);
+	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
+	qw_fmt_u64(deadmax, q->qc.dead_max);
+	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 5, 11, argv, NULL) < 0)
 		return -1;
 	qw_queue_fetch_move(q, QW_FETCH_ASKING);
 	q->first_seq = pool->seq;
@@ -349,6 +361,22 @@ qw_pool_fill(struct qw_pool *pool)
 	qw_workers_kick(pool->workers);
 }
 
+/* A wake-up on the queue's blocking connection: pending changed (a push, a
+ * retry or requeue coming back, or a fetch trimming it), or the
+ * subscription was confirmed (once armed, and every few seconds after,
+ * which makes up for any wake-up lost with a connection). It carries no
+ * job, only the key's name: look once. */
+static void
+qw_queue_wake(struct qw_queue *q)
+{
+	if (q->fetch == QW_FETCH_ASKING)
+		/* The fetch in flight may have run before the push: its short
+		 * reply must not put the queue to sleep (qw_fetch_reply). */
+		q->woken = true;
+	else if (q->fetch == QW_FETCH_WAITING)
+		qw_queue_fetch_move(q, QW_FETCH_IDLE);
+}
+
 static void
 qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -356,51 +384,52 @@ qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
 
 	if (r == NULL)
 		return;		/* connection closed on purpose */
-	q->blocking = false;
-	if (q->fetch != QW_FETCH_WAITING)
-		return;
 	if (reply == NULL) {
-		/* The pop may have moved a job into the claim list before the
-		 * connection went: look (a fetch takes the claim list first). */
-		qw_queue_fetch_move(q, QW_FETCH_IDLE);
-	} else if (reply->type == REDIS_REPLY_ERROR) {
-		qw_log_err("queue %s: blocking pop failed: %s (retrying in 1s)", q->qc.name,
-		    qw_redis_errstr(r, reply));
-		qw_queue_fetch_move(q, QW_FETCH_HELD);
-		qw_clock_arm(q->fetch_retry_ev, 1000);
-	} else if (reply->type == REDIS_REPLY_STRING) {
-		qw_queue_fetch_move(q, QW_FETCH_IDLE);	/* the job waits in the claim list */
-	} else {
-		qw_queue_block(q);	/* timed out: wait again */
-	}
-}
-
-/* Waits for the queue's next job with BLMOVE into the claim list, so even a
- * job popped just as we give up waiting is in Redis, never only here. */
-static void
-qw_queue_block(struct qw_queue *q)
-{
-	const char *argv[] = { "BLMOVE", q->key[K_PENDING], q->key[K_CLAIM], "RIGHT", "LEFT",
-		QW_REDIS_BLOCK_TIMEOUT };
-
-	if (q->blocking || q->fetch != QW_FETCH_WAITING || !qw_pool_taking(q->pool) ||
-	    q->blk == NULL)
+		/* No wake-up until it is back; its first confirmation looks. */
+		q->blocking = false;
 		return;
-	if (qw_redis_cmd(q->blk, qw_block_reply, q, 6, argv, NULL) == 0)
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(reply->element[0]->str, "subscribe") == 0)
 		q->blocking = true;
+	qw_queue_wake(q);
 }
 
+static void
+qw_tracking_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (r != NULL && reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		qw_log_err("queue %s: cannot be told of new jobs: %s (looking every %ds instead)",
+		    q->qc.name, qw_redis_errstr(r, reply), QW_REDIS_LONGEST_WAIT_MS / 1000);
+}
+
+/* Arms the wake-up on a fresh connection: Redis tells this connection (in
+ * RESP2, through the channel __redis__:invalidate) the name of the pending
+ * key each time it changes, and nothing else. Pushes made before the
+ * subscription is confirmed are found by the look the confirmation starts. */
 static void
 qw_blk_state(struct qw_redis *r, bool up, void *arg)
 {
 	struct qw_queue *q = arg;
+	char id[24];
+	const char *argv[] = { "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX",
+		q->key[K_PENDING] };
 
-	/* Fetch once; wait again if that comes back short. */
-	if (up && q->fetch == QW_FETCH_WAITING)
-		qw_queue_fetch_move(q, QW_FETCH_IDLE);
+	if (!up) {
+		q->blocking = false;
+		return;
+	}
+	snprintf(id, sizeof(id), "%lld", qw_redis_client_id(r));
+	if (qw_redis_cmd(r, qw_tracking_reply, q, 8, argv, NULL) < 0 ||
+	    qw_redis_subscribe(r, "__redis__:invalidate", qw_block_reply, q) < 0)
+		qw_log_err("queue %s: cannot subscribe to new jobs: out of memory", q->qc.name);
 }
 
-/* Each queue blocks on a connection of its own while it has no work. */
+/* Each queue waits on a connection of its own while it has no work. */
 static int
 qw_queue_open_block(struct qw_queue *q)
 {
@@ -413,28 +442,16 @@ qw_queue_open_block(struct qw_queue *q)
 	return q->blk == NULL ? -1 : 0;
 }
 
-/* Abandons a blocked pop. CLIENT UNBLOCK goes on the main connection, and the
- * unclaim after it: so a job the pop took before the unblock is back on the
- * tail of pending, untouched, before anything else happens. With CLOSE the
- * blocking connection is closed too (at shutdown). */
+/* Stops waiting: on quiet the wake-ups go on and are ignored (nothing is
+ * fetched while quiet); with CLOSE (at shutdown) the connection goes. The
+ * unclaim gives back, untouched, what a blocking pop of an older qworkerd
+ * with this identity left in the claim list. */
 static void
 qw_queue_abandon_block(struct qw_queue *q, bool close)
 {
 	struct qw_pool *pool = q->pool;
 	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
-	char id[24];
-	/* At shutdown the connection goes: CLIENT KILL makes sure Redis runs no
-	 * pop of it that is still on its way, which CLIENT UNBLOCK cannot. */
-	const char *unblock[] = { "CLIENT", close ? "KILL" : "UNBLOCK", "ID", id };
 
-	if (q->blk != NULL && (q->blocking || close) && qw_redis_client_id(q->blk) > 0) {
-		snprintf(id, sizeof(id), "%lld", qw_redis_client_id(q->blk));
-		if (close)
-			qw_redis_cmd(pool->redis, NULL, NULL, 4, unblock, NULL);
-		else
-			qw_redis_cmd(pool->redis, NULL, NULL, 3, (const char *[]){ "CLIENT",
-			    "UNBLOCK", id }, NULL);
-	}
 	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
 	if (close) {
 		qw_redis_free(q->blk);

@@ -53,11 +53,11 @@ struct qw_run {
  *   RECONCILING  -> OFF          reading it failed: the lease tick tries again
  *   IDLE         -> ASKING       a fetch script call was sent
  *   ASKING       -> IDLE         it brought all it asked for: there may be more
- *   ASKING       -> WAITING      it came back short: wait for a job to be pushed
+ *   ASKING       -> WAITING      it came back short, and pending has not changed
+ *                                since it was sent: wait for Redis to say it did
  *   ASKING       -> HELD         it failed: fetch_retry_ev is armed
  *   ASKING       -> OFF          its reply was lost with the connection
- *   WAITING      -> IDLE         a job may be there (the wait said so, or ended)
- *   WAITING      -> HELD         the wait failed
+ *   WAITING      -> IDLE         pending changed (a wake-up), or quiet ended
  *   HELD         -> IDLE         fetch_retry_ev fired
  *   IDLE, WAITING, HELD -> OFF   the main connection went away
  * A fetch in flight (ASKING) holds the slots it asked for until its reply. */
@@ -89,8 +89,9 @@ struct qw_queue {
 	unsigned asked_slots;	/* of which slots reserved to run them at once */
 	uint64_t first_seq;	/* the sequence number of its first job */
 	int cw;			/* smooth weighted round robin */
-	struct qw_redis *blk;	/* for the blocking pop */
-	bool blocking;		/* a blocking pop is in flight on blk */
+	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
+	bool blocking;		/* that wake-up is armed (subscribed) */
+	bool woken;		/* pending changed while a fetch was in flight */
 	unsigned sending;	/* settle calls in flight */
 	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
 	void *plugin_state;

@@ -47,7 +47,7 @@ struct qw_redis {
 	unsigned db;
 	bool load_scripts;
 	char sha[QW_SCRIPT_COUNT][41];
-	long long client_id;	/* CLIENT ID, for CLIENT UNBLOCK from another connection */
+	long long client_id;	/* CLIENT ID, where Redis sends this connection's tracking */
 	char client_name[128];
 	unsigned backoff_ms;
 	struct event *retry_ev;
@@ -62,9 +62,18 @@ struct qw_redis {
 	qw_redis_state_fn *state_fn;
 	void *arg;
 	char errbuf[160];
+	/* A subscription (qw_redis_subscribe): the connection then takes no
+	 * other command, and subscribes again every QW_REDIS_LONGEST_WAIT_MS,
+	 * whose confirmation is the answer the watch waits for. */
+	char *sub_channel;
+	qw_redis_reply_fn *sub_fn;
+	void *sub_priv;
+	bool subscribed;
+	int64_t sub_ms;		/* when it last (re)subscribed */
 };
 
 static void qw_redis_connect(struct qw_redis *r);
+static int qw_redis_send_subscribe(struct qw_redis *r);
 
 static int64_t
 qw_redis_now_ms(void)
@@ -90,6 +99,7 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 
 	r->ac = NULL;
 	r->state = QW_R_DOWN;
+	r->subscribed = false;
 	r->sent = r->answered = r->seen = 0;
 	if (was_up) {
 		qw_log_warn("redis %s: connection to %s lost: %s", r->name, r->address, why);
@@ -401,6 +411,8 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 	 * rather than Redis: a late watch, or bytes not yet read, count as
 	 * an answer. */
 	r->watched_ms = now;
+	if (r->subscribed && r->state == QW_R_UP && now - r->sub_ms >= QW_REDIS_LONGEST_WAIT_MS)
+		qw_redis_send_subscribe(r);
 	if (r->ac != NULL)
 		(void)ioctl(r->ac->c.fd, FIONREAD, &unread);
 	if (r->state == QW_R_DOWN || held_up || unread > 0 || (r->state == QW_R_UP &&
@@ -514,6 +526,7 @@ qw_redis_free(struct qw_redis *r)
 		event_free(r->retry_ev);
 	if (r->watch_ev != NULL)
 		event_free(r->watch_ev);
+	free(r->sub_channel);
 	free(r->name);
 	free(r->address);
 	if (r->password != NULL)
@@ -610,6 +623,9 @@ qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
 		*p++ = '\n';
 	}
 	*outlen = (size_t)(p - buf);
+	/* Not sent: hiredis scans a SUBSCRIBE's channels with strchr, which
+	 * needs the end of the command to be a string's end. */
+	*p = '\0';
 	return buf;
 }
 
@@ -665,4 +681,64 @@ qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn, voi
 		sl[i + 3] = lens ? lens[i] : strlen(argv[i]);
 	}
 	return qw_redis_cmd(r, fn, priv, argc + 3, sv, sl);
+}
+
+/* hiredis calls a subscription's callback for every message and every
+ * confirmation, and once with NULL when the connection goes; PRIV is the
+ * connection, which outlives its context. */
+static void
+qw_redis_sub_cb(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = priv;
+	redisReply *reply = rep;
+
+	if (ac->data == NULL) {
+		/* Closed on purpose (qw_redis_free): the caller gets r == NULL. */
+		if (r->sub_fn != NULL)
+			r->sub_fn(NULL, NULL, r->sub_priv);
+		return;
+	}
+	/* Only a confirmation answers a command; messages come unasked. */
+	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING && reply->element[0]->len == 9 &&
+	    memcmp(reply->element[0]->str, "subscribe", 9) == 0)
+		r->answered++;
+	if (r->sub_fn != NULL)
+		r->sub_fn(r, reply, r->sub_priv);
+}
+
+static int
+qw_redis_send_subscribe(struct qw_redis *r)
+{
+	const char *argv[] = { "SUBSCRIBE", r->sub_channel };
+	char *cmd;
+	size_t len;
+	int rc;
+
+	if ((cmd = qw_resp_format(2, argv, NULL, &len)) == NULL)
+		return -1;
+	rc = redisAsyncFormattedCommand(r->ac, qw_redis_sub_cb, r, cmd, len);
+	free(cmd);
+	if (rc != REDIS_OK)
+		return -1;
+	r->sent++;
+	r->sub_ms = qw_redis_now_ms();
+	return 0;
+}
+
+int
+qw_redis_subscribe(struct qw_redis *r, const char *channel, qw_redis_reply_fn *fn, void *priv)
+{
+	char *ch;
+
+	if (r->state != QW_R_UP || r->subscribed || (ch = strdup(channel)) == NULL)
+		return -1;
+	free(r->sub_channel);
+	r->sub_channel = ch;
+	r->sub_fn = fn;
+	r->sub_priv = priv;
+	if (qw_redis_send_subscribe(r) < 0)
+		return -1;
+	r->subscribed = true;
+	return 0;
 }

@@ -7,10 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The longest a command waits on purpose: a blocking pop's timeout. A
- * connection is given up when a reply is later than this plus
- * lease_timeout. */
-#define QW_REDIS_BLOCK_TIMEOUT "5"
+/* The longest a connection waits on purpose for an answer: how often a
+ * subscribed connection subscribes again. A connection is given up when a
+ * reply is later than this plus lease_timeout. */
 #define QW_REDIS_LONGEST_WAIT_MS 5000
 
 struct event_base;
@@ -56,6 +55,15 @@ int qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 /* ARGV holds the keys first, then the arguments. */
 int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
     void *priv, int nkeys, int argc, const char **argv, const size_t *lens);
+
+/* Subscribes to CHANNEL for as long as the connection lasts (call it again
+ * after it comes back up). FN gets each message and each confirmation: the
+ * first, and one about every QW_REDIS_LONGEST_WAIT_MS after, since the
+ * connection subscribes again to prove it is alive; then NULL when the
+ * connection goes (R NULL when it was freed). The connection takes no other
+ * command after this. */
+int qw_redis_subscribe(struct qw_redis *r, const char *channel, qw_redis_reply_fn *fn,
+    void *priv);
 
 /* A reply's status for a log line: "ERR ..." or the hiredis error. */
 const char *qw_redis_errstr(struct qw_redis *r, const redisReply *reply);

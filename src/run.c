@@ -53,7 +53,10 @@ qw_run_result_elem(struct qw_run *run, enum qw_dest *dest, bool reencode, const 
 	char *elem = NULL;
 
 	if (reencode) {
-		elem = qw_job_encode(&run->job, error, error ? qw_clock_wall_ms() : 0, len);
+		/* A retry carries its run's field: unique, so that identical jobs
+		 * stay two members of the scheduled set. */
+		elem = qw_job_encode(&run->job, error, error ? qw_clock_wall_ms() : 0,
+		    *dest == QW_DEST_SCHEDULED ? run->rec->field : NULL, len);
 		if (elem != NULL)
 			return elem;
 		qw_log_err("job %s/%s: out of memory writing its result; back on pending as taken",

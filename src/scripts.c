@@ -19,24 +19,100 @@
     "  end\n" \
     "end\n"
 
-/* KEYS: pending, claim, active. ARGV: n (at most 1000), first sequence
- * number, field prefix. Takes up to n jobs, those a blocking pop left in the
- * claim list first, oldest (tail) first, and files each in the active hash
- * under its sequence number; only then trims them off their lists. */
+/* Buries an element too large to run: moves it to dead as an envelope with
+ * error and failed_at, inside Redis, so its bytes never reach the daemon
+ * (qworkerd-jobs(7), "Oversized jobs"). An envelope keeps its text byte for
+ * byte, the two members added before its closing brace; anything else is
+ * wrapped as a raw job: a JSON string when it is ASCII that escaping keeps
+ * short, else base64. Lua is slow per byte, so the cheap tests come first:
+ * cjson does the escaping, and only binary elements take the Lua loop. */
+#define QW_LUA_BURY \
+    "local function base64(s)\n" \
+    "  local abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'\n" \
+    "  local floor, byte, sub, concat = math.floor, string.byte, string.sub, table.concat\n" \
+    "  local pair, chunks, m = {}, {}, #s - #s % 3\n" \
+    "  for v = 0, 4095 do\n" \
+    "    local hi, lo = floor(v / 64) + 1, v % 64 + 1\n" \
+    "    pair[v] = sub(abc, hi, hi) .. sub(abc, lo, lo)\n" \
+    "  end\n" \
+    "  for i = 1, m, 3072 do\n" \
+    "    local t, nt, bs = {}, 0, { byte(s, i, math.min(i + 3071, m)) }\n" \
+    "    for j = 1, #bs, 3 do\n" \
+    "      local v = bs[j] * 65536 + bs[j + 1] * 256 + bs[j + 2]\n" \
+    "      local hi = floor(v / 4096)\n" \
+    "      t[nt + 1], t[nt + 2], nt = pair[hi], pair[v - hi * 4096], nt + 2\n" \
+    "    end\n" \
+    "    chunks[#chunks + 1] = concat(t)\n" \
+    "  end\n" \
+    "  if #s > m then\n" \
+    "    local a, b = byte(s, m + 1, m + 2)\n" \
+    "    local v = a * 65536 + (b or 0) * 256\n" \
+    "    local q = pair[floor(v / 4096)] .. pair[v % 4096]\n" \
+    "    chunks[#chunks + 1] = sub(q, 1, #s - m + 1) .. (#s - m == 1 and '==' or '=')\n" \
+    "  end\n" \
+    "  return concat(chunks)\n" \
+    "end\n" \
+    "local function bury(e, now)\n" \
+    "  local env = string.find(e, '^%s*{') ~= nil\n" \
+    "  local why = (env and 'job of ' or 'payload of ') .. #e .. ' bytes is larger than max_payload'\n" \
+    "    .. (env and ' allows (' or ' (') .. ARGV[4] .. ' bytes)'\n" \
+    "  local tail = '\"error\":' .. cjson.encode(why) .. ',\"failed_at\":' .. string.format('%d', now) .. '}'\n" \
+    "  if env then\n" \
+    "    local ok, t = pcall(cjson.decode, e)\n" \
+    "    if ok and type(t) == 'table' and t['payload'] ~= nil then\n" \
+    "      t = nil\n" \
+    "      local j = #e\n" \
+    "      while string.byte(e, j) ~= 125 do j = j - 1 end\n" \
+    "      return string.sub(e, 1, j - 1) .. ',' .. tail\n" \
+    "    end\n" \
+    "  end\n" \
+    "  if not string.find(e, '[\\128-\\255]') then\n" \
+    "    local s = cjson.encode(e)\n" \
+    "    if #s <= #e + #e / 2 + 18 then return '{\"payload\":' .. s .. ',' .. tail end\n" \
+    "  end\n" \
+    "  return '{\"payload_encoding\":\"base64\",\"payload\":\"' .. base64(e) .. '\",' .. tail\n" \
+    "end\n"
+
+/* KEYS: pending, claim, active, dead, stats. ARGV: n (at most 1000), first
+ * sequence number, field prefix, max_payload, the longest element that can
+ * still be an envelope within max_payload (JSON escapes make one longer
+ * than its payload), dead_max. Takes up to n jobs, those a blocking pop of
+ * an earlier qworkerd left in the claim list first, oldest (tail) first,
+ * and files each in the active hash under its sequence number; only then
+ * trims them off their lists. An element too large to run is buried on the
+ * way (at most 100 per call, so Redis's work stays bounded); a count of
+ * them, when there are any, follows the jobs in the reply. Dead and stats
+ * are checked only then: a broken dead key stops only the queue whose next
+ * job must be buried. */
 static const char qw_lua_fetch[] =
     QW_LUA_CHECK
+    QW_LUA_BURY
     "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list') or check(KEYS[3], 'hash')\n"
     "if err then return err end\n"
     "local n = tonumber(ARGV[1])\n"
     "local seq = tonumber(ARGV[2])\n"
-    "local out, nc, np = {}, 0, 0\n"
+    "local maxp, maxj = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local out, big, nc, np = {}, {}, 0, 0\n"
+    "local function take(e)\n"
+    "  if #e > maxp and (#e > maxj or not string.find(e, '^%s*{')) then\n"
+    "    big[#big + 1] = e\n"
+    "  else\n"
+    "    out[#out + 1] = e\n"
+    "  end\n"
+    "end\n"
     "local c = redis.call('LRANGE', KEYS[2], -n, -1)\n"
-    "for i = #c, 1, -1 do out[#out + 1] = c[i] end\n"
+    "for i = #c, 1, -1 do take(c[i]) end\n"
     "nc = #c\n"
-    "if #out < n then\n"
-    "  local p = redis.call('LRANGE', KEYS[1], -(n - #out), -1)\n"
-    "  for i = #p, 1, -1 do out[#out + 1] = p[i] end\n"
-    "  np = #p\n"
+    "while #out < n and #big < 100 do\n"
+    "  local want = n - #out\n"
+    "  local p = redis.call('LRANGE', KEYS[1], -(np + want), -(np + 1))\n"
+    "  for i = #p, 1, -1 do take(p[i]) end\n"
+    "  np = np + #p\n"
+    "  if #p < want then break end\n"
+    "end\n"
+    "if #big > 0 then\n"
+    "  err = check(KEYS[4], 'list') or check(KEYS[5], 'hash')\n"
+    "  if err then return err end\n"
     "end\n"
     "for i = 1, #out, 500 do\n"
     "  local args = {}\n"
@@ -46,8 +122,20 @@ static const char qw_lua_fetch[] =
     "  end\n"
     "  redis.call('HSET', KEYS[3], unpack(args))\n"
     "end\n"
+    "if #big > 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "  for i = 1, #big do\n"
+    "    redis.call('LPUSH', KEYS[4], bury(big[i], now))\n"
+    "    big[i] = false\n"
+    "  end\n"
+    "  local cap = tonumber(ARGV[6])\n"
+    "  if cap > 0 then redis.call('LTRIM', KEYS[4], 0, cap - 1) end\n"
+    "  redis.call('HINCRBY', KEYS[5], 'dead', #big)\n"
+    "end\n"
     "if nc > 0 then redis.call('LTRIM', KEYS[2], 0, -(nc + 1)) end\n"
     "if np > 0 then redis.call('LTRIM', KEYS[1], 0, -(np + 1)) end\n"
+    "if #big > 0 then out[#out + 1] = #big end\n"
     "return out\n";
 
 /* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,

@@ -135,7 +135,7 @@ static json_t *
 encode_json(struct qw_job *job, const char *error, int64_t failed_at)
 {
 	size_t len = 0;
-	char *out = qw_job_encode(job, error, failed_at, &len);
+	char *out = qw_job_encode(job, error, failed_at, NULL, &len);
 	json_error_t jerr;
 	json_t *obj;
 
@@ -603,6 +603,81 @@ test_json_past_parser_limits(void **state)
 	qw_job_clear(&job);
 }
 
+/* Builds HEAD, then DEPTH levels of OPEN ... CLOSE, then TAIL: JSON nested
+ * far deeper than jansson parses (2048). */
+static char *
+deep_json(const char *head, int depth, const char *open, const char *close, const char *tail,
+    size_t *len)
+{
+	size_t hl = strlen(head), ol = strlen(open), cl = strlen(close), tl = strlen(tail);
+	char *s = malloc(hl + (ol + cl) * (size_t)depth + tl + 1), *p = s;
+
+	assert_non_null(s);
+	memcpy(p, head, hl);
+	p += hl;
+	for (int i = 0; i < depth; i++, p += ol)
+		memcpy(p, open, ol);
+	for (int i = 0; i < depth; i++, p += cl)
+		memcpy(p, close, cl);
+	memcpy(p, tail, tl);
+	p += tl;
+	*p = '\0';
+	*len = (size_t)(p - s);
+	return s;
+}
+
+/* JSON too deep to parse is classified by a scan for a top-level payload
+ * member: without one it is a raw job (SPEC 3) and runs; with one it is an
+ * envelope that cannot be read, and goes to dead. */
+static void
+test_json_too_deep_classified_by_payload_member(void **state)
+{
+	static const struct {
+		const char *head, *open, *close, *tail;
+		bool envelope;
+	} cases[] = {
+		{ "{\"a\":", "{\"b\":", "}", "}", false },
+		{ "{\"data\":", "[", "]", ",\"x\":1}", false },
+		/* "payload" deeper down, or inside a string, is not a member. */
+		{ "{\"a\":", "{\"payload\":", "}", "}", false },
+		{ "{\"a\":\"\\\"payload\\\":\",\"b\":", "[", "]", "}", false },
+		{ " \n{\"payload\":", "[", "]", "}", true },
+		{ "{\"id\":\"x\",\"deep\":", "[{\"k\":", "}]", ",\"payload\":\"p\"}", true },
+		{ "{\"pay\\u006coad\":", "[", "]", "}", true },
+	};
+	struct qw_queue_conf qc = queue_defaults();
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qw_job job;
+		size_t len;
+		char *s = deep_json(cases[i].head, 10000, cases[i].open, cases[i].close,
+		    cases[i].tail, &len);
+
+		parse_n(&job, s, len, &qc);
+		if (cases[i].envelope) {
+			if (job.error == NULL || strstr(job.error, "JSON that qworkerd cannot read") == NULL)
+				fail_msg("case %zu: a deep envelope was not refused: %s", i,
+				    job.error ? job.error : "(no error)");
+		} else {
+			if (job.error != NULL || job.env != NULL)
+				fail_msg("case %zu: deep JSON without payload is not raw: %s", i,
+				    job.error ? job.error : "(an envelope)");
+			assert_payload(&job, s, len);
+		}
+		qw_job_clear(&job);
+		free(s);
+	}
+}
+
+/* A number too large for jansson in an object without payload: raw too. */
+static void
+test_json_number_overflow_without_payload_is_raw(void **state)
+{
+	(void)state;
+	expect_raw("{\"n\":99999999999999999999,\"m\":1e999}");
+}
+
 /* ------------------------------------------------------------------------ */
 /* qw_job_encode */
 
@@ -620,7 +695,7 @@ test_encode_raw_utf8(void **state)
 	assert_null(job.env);
 	job.attempt = 2;
 	job.interrupted = 1;
-	out = qw_job_encode(&job, NULL, 0, &len);
+	out = qw_job_encode(&job, NULL, 0, NULL, &len);
 	assert_non_null(out);
 	assert_string_equal(out, want);
 	assert_int_equal(len, strlen(want));
@@ -638,7 +713,7 @@ test_encode_raw_nul_roundtrip(void **state)
 
 	(void)state;
 	parse_n(&job, "a\0b", 3, &qc);
-	out = qw_job_encode(&job, NULL, 0, &len);
+	out = qw_job_encode(&job, NULL, 0, NULL, &len);
 	assert_non_null(out);
 	assert_int_equal(len, strlen(out));
 	assert_non_null(strstr(out, "\"payload\":\"a\\u0000b\""));
@@ -679,7 +754,7 @@ test_encode_raw_binary_base64(void **state)
 	json_decref(obj);
 
 	/* And qw_job_parse of the result hands the handler the same bytes. */
-	out = qw_job_encode(&job, NULL, 0, &len);
+	out = qw_job_encode(&job, NULL, 0, NULL, &len);
 	assert_non_null(out);
 	assert_int_equal(qw_job_parse(&again, out, len, &qc, "other"), 0);
 	assert_null(again.error);
@@ -735,7 +810,7 @@ test_encode_envelope_keeps_unknown(void **state)
 	json_decref(obj);
 	/* Members keep the producer's order; new ones are appended. */
 	size_t len = 0;
-	char *out = qw_job_encode(&job, NULL, 0, &len);
+	char *out = qw_job_encode(&job, NULL, 0, NULL, &len);
 	assert_non_null(out);
 	assert_string_equal(out, "{\"trace\":\"abc\",\"payload\":{\"b\":1,\"a\":2},"
 	    "\"custom\":{\"k\":[1,2]},\"timeout\":5,\"id\":\"gen-1\",\"attempt\":1,\"interrupted\":0}");
@@ -854,7 +929,7 @@ test_encode_keeps_numbers_exact(void **state)
 	expect_valid(&job, in);
 	first = strndup(job.payload, job.payload_len);
 	assert_non_null(first);
-	out = qw_job_encode(&job, NULL, 0, &len);
+	out = qw_job_encode(&job, NULL, 0, NULL, &len);
 	assert_non_null(out);
 	assert_int_equal(qw_job_parse(&again, out, len, &qc, "other"), 0);
 	assert_null(again.error);
@@ -872,6 +947,71 @@ test_encode_keeps_numbers_exact(void **state)
 	}
 	free(first);
 	qw_job_clear(&again);
+	qw_job_clear(&job);
+}
+
+/* Two identical jobs that fail in the same millisecond with the same error
+ * are written to the scheduled sorted set as two members: the managed
+ * member "run" (the field of the run that failed) tells them apart, and a
+ * raw job keeps its bytes exactly. */
+static void
+test_encode_run_keeps_identical_jobs_apart(void **state)
+{
+	static const char raw[] = "charge card 42 \xff\x01";
+	static const char envl[] = "{\"payload\":\"charge card 42\",\"id\":\"order-42\"}";
+	struct qw_queue_conf qc = queue_defaults();
+	const char *elems[] = { raw, envl };
+	size_t lens[] = { sizeof(raw) - 1, sizeof(envl) - 1 };
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct qw_job a, b, again;
+		char *ea, *eb;
+		size_t la = 0, lb = 0;
+
+		parse_n(&a, elems[k], lens[k], &qc);
+		parse_n(&b, elems[k], lens[k], &qc);
+		a.attempt = b.attempt = 1;
+		ea = qw_job_encode(&a, "exit status 1", 1700000000000, "0a0b0c0d0e0f-7", &la);
+		eb = qw_job_encode(&b, "exit status 1", 1700000000000, "0a0b0c0d0e0f-8", &lb);
+		assert_non_null(ea);
+		assert_non_null(eb);
+		assert_false(la == lb && memcmp(ea, eb, la) == 0);
+		assert_non_null(strstr(ea, "\"run\":\"0a0b0c0d0e0f-7\""));
+		assert_non_null(strstr(eb, "\"run\":\"0a0b0c0d0e0f-8\""));
+		/* Read back, the job hands its handler the same payload. */
+		assert_int_equal(qw_job_parse(&again, ea, la, &qc, "other"), 0);
+		assert_null(again.error);
+		if (k == 0)
+			assert_payload(&again, raw, sizeof(raw) - 1);
+		else
+			assert_payload(&again, "charge card 42", 14);
+		assert_int_equal(again.attempt, 1);
+		/* Its next failure replaces the member, never adds a second. */
+		free(eb);
+		eb = qw_job_encode(&again, "exit status 1", 1700000000000, "0a0b0c0d0e0f-9", &lb);
+		assert_non_null(eb);
+		assert_non_null(strstr(eb, "\"run\":\"0a0b0c0d0e0f-9\""));
+		assert_null(strstr(eb, "0a0b0c0d0e0f-7"));
+		free(eb);
+		qw_job_clear(&again);
+		qw_job_clear(&a);
+		qw_job_clear(&b);
+	}
+}
+
+/* Without a run (pending, dead) no "run" member is added. */
+static void
+test_encode_without_run(void **state)
+{
+	struct qw_job job;
+	json_t *obj;
+
+	(void)state;
+	parse(&job, "plain");
+	obj = encode_json(&job, "boom", 5);
+	assert_null(json_object_get(obj, "run"));
+	json_decref(obj);
 	qw_job_clear(&job);
 }
 
@@ -1065,8 +1205,12 @@ main(void)
 		cmocka_unit_test(test_max_payload_envelope),
 		cmocka_unit_test(test_oversize_goes_verbatim),
 		cmocka_unit_test(test_json_past_parser_limits),
+		cmocka_unit_test(test_json_too_deep_classified_by_payload_member),
+		cmocka_unit_test(test_json_number_overflow_without_payload_is_raw),
 		cmocka_unit_test(test_encode_raw_control_bytes_base64),
 		cmocka_unit_test(test_encode_raw_utf8),
+		cmocka_unit_test(test_encode_run_keeps_identical_jobs_apart),
+		cmocka_unit_test(test_encode_without_run),
 		cmocka_unit_test(test_encode_raw_nul_roundtrip),
 		cmocka_unit_test(test_encode_raw_binary_base64),
 		cmocka_unit_test(test_encode_envelope_keeps_unknown),
