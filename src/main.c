@@ -203,10 +203,16 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_pool_stats st;
 	enum qw_stage stage = qw_pool_stage(d->pool);
 	char status[1024], line[900];
+	const char *refused;
 
 	qw_pool_stats(d->pool, &st);
 	qw_pool_status(d->pool, line, sizeof(line));
-	if (!qw_redis_is_up(qw_pool_redis(d->pool)))
+	refused = qw_redis_down_reason(qw_pool_redis(d->pool));
+	if (refused != NULL)
+		snprintf(status, sizeof(status), "Redis at %s %s; reconnecting; %u/%u busy, "
+		    "%u results waiting to be written", d->conf->redis_address, refused, st.busy,
+		    st.total, st.unsettled);
+	else if (!qw_redis_is_up(qw_pool_redis(d->pool)))
 		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
 		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
 		    st.unsettled);
@@ -224,6 +230,10 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The watchdog says the loop turns, not that Redis answers: a Redis outage,
+ * or a master demoted to a replica, must never get the daemon killed and
+ * restarted (it would only come back to the same Redis, with its running
+ * jobs interrupted). /health and STATUS= tell those apart. */
 static void
 qw_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -83,8 +83,14 @@ qw_metrics_cb(struct evhttp_request *req, void *arg)
 		evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4");
 		evhttp_send_reply(req, HTTP_OK, "OK", b);
 	} else if (strcmp(path, "/health") == 0) {
+		const char *refused = qw_redis_down_reason(qw_pool_redis(m->pool));
 		bool up = qw_redis_is_up(qw_pool_redis(m->pool));
-		evbuffer_add_printf(b, "%s\n", up ? "ok" : "waiting for Redis");
+		if (up)
+			evbuffer_add_printf(b, "ok\n");
+		else if (refused != NULL)
+			evbuffer_add_printf(b, "Redis %s; reconnecting\n", refused);
+		else
+			evbuffer_add_printf(b, "waiting for Redis\n");
 		evhttp_add_header(h, "Content-Type", "text/plain");
 		evhttp_send_reply(req, up ? HTTP_OK : 503, up ? "OK" : "Service Unavailable", b);
 	} else {
