@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
@@ -240,12 +241,32 @@ qw_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	qw_notify_watchdog();
 }
 
+/* Every job's handler needs descriptors (its pipes), as do Redis and the
+ * metrics endpoint: take all the system allows (the soft limit, often 1024,
+ * raised to the hard one), so that a flood of connections runs out later,
+ * if at all. Handlers inherit the raised limit. */
+static void
+qw_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		qw_log_warn("cannot raise the open-file limit to %llu: %s",
+		    (unsigned long long)rl.rlim_max, strerror(errno));
+	else
+		qw_log_debug("open-file limit raised to %llu", (unsigned long long)rl.rlim_max);
+}
+
 static int
 qw_daemon_setup(struct qw_daemon *d)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
 
 	signal(SIGPIPE, SIG_IGN);
+	qw_raise_nofile();
 	d->base = event_base_new();
 	if (d->base == NULL)
 		return -1;
