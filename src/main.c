@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
@@ -203,10 +204,16 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_pool_stats st;
 	enum qw_stage stage = qw_pool_stage(d->pool);
 	char status[1024], line[900];
+	const char *refused;
 
 	qw_pool_stats(d->pool, &st);
 	qw_pool_status(d->pool, line, sizeof(line));
-	if (!qw_redis_is_up(qw_pool_redis(d->pool)))
+	refused = qw_redis_down_reason(qw_pool_redis(d->pool));
+	if (refused != NULL)
+		snprintf(status, sizeof(status), "Redis at %s %s; reconnecting; %u/%u busy, "
+		    "%u results waiting to be written", d->conf->redis_address, refused, st.busy,
+		    st.total, st.unsettled);
+	else if (!qw_redis_is_up(qw_pool_redis(d->pool)))
 		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
 		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
 		    st.unsettled);
@@ -224,10 +231,33 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The watchdog says the loop turns, not that Redis answers: a Redis outage,
+ * or a master demoted to a replica, must never get the daemon killed and
+ * restarted (it would only come back to the same Redis, with its running
+ * jobs interrupted). /health and STATUS= tell those apart. */
 static void
 qw_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
 	qw_notify_watchdog();
+}
+
+/* Every job's handler needs descriptors (its pipes), as do Redis and the
+ * metrics endpoint: take all the system allows (the soft limit, often 1024,
+ * raised to the hard one), so that a flood of connections runs out later,
+ * if at all. Handlers inherit the raised limit. */
+static void
+qw_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		qw_log_warn("cannot raise the open-file limit to %llu: %s",
+		    (unsigned long long)rl.rlim_max, strerror(errno));
+	else
+		qw_log_debug("open-file limit raised to %llu", (unsigned long long)rl.rlim_max);
 }
 
 static int
@@ -236,6 +266,7 @@ qw_daemon_setup(struct qw_daemon *d)
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
 
 	signal(SIGPIPE, SIG_IGN);
+	qw_raise_nofile();
 	d->base = event_base_new();
 	if (d->base == NULL || qw_log_attach(d->base) < 0)
 		return -1;

@@ -58,6 +58,7 @@ struct qw_run {
  *   ASKING       -> HELD         it failed: fetch_retry_ev is armed
  *   ASKING       -> OFF          its reply was lost with the connection
  *   WAITING      -> IDLE         pending changed (a wake-up), or quiet ended
+ *   IDLE, WAITING -> HELD        a handler could not start for a moment (run.c)
  *   HELD         -> IDLE         fetch_retry_ev fired
  *   IDLE, WAITING, HELD -> OFF   the main connection went away
  * A fetch in flight (ASKING) holds the slots it asked for until its reply. */

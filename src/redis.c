@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -14,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "log.h"
@@ -25,6 +28,17 @@
 #define QW_REDIS_BACKOFF_MAX_MS 5000
 
 enum qw_redis_state { QW_R_DOWN, QW_R_HANDSHAKE, QW_R_UP };
+
+/* Replies that say this server cannot take our writes now, whatever the
+ * command: the connection is dropped and made again (after a new lookup),
+ * since a failover moves the master to another address or back. */
+enum qw_redis_refusal {
+	QW_REFUSAL_NONE,
+	QW_REFUSAL_READONLY,	/* a replica, or a demoted master (READONLY, ROLE) */
+	QW_REFUSAL_MASTERDOWN,	/* a replica that lost its master, serving no stale data */
+	QW_REFUSAL_LOADING,	/* still loading its data set */
+	QW_REFUSAL_NOT_MASTER,	/* ROLE names something else (a Sentinel) */
+};
 
 /* A host name lookup in flight. It can outlive its connection: evdns
  * reports a cancelled lookup later, from the loop, so the connection is
@@ -58,7 +72,10 @@ struct qw_redis {
 	int64_t still_ms;
 	int64_t watched_ms;	/* when the watch last ran */
 	int64_t patience_ms;
-	char drop_why[96];	/* why the watch dropped the connection, for the log */
+	char drop_why[200];	/* why we dropped the connection, for the log */
+	enum qw_redis_refusal refusal;	/* set when we drop it for a refusal */
+	enum qw_redis_refusal down_refusal;	/* why it is down, for STATUS= and /health */
+	unsigned short rnd[3];	/* jitter of the reconnect backoff */
 	qw_redis_state_fn *state_fn;
 	void *arg;
 	char errbuf[160];
@@ -90,6 +107,68 @@ qw_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
 	qw_redis_connect(arg);
 }
 
+/* Between half of BACKOFF_MS and all of it, as R (in [0, 1)) falls: after
+ * a Redis restart, many instances spread their reconnects instead of
+ * coming back in lockstep at each step of the backoff. */
+unsigned
+qw_redis_jitter_ms(unsigned backoff_ms, double r)
+{
+	unsigned half = backoff_ms / 2;
+
+	return half + (unsigned)(r * (double)(backoff_ms - half));
+}
+
+/* What an error reply says about the server, by its code (the first word;
+ * a script's error keeps the code of the command that failed in it). */
+static enum qw_redis_refusal
+qw_redis_refusal_of(const redisReply *reply)
+{
+	static const struct {
+		const char *code;
+		enum qw_redis_refusal refusal;
+	} codes[] = {
+		{ "READONLY ", QW_REFUSAL_READONLY },
+		{ "MASTERDOWN ", QW_REFUSAL_MASTERDOWN },
+		{ "LOADING ", QW_REFUSAL_LOADING },
+	};
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+		return QW_REFUSAL_NONE;
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (reply->len >= strlen(codes[i].code) &&
+		    memcmp(reply->str, codes[i].code, strlen(codes[i].code)) == 0)
+			return codes[i].refusal;
+	return QW_REFUSAL_NONE;
+}
+
+static const char *
+qw_redis_refusal_text(enum qw_redis_refusal refusal)
+{
+	switch (refusal) {
+	case QW_REFUSAL_READONLY: return "is a read-only replica";
+	case QW_REFUSAL_MASTERDOWN: return "is a replica whose master is down";
+	case QW_REFUSAL_LOADING: return "is loading its data";
+	case QW_REFUSAL_NOT_MASTER: return "is not a Redis master";
+	case QW_REFUSAL_NONE: break;
+	}
+	return NULL;
+}
+
+/* Drops a connection this server cannot serve us on (DETAIL: its reply).
+ * Replies still outstanding arrive first, then the disconnect plans a
+ * reconnect with the usual backoff. */
+static void
+qw_redis_refused(struct qw_redis *r, redisAsyncContext *ac, enum qw_redis_refusal refusal,
+    const char *detail, size_t len)
+{
+	if (ac->c.flags & REDIS_DISCONNECTING)
+		return;
+	r->refusal = refusal;
+	snprintf(r->drop_why, sizeof(r->drop_why), "it %s (%.*s)", qw_redis_refusal_text(refusal),
+	    (int)(len > 80 ? 80 : len), detail);
+	redisAsyncDisconnect(ac);
+}
+
 /* Marks the connection lost and plans the next attempt. */
 static void
 qw_redis_lost(struct qw_redis *r, const char *why)
@@ -97,20 +176,29 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 	struct timeval tv;
 	bool was_up = r->state == QW_R_UP;
 
+	unsigned delay_ms;
+
 	r->ac = NULL;
 	r->state = QW_R_DOWN;
 	r->subscribed = false;
 	r->sent = r->answered = r->seen = 0;
+	r->down_refusal = r->refusal;
+	r->refusal = QW_REFUSAL_NONE;
 	if (was_up) {
-		qw_log_warn("redis %s: connection to %s lost: %s", r->name, r->address, why);
+		qw_log_warn("redis %s: connection to %s lost: %s; reconnecting", r->name,
+		    r->address, why);
 	} else {
-		r->failures++;
 		qw_log(r->backoff_ms >= QW_REDIS_BACKOFF_MAX_MS ? LOG_DEBUG : LOG_WARNING,
 		    "redis %s: cannot connect to %s: %s (retrying)", r->name, r->address, why);
 	}
+	/* A server that refused us is not the one to ask again first: with a
+	 * name that has several addresses, the next one is tried. */
+	if (!was_up || r->down_refusal != QW_REFUSAL_NONE)
+		r->failures++;
 	r->drop_why[0] = '\0';
-	tv.tv_sec = r->backoff_ms / 1000;
-	tv.tv_usec = (r->backoff_ms % 1000) * 1000;
+	delay_ms = qw_redis_jitter_ms(r->backoff_ms, erand48(r->rnd));
+	tv.tv_sec = delay_ms / 1000;
+	tv.tv_usec = (delay_ms % 1000) * 1000;
 	evtimer_add(r->retry_ev, &tv);
 	r->backoff_ms = r->backoff_ms * 2 > QW_REDIS_BACKOFF_MAX_MS ?
 	    QW_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
@@ -160,8 +248,12 @@ qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
 	redisReply *reply = rep;
 	const char *what = priv;
 
-	if (r == NULL || reply == NULL)
+	if (r == NULL || reply == NULL || (ac->c.flags & REDIS_DISCONNECTING))
 		return;
+	if (qw_redis_refusal_of(reply) != QW_REFUSAL_NONE) {
+		qw_redis_refused(r, ac, qw_redis_refusal_of(reply), reply->str, reply->len);
+		return;
+	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		qw_log_err("redis %s: %s failed: %.*s", r->name, what, (int)reply->len, reply->str);
 		redisAsyncDisconnect(ac);
@@ -175,6 +267,36 @@ qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
 			    reply->type == REDIS_REPLY_STRING && reply->len == 40)
 				memcpy(r->sha[i], reply->str, 41);
 	}
+}
+
+/* Only a master counts as up: a daemon must never take jobs from a replica
+ * (its writes fail, and a replica's data lags). A server that does not let
+ * us ask (ACLs) is taken at its word: READONLY on the first write still
+ * drops the connection. */
+static void
+qw_redis_role(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = ac->data;
+	redisReply *reply = rep, *role;
+
+	if (r == NULL || reply == NULL || (ac->c.flags & REDIS_DISCONNECTING))
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		if (qw_redis_refusal_of(reply) != QW_REFUSAL_NONE)
+			qw_redis_refused(r, ac, qw_redis_refusal_of(reply), reply->str, reply->len);
+		else
+			qw_log_debug("redis %s: ROLE failed, taking %s as a master: %.*s", r->name,
+			    r->address, (int)reply->len, reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    (role = reply->element[0])->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(role->str, "master") == 0)
+		return;
+	qw_redis_refused(r, ac, strcmp(role->str, "slave") == 0 ||
+	    strcmp(role->str, "replica") == 0 ? QW_REFUSAL_READONLY : QW_REFUSAL_NOT_MASTER,
+	    role->str, role->len);
 }
 
 static void
@@ -195,6 +317,7 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 	else
 		qw_log_debug("redis %s: connected to %s", r->name, r->address);
 	r->state = QW_R_UP;
+	r->down_refusal = QW_REFUSAL_NONE;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
 	r->failures = 0;
 	r->still_ms = qw_redis_now_ms();	/* a slow handshake is not the commands' fault */
@@ -219,6 +342,8 @@ qw_redis_handshake(struct qw_redis *r)
 		const char *argv[] = { "SELECT", dbuf };
 		redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, select_, 2, argv, NULL);
 	}
+	const char *rolev[] = { "ROLE" };
+	redisAsyncCommandArgv(r->ac, qw_redis_role, NULL, 1, rolev, NULL);
 	if (r->load_scripts) {
 		static char what[QW_SCRIPT_COUNT][32];
 		for (int i = 0; i < QW_SCRIPT_COUNT; i++) {
@@ -252,6 +377,10 @@ qw_redis_open(struct qw_redis *r, redisAsyncContext *ac)
 		qw_redis_lost(r, why);
 		return;
 	}
+	/* Handlers never inherit it: exec handlers close what they inherit,
+	 * but a plugin that starts a process of its own would not. */
+	if (fcntl(ac->c.fd, F_SETFD, FD_CLOEXEC) < 0)
+		qw_log_warn("redis %s: cannot set close-on-exec: %s", r->name, strerror(errno));
 	ac->data = r;
 	r->ac = ac;
 	r->state = QW_R_HANDSHAKE;
@@ -458,6 +587,11 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 	r->state_fn = state_fn;
 	r->arg = arg;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
+	/* Seeded apart in every process, so instances do not share a jitter. */
+	if (getrandom(r->rnd, sizeof(r->rnd), GRND_NONBLOCK) != (ssize_t)sizeof(r->rnd)) {
+		r->rnd[0] = (unsigned short)getpid();
+		r->rnd[1] = (unsigned short)(qw_redis_now_ms() & 0xffff);
+	}
 	r->name = strdup(name);
 	snprintf(r->client_name, sizeof(r->client_name), "qworkerd/%s/%s", conf->instance, name);
 	for (char *c = r->client_name; *c; c++)
@@ -541,6 +675,12 @@ qw_redis_client_id(const struct qw_redis *r)
 	return r->state == QW_R_UP ? r->client_id : 0;
 }
 
+const char *
+qw_redis_down_reason(const struct qw_redis *r)
+{
+	return r->state == QW_R_UP ? NULL : qw_redis_refusal_text(r->down_refusal);
+}
+
 bool
 qw_redis_is_up(const struct qw_redis *r)
 {
@@ -575,6 +715,10 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 		    call->r->name);
 		redisAsyncDisconnect(ac);
 	}
+	/* A failover demoted this server, or it restarts: nothing we send
+	 * here will be written until we find the master again. */
+	if (qw_redis_refusal_of(reply) != QW_REFUSAL_NONE && ac->data != NULL)
+		qw_redis_refused(call->r, ac, qw_redis_refusal_of(reply), reply->str, reply->len);
 	free(call);
 }
 

@@ -43,6 +43,13 @@ struct qw_redis *qw_redis_new(struct event_base *base, struct evdns_base *dns,
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);
 bool qw_redis_is_up(const struct qw_redis *r);
+/* While not up because the server refused us (a replica, a replica whose
+ * master is down, still loading): what it is, as "is a read-only replica";
+ * NULL when up, or down for another reason (unreachable, refused). */
+const char *qw_redis_down_reason(const struct qw_redis *r);
+/* The next reconnect's delay: between half of BACKOFF_MS and all of it, as
+ * R in [0, 1) says. */
+unsigned qw_redis_jitter_ms(unsigned backoff_ms, double r);
 /* The server's CLIENT ID for this connection; 0 while not up. */
 long long qw_redis_client_id(const struct qw_redis *r);
 /* Points the connection at another address/password after a reload; it

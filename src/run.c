@@ -335,6 +335,33 @@ qw_run_start_exec(struct qw_run *run)
 	return rc;
 }
 
+/* Out of descriptors or processes for a moment (a flood of connections, a
+ * busy machine): the handler never ran, so it is not the job's failure. */
+static bool
+qw_run_start_is_transient(int rc)
+{
+	return rc == EMFILE || rc == ENFILE || rc == EAGAIN;
+}
+
+/* Gives a job whose handler could not start for a transient reason back to
+ * pending untouched, without spending an attempt, and holds the queue's
+ * fetching for a second so that it does not spin on the same failure (jobs
+ * already buffered still try, and come back the same way). */
+static void
+qw_run_requeue_unstarted(struct qw_run *run, int rc)
+{
+	struct qw_queue *q = run->q;
+
+	qw_log_warn("job %s/%s: could not start %s: %s; back on pending, no attempt spent",
+	    q->qc.name, run->job.id, q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0],
+	    strerror(rc));
+	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING) {
+		qw_queue_fetch_move(q, QW_FETCH_HELD);
+		qw_clock_arm(q->fetch_retry_ev, 1000);
+	}
+	qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "requeued");
+}
+
 /* Out of memory taking a job: it is left in the active hash, and read
  * again from there once the queue reconciles. */
 static void
@@ -399,6 +426,10 @@ qw_run_start(struct qw_rec *rec)
 		return;
 	}
 	rc = q->plugin ? qw_run_start_plugin(run) : qw_run_start_exec(run);
+	if (qw_run_start_is_transient(rc)) {
+		qw_run_requeue_unstarted(run, rc);
+		return;
+	}
 	if (rc != 0) {
 		snprintf(error, sizeof(error), "could not start %s: %s",
 		    q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0], strerror(rc));
