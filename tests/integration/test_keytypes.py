@@ -49,7 +49,7 @@ def prepare(r, daemon, tmp, key, value, fail_exit, extra=""):
     h, runs = handler(tmp, fail_exit)
     d = daemon()
     d.conf({"t": "handler = %s\nprefetch = 2\nmax_attempts = 3\nretry_base = 100ms\n%s"
-            % (h, extra)}, workers="concurrency = 2\nshutdown_timeout = 1s\n")
+            % (h, extra)}, workers="concurrency = 2\nshutdown_timeout = 1s\nkill_grace = 200ms\n")
     r.set(key, value)
     # Taken oldest first: five successes, the failures, then the rest.
     jobs = ["ok-%d" % i for i in range(5)] + ["bad-%d" % i for i in range(NBAD)] + \
