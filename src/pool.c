@@ -34,6 +34,26 @@ extern char **environ;
 static int qw_queue_open_block(struct qw_queue *q);
 static void qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg);
 
+/* A problem that repeats (a script that fails every second) is logged when
+ * it starts, when it changes and when it ends, not each time: SLOT keeps
+ * its text. Returns true when ERR is new, or, with ERR NULL, when a problem
+ * just ended. */
+static bool
+qw_pool_problem(char **slot, const char *err)
+{
+	if (err == NULL) {
+		bool ended = *slot != NULL;
+		free(*slot);
+		*slot = NULL;
+		return ended;
+	}
+	if (*slot != NULL && strcmp(*slot, err) == 0)
+		return false;
+	free(*slot);
+	*slot = strdup(err);
+	return true;
+}
+
 /* ---- stages and the re-evaluation ---------------------------------------- */
 
 static const char *const qw_stage_names[QW_STAGE_NSTAGES] = {
@@ -211,12 +231,16 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		return;
 	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
-		qw_log_err("queue %s: fetch failed: %s (retrying in 1s)", q->qc.name,
-		    qw_redis_errstr(r, reply));
+		const char *err = qw_redis_errstr(r, reply);
+		if (qw_pool_problem(&q->fetch_err, err))
+			qw_log_err("queue %s: fetch failed: %s (retrying every second)", q->qc.name,
+			    err);
 		qw_queue_fetch_move(q, QW_FETCH_HELD);
 		qw_clock_arm(q->fetch_retry_ev, 1000);
 		return;
 	}
+	if (qw_pool_problem(&q->fetch_err, NULL))
+		qw_log_notice("queue %s: fetching works again", q->qc.name);
 	/* Jobs too large to run went to dead inside Redis: only their count
 	 * comes back, never their bytes. */
 	got = reply->elements;
@@ -283,22 +307,34 @@ qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 	return 0;
 }
 
-static unsigned
+unsigned
 qw_queue_cap(const struct qw_queue *q)
 {
 	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
 }
 
+/* The fetch gate's bound: what the queue may hold in its active hash while
+ * its results may not be writable. */
+static unsigned
+qw_queue_settle_room(const struct qw_queue *q)
+{
+	return qw_settle_room(q, qw_queue_cap(q) + q->qc.prefetch);
+}
+
 /* How many more slots the queue could use now: up to its cap, and only as
- * many as it has buffered while it cannot fetch. */
+ * many as it has buffered while it cannot fetch, or as the fetch gate lets
+ * it take on top of them. */
 static unsigned
 qw_queue_room(const struct qw_queue *q)
 {
 	unsigned used = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] + q->asked_slots;
 	unsigned cap = qw_queue_cap(q), room = used < cap ? cap - used : 0;
+	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_queue_settle_room(q);
 
-	if (q->fetch != QW_FETCH_IDLE && room > q->recs.n[QW_REC_BUFFERED])
-		room = q->recs.n[QW_REC_BUFFERED];
+	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
+		room = nbuf;
+	if (room > nbuf && room - nbuf > gate)
+		room = nbuf + gate;
 	return room;
 }
 
@@ -350,9 +386,14 @@ qw_pool_fill(struct qw_pool *pool)
 		unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
 		unsigned nbuf = q->recs.n[QW_REC_BUFFERED];
 		unsigned extra = q->qc.prefetch > nbuf ? q->qc.prefetch - nbuf : 0;
+		unsigned gate = qw_queue_settle_room(q);
 		/* Refill the buffer once it is half empty, not for every job. */
 		if (extra * 2 < q->qc.prefetch)
 			extra = 0;
+		if (rest > gate)
+			rest = gate;
+		if (extra > gate - rest)
+			extra = gate - rest;
 		if (q->fetch != QW_FETCH_IDLE || rest + extra == 0)
 			continue;
 		if (qw_queue_fetch(q, rest, extra) < 0)
@@ -466,13 +507,21 @@ static void
 qw_promote_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
+	const char *err;
 
 	if (reply == NULL)
 		return;
-	if (reply->type == REDIS_REPLY_ERROR)
-		qw_log_err("queue %s: moving due scheduled jobs failed: %s", q->qc.name,
-		    qw_redis_errstr(r, reply));
-	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= QW_PROMOTE_LIMIT)
+	if (reply->type == REDIS_REPLY_ERROR) {
+		/* It runs five times a second: say so once per problem. */
+		err = qw_redis_errstr(r, reply);
+		if (qw_pool_problem(&q->promote_err, err))
+			qw_log_err("queue %s: moving due scheduled jobs failed: %s (retrying)",
+			    q->qc.name, err);
+		return;
+	}
+	if (qw_pool_problem(&q->promote_err, NULL))
+		qw_log_notice("queue %s: moving due scheduled jobs works again", q->qc.name);
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= QW_PROMOTE_LIMIT)
 		event_active(q->promote_ev, EV_TIMEOUT, 0);
 }
 
@@ -554,7 +603,7 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	}
 	q->promote_ev = event_new(pool->base, -1, EV_PERSIST, qw_promote_cb, q);
 	q->fetch_retry_ev = evtimer_new(pool->base, qw_queue_fetch_retry_cb, q);
-	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_flush_cb, pool);
+	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->promote_ev == NULL || q->fetch_retry_ev == NULL || q->settle_retry_ev == NULL)
 		return -1;
 	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
@@ -584,6 +633,9 @@ qw_queue_fini(struct qw_queue *q)
 	if (q->lease_ev != NULL)
 		event_free(q->lease_ev);
 	free(q->reaping);
+	free(q->promote_err);
+	free(q->fetch_err);
+	qw_settle_fini(q);
 	for (int k = 0; k < K_COUNT; k++)
 		free(q->key[k]);
 }
@@ -809,6 +861,15 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 		off += (size_t)(q->pending >= 0 ?
 		    snprintf(buf + off, len - off, " %s=%lld", q->qc.name, (long long)q->pending) :
 		    snprintf(buf + off, len - off, " %s=?", q->qc.name));
+	}
+	for (size_t i = 0; i < pool->nqueues && off < len; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		const char *why;
+		unsigned held = qw_settle_held(q, &why);
+		if (held > 0)
+			off += (size_t)snprintf(buf + off, len - off, "; %s: %s%u results cannot be "
+			    "written: %s", q->qc.name, qw_queue_settle_room(q) == 0 ?
+			    "fetching stopped: " : "", held, why);
 	}
 	if (pool->policy_warning != NULL && off < len)
 		snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);

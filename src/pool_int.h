@@ -72,6 +72,53 @@ enum qw_fetch_state {
 	QW_FETCH_NSTATES
 };
 
+/* Whether the keys a queue's results go to can take them (settle.c). Every
+ * settle reply says which of pending, scheduled, dead and stats hold the
+ * wrong type (a producer's SET on them, say). A result whose key does is
+ * left in the active hash untouched and its record stays FINISHED here
+ * (held), sent again with a backoff; counts that stats cannot take are
+ * owed and go with a later call. Moved only by qw_settle_keys_move:
+ *   UNCHECKED -> OK, WRONG   the first settle reply
+ *   OK        -> WRONG       a key holds the wrong type, or the call failed
+ *   WRONG     -> WRONG       another problem (logged once per problem)
+ *   WRONG     -> OK          a reply found every key right again
+ * Outside OK the queue's fetches count its unwritten results as taken, so
+ * its active hash stays within concurrency + prefetch (qw_settle_gate):
+ * fetching stops while results cannot be written, and goes on by itself
+ * as they are. UNCHECKED is strict too, so a key already wrong at start
+ * never lets the bound slip while the first reply is on its way. */
+enum qw_keys_state {
+	QW_KEYS_UNCHECKED,
+	QW_KEYS_OK,
+	QW_KEYS_WRONG,
+};
+
+/* The keys a result needs besides the active hash, as the settle script
+ * reports them (its bits are the script's). QW_BAD_CALL: the whole call
+ * failed (the active hash holds the wrong type, or Redis refused it). */
+#define QW_BAD_PENDING 1u
+#define QW_BAD_SCHEDULED 2u
+#define QW_BAD_DEAD 4u
+#define QW_BAD_STATS 8u
+#define QW_BAD_CALL 16u
+
+#define QW_OWED_MAX 16
+/* A count stats could not take yet. */
+struct qw_owed {
+	char name[24];
+	uint64_t n;
+};
+
+struct qw_writable {
+	enum qw_keys_state state;
+	unsigned bad;		/* WRONG: QW_BAD_* */
+	char *why;		/* WRONG: which key and why, for the log and STATUS= (owned) */
+	uint64_t backoff_ms;	/* WRONG: the next retry of held results */
+	bool retry_due;		/* the retry fired: the next flush sends held results too */
+	unsigned nowed;
+	struct qw_owed owed[QW_OWED_MAX];
+};
+
 enum qw_lease_state {
 	QW_LEASE_NONE,		/* not checked yet */
 	QW_LEASE_CHECKING,	/* asking who holds our identity */
@@ -94,9 +141,11 @@ struct qw_queue {
 	bool blocking;		/* that wake-up is armed (subscribed) */
 	bool woken;		/* pending changed while a fetch was in flight */
 	unsigned sending;	/* settle calls in flight */
+	struct qw_writable wr;	/* settle.c's: whether results can be written */
 	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
 	void *plugin_state;
 	struct event *promote_ev, *lease_ev;
+	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
 	struct event *fetch_retry_ev, *settle_retry_ev;
 	enum qw_lease_state lease;
 	bool lease_warned;
@@ -141,6 +190,8 @@ void qw_queue_give_back(struct qw_queue *q);
 int qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to);
 /* Slots in use: running and cancelling jobs, and slots fetches asked for. */
 unsigned qw_pool_busy(const struct qw_pool *pool);
+/* The queue's concurrency: its own, else the pool's. */
+unsigned qw_queue_cap(const struct qw_queue *q);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */
@@ -157,8 +208,18 @@ int qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem
 /* REC moved to FINISHED: send it within QW_SETTLE_DELAY_US. */
 void qw_settle_soon(struct qw_queue *q);
 void qw_settle_flush_cb(evutil_socket_t fd, short what, void *arg);
+/* settle_retry_ev (ARG is the queue): held results go again. */
+void qw_settle_retry_cb(evutil_socket_t fd, short what, void *arg);
 /* Results not written yet: FINISHED and SETTLING records. */
 unsigned qw_settle_unwritten(const struct qw_pool *pool);
+/* The fetch gate: how many more jobs the queue may take now without its
+ * active hash holding more than BOUND (concurrency + prefetch) while its
+ * results may not be writable (see enum qw_keys_state); UINT_MAX when they
+ * are. */
+unsigned qw_settle_room(const struct qw_queue *q, unsigned bound);
+/* Held results (results that cannot be written now) and why, or 0. */
+unsigned qw_settle_held(const struct qw_queue *q, const char **why);
+void qw_settle_fini(struct qw_queue *q);
 
 /* lease.c */
 int qw_lease_init(struct qw_pool *pool);

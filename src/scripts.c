@@ -6,9 +6,12 @@
 
 #include "scripts.h"
 
-/* Every script first checks the types of the keys it writes, and refuses
+/* Every script first checks the types of the keys it needs, and refuses
  * with an error that names the key, before it changes anything: a producer
  * that ran SET on a queue key must not make a job vanish half-way through.
+ * A script checks only the keys it needs, so a wrong key stops only what
+ * uses it (SPEC 10); settle goes further and writes every result whose
+ * keys are right (below).
  * Scripts also write a job to its new place before removing it from the
  * old one. */
 #define QW_LUA_CHECK \
@@ -82,8 +85,10 @@
  * trims them off their lists. An element too large to run is buried on the
  * way (at most 100 per call, so Redis's work stays bounded); a count of
  * them, when there are any, follows the jobs in the reply. Dead and stats
- * are checked only then: a broken dead key stops only the queue whose next
- * job must be buried. */
+ * are checked only then: when either has the wrong type, the element stays
+ * where it is with everything behind it, the jobs in front of it are taken,
+ * and a call that can take none returns the error. A broken dead key so
+ * stops only a queue whose next job must be buried, and reorders nothing. */
 static const char qw_lua_fetch[] =
     QW_LUA_CHECK
     QW_LUA_BURY
@@ -93,27 +98,35 @@ static const char qw_lua_fetch[] =
     "local seq = tonumber(ARGV[2])\n"
     "local maxp, maxj = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local out, big, nc, np = {}, {}, 0, 0\n"
+    "local checked, why = false, nil\n"
     "local function take(e)\n"
     "  if #e > maxp and (#e > maxj or not string.find(e, '^%s*{')) then\n"
+    "    if not checked then\n"
+    "      checked = true\n"
+    "      why = check(KEYS[4], 'list') or check(KEYS[5], 'hash')\n"
+    "    end\n"
+    "    if why then return false end\n"
     "    big[#big + 1] = e\n"
     "  else\n"
     "    out[#out + 1] = e\n"
     "  end\n"
+    "  return true\n"
     "end\n"
     "local c = redis.call('LRANGE', KEYS[2], -n, -1)\n"
-    "for i = #c, 1, -1 do take(c[i]) end\n"
-    "nc = #c\n"
-    "while #out < n and #big < 100 do\n"
+    "for i = #c, 1, -1 do\n"
+    "  if not take(c[i]) then break end\n"
+    "  nc = nc + 1\n"
+    "end\n"
+    "while not why and #out < n and #big < 100 do\n"
     "  local want = n - #out\n"
     "  local p = redis.call('LRANGE', KEYS[1], -(np + want), -(np + 1))\n"
-    "  for i = #p, 1, -1 do take(p[i]) end\n"
-    "  np = np + #p\n"
+    "  for i = #p, 1, -1 do\n"
+    "    if not take(p[i]) then break end\n"
+    "    np = np + 1\n"
+    "  end\n"
     "  if #p < want then break end\n"
     "end\n"
-    "if #big > 0 then\n"
-    "  err = check(KEYS[4], 'list') or check(KEYS[5], 'hash')\n"
-    "  if err then return err end\n"
-    "end\n"
+    "if why and #out == 0 then return why end\n"
     "for i = 1, #out, 500 do\n"
     "  local args = {}\n"
     "  for j = i, math.min(i + 499, #out) do\n"
@@ -138,75 +151,116 @@ static const char qw_lua_fetch[] =
     "if #big > 0 then out[#out + 1] = #big end\n"
     "return out\n";
 
+/* Like QW_LUA_CHECK, but says what is wrong instead of refusing: nil when
+ * key K is absent or a WANT. */
+#define QW_LUA_WRONG \
+    "local function wrong(k, want)\n" \
+    "  local t = redis.call('TYPE', k)['ok']\n" \
+    "  if t ~= 'none' and t ~= want then return k .. ' holds a ' .. t .. ', not a ' .. want end\n" \
+    "end\n"
+
 /* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,
- * guard, the number of succeeded jobs K, their K fields, then per other job
- * five values: field, where ('p' pending tail, 's' scheduled, 'd' dead),
+ * guard, the number N of owed counts, N pairs (counter, count), the number
+ * of succeeded jobs K, their K fields, then per other job five values:
+ * field, where ('p' pending tail, 's' scheduled, 'd' dead, '' nowhere),
  * element, delay in ms, counters to bump (space separated). A job whose
  * field is gone (settled already, or recovered by another instance) is
  * skipped, so a batch sent twice changes nothing the second time. GUARD
  * names the dead instance whose jobs these are: when its lease is live
  * again the batch does nothing and returns -1. Succeeded jobs, the bulk of
- * the work, cost one HDEL for the lot. */
+ * the work, cost one HDEL for the lot.
+ *
+ * A key of the wrong type breaks only what needs it (SPEC 10): the active
+ * hash, which every result needs, fails the call with an error naming it;
+ * a job whose pending, scheduled or dead key is wrong stays in the active
+ * hash untouched (never in two keys, never in none), and counts that stats
+ * cannot take are handed back. Returns {written, wrong keys (bits: 1
+ * pending, 2 scheduled, 4 dead, 8 stats), why, {fields held}, {counter,
+ * count, ...} owed}. */
 static const char qw_lua_settle[] =
-    QW_LUA_CHECK
-    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'list') or check(KEYS[3], 'zset')\n"
-    "  or check(KEYS[4], 'list') or check(KEYS[5], 'hash')\n"
-    "if err then return err end\n"
+    QW_LUA_WRONG
+    "local w = wrong(KEYS[1], 'hash')\n"
+    "if w then return redis.error_reply('WRONGTYPE ' .. w) end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "if ARGV[2] ~= '' then\n"
+    "  w = wrong(KEYS[6], 'zset')\n"
+    "  if w then return redis.error_reply('WRONGTYPE ' .. w) end\n"
     "  local s = redis.call('ZSCORE', KEYS[6], ARGV[2])\n"
     "  if s and tonumber(s) > now then return -1 end\n"
     "end\n"
-    "local counts, dead, done = {}, 0, 0\n"
-    "local k = tonumber(ARGV[3])\n"
-    "if k > 0 then\n"
-    "  done = redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + k))\n"
-    "  if done > 0 then counts['succeeded'] = done end\n"
+    "local bad, why, mask = {}, {}, 0\n"
+    "local wants, bits = {'list', 'zset', 'list', 'hash'}, {1, 2, 4, 8}\n"
+    "for i = 1, 4 do\n"
+    "  w = wrong(KEYS[i + 1], wants[i])\n"
+    "  if w then bad[i + 1] = true; why[#why + 1] = w; mask = mask + bits[i] end\n"
     "end\n"
-    "for i = 4 + k, #ARGV, 5 do\n"
+    "local counts, dead, done, held = {}, 0, 0, {}\n"
+    "local n = tonumber(ARGV[3])\n"
+    "for i = 4, 3 + 2 * n, 2 do counts[ARGV[i]] = (counts[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end\n"
+    "local base = 4 + 2 * n\n"
+    "local k = tonumber(ARGV[base])\n"
+    "if k > 0 then\n"
+    "  done = redis.call('HDEL', KEYS[1], unpack(ARGV, base + 1, base + k))\n"
+    "  if done > 0 then counts['succeeded'] = (counts['succeeded'] or 0) + done end\n"
+    "end\n"
+    "local dests = {p = 2, s = 3, d = 4}\n"
+    "for i = base + 1 + k, #ARGV, 5 do\n"
     "  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
-    "    if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
-    "    elseif w == 's' then\n"
-    "      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[i + 3]), ARGV[i + 2])\n"
-    "    elseif w == 'd' then\n"
-    "      redis.call('LPUSH', KEYS[4], ARGV[i + 2])\n"
-    "      dead = dead + 1\n"
+    "    if dests[w] and bad[dests[w]] then held[#held + 1] = ARGV[i]\n"
+    "    else\n"
+    "      if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
+    "      elseif w == 's' then\n"
+    "        redis.call('ZADD', KEYS[3], now + tonumber(ARGV[i + 3]), ARGV[i + 2])\n"
+    "      elseif w == 'd' then\n"
+    "        redis.call('LPUSH', KEYS[4], ARGV[i + 2])\n"
+    "        dead = dead + 1\n"
+    "      end\n"
+    "      redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "      for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
+    "      done = done + 1\n"
     "    end\n"
-    "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
-    "    for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
-    "    done = done + 1\n"
     "  end\n"
     "end\n"
     "local cap = tonumber(ARGV[1])\n"
     "if dead > 0 and cap > 0 then redis.call('LTRIM', KEYS[4], 0, cap - 1) end\n"
-    "for c, v in pairs(counts) do redis.call('HINCRBY', KEYS[5], c, v) end\n"
-    "return done\n";
+    "local owed = {}\n"
+    "for c, v in pairs(counts) do\n"
+    "  if bad[5] then owed[#owed + 1] = c; owed[#owed + 1] = v\n"
+    "  else redis.call('HINCRBY', KEYS[5], c, v) end\n"
+    "end\n"
+    "return {done, mask, table.concat(why, '; '), held, owed}\n";
 
 /* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
- * the earliest is nearest the tail that workers take from. */
+ * the earliest is nearest the tail that workers take from (pending is
+ * needed only when some are due). */
 static const char qw_lua_promote[] =
     QW_LUA_CHECK
-    "local err = check(KEYS[1], 'zset') or check(KEYS[2], 'list')\n"
+    "local err = check(KEYS[1], 'zset')\n"
     "if err then return err end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
     "if #due > 0 then\n"
+    "  err = check(KEYS[2], 'list')\n"
+    "  if err then return err end\n"
     "  redis.call('LPUSH', KEYS[2], unpack(due))\n"
     "  redis.call('ZREM', KEYS[1], unpack(due))\n"
     "end\n"
     "return #due\n";
 
 /* KEYS: claim, pending. Gives never-started jobs back to the tail of
- * pending, oldest nearest the tail, so they run next. */
+ * pending, oldest nearest the tail, so they run next (pending is needed
+ * only when there are some). */
 static const char qw_lua_unclaim[] =
     QW_LUA_CHECK
-    "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list')\n"
+    "local err = check(KEYS[1], 'list')\n"
     "if err then return err end\n"
     "local items = redis.call('LRANGE', KEYS[1], 0, 999)\n"
     "if #items > 0 then\n"
+    "  err = check(KEYS[2], 'list')\n"
+    "  if err then return err end\n"
     "  redis.call('RPUSH', KEYS[2], unpack(items))\n"
     "  redis.call('LTRIM', KEYS[1], #items, -1)\n"
     "end\n"
@@ -237,11 +291,15 @@ static const char qw_lua_check[] =
  * instance, 'expired' or 'ours'. Gives the instance's claimed (never
  * started) jobs back to the tail of pending, then drops its lease once it
  * holds no job; with 'expired' only while the lease is still expired.
+ * Pending is needed (and its type checked) only when there are claimed
+ * jobs to give back, so a wrong pending does not keep a drained instance's
+ * lease.
  * Returns 1 when dropped (or already gone), 0 while jobs remain, -1 when
  * the instance is alive again. */
 static const char qw_lua_forget[] =
     QW_LUA_CHECK
-    "local err = check(KEYS[4], 'list') or check(KEYS[5], 'list')\n"
+    "local err = check(KEYS[1], 'zset') or check(KEYS[2], 'hash') or check(KEYS[3], 'hash')\n"
+    "  or check(KEYS[4], 'list')\n"
     "if err then return err end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -249,6 +307,8 @@ static const char qw_lua_forget[] =
     "if s and ARGV[2] == 'expired' and tonumber(s) > now then return -1 end\n"
     "local c = redis.call('LRANGE', KEYS[4], 0, -1)\n"
     "if #c > 0 then\n"
+    "  err = check(KEYS[5], 'list')\n"
+    "  if err then return err end\n"
     "  for i = 1, #c, 500 do\n"
     "    redis.call('RPUSH', KEYS[5], unpack(c, i, math.min(i + 499, #c)))\n"
     "  end\n"

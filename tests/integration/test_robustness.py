@@ -33,7 +33,7 @@ def test_wrong_key_type_loses_nothing(r, daemon, tmp):
     d.start()
     r.set("qw:{t}:dead", "oops")
     r.lpush("qw:{t}:pending", '{"payload":"x","timeout":"soon"}')
-    d.wait_log("WRONGTYPE key qw:{t}:dead holds a string, not a list")
+    d.wait_log("results cannot be written: qw:{t}:dead holds a string, not a list")
     assert r.hlen("qw:{t}:active:test-1") == 1        # kept, not dropped
     r.delete("qw:{t}:dead")
     wait_until(lambda: r.llen("qw:{t}:dead") == 1, 10, what="dead once the key is fixed")
