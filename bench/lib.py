@@ -43,7 +43,13 @@ QUICK = os.environ.get("BENCH_QUICK", "0") == "1"
 SCALE = 10 if QUICK else 1
 REPS = env_int("BENCH_REPS", 1 if QUICK else 3)
 CONC = 10
-PREFETCH = 256
+# Every figure is measured with the shipped defaults: prefetch is left out of
+# the config (prefetch = auto) unless BENCH_PREFETCH sets it. The no-op drain
+# is measured once more with TUNED_PREFETCH, shown in rows labelled "tuned"
+# (BENCH_TUNED=0 skips them).
+PREFETCH = os.environ.get("BENCH_PREFETCH") or None
+TUNED = os.environ.get("BENCH_TUNED", "1") != "0"
+TUNED_PREFETCH = env_int("BENCH_TUNED_PREFETCH", 256)
 N_DRAIN = env_int("BENCH_N", 500000 // SCALE)
 N_EXEC = env_int("BENCH_EXEC_N", 20000 // SCALE)
 N_LAT = env_int("BENCH_LAT_N", 1000 // SCALE)
@@ -281,12 +287,14 @@ def enqueue(r, n, start=0, batch=1000, per_pipeline=50):
 
 # --------------------------------------------------------------------------- qworkerd
 def write_conf(tmp, rs, transport, handler_line, tag, conc=CONC, prefetch=PREFETCH):
+    """PREFETCH None leaves the key out: the shipped default."""
     path = os.path.join(tmp, "qworkerd-%s.conf" % tag)
     with open(path, "w") as f:
         f.write("[redis]\naddress = %s\n\n"
                 "[workers]\nconcurrency = %d\nlog_level = warning\nshutdown_timeout = 5s\n"
                 "instance = bench\n\n"
-                "[queue %s]\n%s\nprefetch = %d\n" % (rs.address(transport), conc, QUEUE, handler_line, prefetch))
+                "[queue %s]\n%s\n%s" % (rs.address(transport), conc, QUEUE, handler_line,
+                                          "" if prefetch is None else "prefetch = %s\n" % prefetch))
     return path
 
 
@@ -352,7 +360,7 @@ def wait_count(r, key, field, n, timeout, daemon, interval=0.01, on_first=None):
         time.sleep(interval)
 
 
-def drain(tmp, rs, transport, handler_line, n, tag, timeout):
+def drain(tmp, rs, transport, handler_line, n, tag, timeout, prefetch=PREFETCH):
     r = rs.client(transport)
     r.flushall()
     t = time.monotonic()
@@ -360,7 +368,7 @@ def drain(tmp, rs, transport, handler_line, n, tag, timeout):
     enq_s = time.monotonic() - t
     if r.llen(K_PENDING) != n:
         raise RuntimeError("pending holds %d, expected %d" % (r.llen(K_PENDING), n))
-    conf = write_conf(tmp, rs, transport, handler_line, tag)
+    conf = write_conf(tmp, rs, transport, handler_line, tag, prefetch=prefetch)
     rc0 = rs.cpu()
     first = {}
 
@@ -411,14 +419,20 @@ def build_helpers(tmp):
 
 # --------------------------------------------------------------------------- the measurements
 def m_noop(tmp, rs, rep):
+    """The no-op drain with the config's prefetch (the default), then, when TUNED,
+    with prefetch = TUNED_PREFETCH (keys "tuned_unix", "tuned_tcp")."""
     out = {}
-    for transport in ("unix", "tcp"):
-        log("no-op drain, %d jobs, %s, run %d/%d" % (N_DRAIN, transport, rep + 1, REPS))
-        out[transport] = drain(tmp, rs, transport, "plugin = %s" % NOOP_SO, N_DRAIN,
-                               "noop-%s-%d" % (transport, rep), timeout=max(60, N_DRAIN / 2000))
-        x = out[transport]
-        log("  %.0f jobs/s (steady %.0f), qworkerd %.3f / redis %.3f CPU s per 100k" % (
-            x["jobs_per_s"], x["steady_jobs_per_s"] or 0, x["qworkerd_cpu_s_per_100k"], x["redis_cpu_s_per_100k"]))
+    kinds = [("", PREFETCH)] + ([("tuned_", TUNED_PREFETCH)] if TUNED else [])
+    for kind, prefetch in kinds:
+        for transport in ("unix", "tcp"):
+            log("no-op drain, %d jobs, %s, prefetch %s, run %d/%d" % (
+                N_DRAIN, transport, "unset (default)" if prefetch is None else prefetch, rep + 1, REPS))
+            x = out[kind + transport] = drain(tmp, rs, transport, "plugin = %s" % NOOP_SO, N_DRAIN,
+                                              "noop-%s%s-%d" % (kind, transport, rep),
+                                              timeout=max(60, N_DRAIN / 2000), prefetch=prefetch)
+            log("  %.0f jobs/s (steady %.0f), qworkerd %.3f / redis %.3f CPU s per 100k" % (
+                x["jobs_per_s"], x["steady_jobs_per_s"] or 0, x["qworkerd_cpu_s_per_100k"],
+                x["redis_cpu_s_per_100k"]))
     return out
 
 
@@ -731,6 +745,13 @@ def build_rows(res):
                  "%.3f / %.3f" % (nt["qworkerd_cpu_s_per_100k"], nt["redis_cpu_s_per_100k"]), "", ""))
     rows.append(("", "  steady state, TCP (first to last success, as the peers count)",
                  "%s jobs/s" % fnum(nt["steady_jobs_per_s"]), "", ""))
+    for transport, label in (("unix", "unix socket"), ("tcp", "TCP 127.0.0.1")):
+        x = R.get("noop_tuned_" + transport)
+        if x:
+            rows.append(("", "  tuned, not the default: prefetch = %d, %s" % (TUNED_PREFETCH, label),
+                         "%s jobs/s" % fnum(x["jobs_per_s"]), "", ""))
+            rows.append(("", "    qworkerd / redis-server CPU s per 100k jobs",
+                         "%.3f / %.3f" % (x["qworkerd_cpu_s_per_100k"], x["redis_cpu_s_per_100k"]), "", ""))
     if bull:
         ratio = nt["jobs_per_s"] / bull["jobs_per_s"]
         rows.append(("", "  vs BullMQ in this run (%s jobs/s, TCP)" % fnum(bull["jobs_per_s"]),
@@ -800,8 +821,9 @@ def header_lines(res):
         ("software", "qworkerd %s (CFLAGS %s), redis-server %s, gcc %s, Python %s" % (
             m["qworkerd"], m["cflags"] or "?", m["redis"], m["gcc"], m["python"])),
         ("setup", "private redis-server (--save '' --appendonly no) on a unix socket and on 127.0.0.1;"
-         " qworkerd concurrency %d, prefetch %d, log_level warning; %s" % (
-             CONC, PREFETCH, "each figure is the median of %d runs" % REPS if REPS > 1 else "one run per figure")),
+         " qworkerd concurrency %d, %s, log_level warning; %s" % (
+             CONC, "prefetch unset (the default, auto)" if PREFETCH is None else "prefetch %s (BENCH_PREFETCH)" % PREFETCH,
+             "each figure is the median of %d runs" % REPS if REPS > 1 else "one run per figure")),
     ]
 
 
@@ -844,6 +866,11 @@ def notes(res):
         "Pickup latency: payload = time.time_ns() taken just before LPUSH (redis-py, unix socket);"
         " the handler reads CLOCK_REALTIME first thing (bench/stamp.c plugin; bench/stamp_exec.c as exec handler).",
     ]
+    if PREFETCH is None:
+        n.append("Prefetch: every figure is measured with the shipped default (no prefetch key: prefetch = auto);"
+                 " only the rows marked \"tuned\" set prefetch = %d, which a user has to choose." % TUNED_PREFETCH
+                 if TUNED else "Prefetch: every figure is measured with the shipped default (no prefetch key:"
+                 " prefetch = auto).")
     if (res.get("peers") or {}).get("summary"):
         n.append("Peers: ../shared/bench/peers/run-all.sh STEPS=throughput ONLY=\"%s\" REPS=%d, run on a copy"
                  " in a temp dir, with its own redis-server (same flags) on 127.0.0.1:%s." % (
@@ -858,6 +885,9 @@ def medians(runs):
     out = {}
     out["noop_unix"] = med_dict([r["unix"] for r in runs["noop"]])
     out["noop_tcp"] = med_dict([r["tcp"] for r in runs["noop"]])
+    for transport in ("unix", "tcp"):
+        if "tuned_" + transport in runs["noop"][0]:
+            out["noop_tuned_" + transport] = med_dict([r["tuned_" + transport] for r in runs["noop"]])
     out["exec"] = med_dict([r["exec"] for r in runs["exec"]])
     out["spawn_per_s"] = median([r["spawn"]["per_s"] for r in runs["exec"]])
     out["exec_ratio"] = median([r["exec"]["jobs_per_s"] / r["spawn"]["per_s"] for r in runs["exec"]])
@@ -914,7 +944,8 @@ def main():
     signal.alarm(0)
 
     res = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(T_START)), machine=mach, reps=REPS,
-               config=dict(concurrency=CONC, prefetch=PREFETCH, n_drain=N_DRAIN, n_exec=N_EXEC, n_latency=N_LAT,
+               config=dict(concurrency=CONC, prefetch=PREFETCH or "default",
+                           tuned_prefetch=TUNED_PREFETCH if TUNED else None, n_drain=N_DRAIN, n_exec=N_EXEC, n_latency=N_LAT,
                            latency_gap_ms=LAT_GAP * 1000, n_mem=[N_MEM1, N_MEM2], n_redisbench=N_RB),
                runs=runs)
     if want_peers:

@@ -23,7 +23,7 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN };
+enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
 
 struct qw_conf_key {
@@ -64,7 +64,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	QK("max_payload", T_SIZE, max_payload, 1, 256ULL << 20),
 	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
 	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
-	QK("prefetch", T_UINT, prefetch, 0, 10000),
+	QK("prefetch", T_PREFETCH, prefetch, 0, 10000),
 };
 
 struct qw_conf_parser {
@@ -410,10 +410,12 @@ qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
 
 	switch (k->type) {
 	case T_UINT:
+	case T_PREFETCH:
 		errno = 0;
 		v = isdigit((unsigned char)*val) ? strtoull(val, &end, 10) : (end = (char *)val, 0);
 		if (errno != 0 || *end != '\0' || end == val)
-			return qw_conf_fail(p, p->line, "%s: '%s' is not a whole number", k->name, val);
+			return qw_conf_fail(p, p->line, "%s: '%s' is not a whole number%s", k->name, val,
+			    k->type == T_PREFETCH ? " or auto" : "");
 		if (v < k->min || v > k->max)
 			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llu to %llu)",
 			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
@@ -487,6 +489,11 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		*(int *)((char *)base + k->off) = lvl;
 		return 0;
 	}
+	case T_PREFETCH:
+		if (strcmp(val, "auto") != 0)
+			return qw_conf_set_number(p, k, base, val);
+		*(unsigned *)((char *)base + k->off) = QW_PREFETCH_AUTO;
+		return 0;
 	case T_HANDLER:
 		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
 	case T_PLUGIN: {
@@ -520,6 +527,9 @@ qw_conf_queue_defaults(struct qw_queue_conf *q)
 	q->max_payload = 1 << 20;
 	q->max_interruptions = 10;
 	q->dead_max = 10000;
+	/* Users run defaults: a fixed number fits either short jobs (a large
+	 * buffer) or long ones (none), never both. */
+	q->prefetch = QW_PREFETCH_AUTO;
 }
 
 /* Checks what a finished section must have. */

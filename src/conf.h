@@ -2,10 +2,13 @@
 #ifndef QW_CONF_H
 #define QW_CONF_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define QW_QUEUE_NAME_MAX 64
+/* prefetch = auto: the pool sizes the buffer from what it measures. */
+#define QW_PREFETCH_AUTO UINT_MAX
 
 struct qw_plugin;
 
@@ -22,7 +25,7 @@ struct qw_queue_conf {
 	uint64_t max_payload;
 	unsigned max_interruptions;
 	uint64_t dead_max;
-	unsigned prefetch;	/* jobs taken ahead of free slots */
+	unsigned prefetch;	/* jobs taken ahead of free slots, or QW_PREFETCH_AUTO */
 };
 
 struct qw_conf {

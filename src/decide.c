@@ -73,3 +73,39 @@ qw_decide_share(struct qw_share *qs, size_t n, unsigned free_slots, unsigned *wa
 		free_slots--;
 	}
 }
+
+/* How many round trips' worth of jobs the buffer holds. It is refilled once
+ * half empty, so the half left covers four round trips: a fetch four times
+ * slower than its average still comes back before the workers run out, and
+ * a job taken ahead starts within about eight round trips. */
+#define QW_PREFETCH_ROUND_TRIPS 8
+
+unsigned
+qw_decide_prefetch(const struct qw_prefetch_in *in)
+{
+	double per;
+
+	if (in->job_us == 0 || in->fetch_us == 0)
+		return 0;
+	/* Jobs that end while one fetch is on its way (in floating point: no
+	 * product of measured times can overflow it). Below one, a fetch per
+	 * free slot keeps up, and a job taken ahead would only wait here while
+	 * another instance could run it. */
+	per = (double)in->slots * (double)in->fetch_us / (double)in->job_us;
+	if (per < 1)
+		return 0;
+	per *= QW_PREFETCH_ROUND_TRIPS;
+	return per < in->max ? (unsigned)per : in->max;
+}
+
+uint64_t
+qw_decide_smooth(uint64_t avg, uint64_t sample, unsigned up, unsigned down)
+{
+	if (avg == 0)
+		avg = sample;
+	else if (sample > avg)
+		avg += (sample - avg) >> up;
+	else
+		avg -= (avg - sample) >> down;
+	return avg ? avg : 1;
+}

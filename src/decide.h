@@ -1,12 +1,13 @@
 /* decide.h - the pool's decisions as pure functions, so each is tested on
  * its own (tests/unit/test_decide.c): what a handler's end means for its job
- * (SPEC 4), and which queue gets the free slots. Backoff is
- * qw_job_backoff_ms in job.h. */
+ * (SPEC 4), which queue gets the free slots, and how many jobs a queue takes
+ * ahead of them (prefetch = auto). Backoff is qw_job_backoff_ms in job.h. */
 #ifndef QW_DECIDE_H
 #define QW_DECIDE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* How a handler ended, as far as the job is concerned. */
 enum qw_result {
@@ -54,5 +55,26 @@ struct qw_share {
  * upstream algorithm), at most ROOM each; WANT[i] gets queue i's share.
  * Updates each cw. */
 void qw_decide_share(struct qw_share *qs, size_t n, unsigned free_slots, unsigned *want);
+
+/* What prefetch = auto knows of a queue. Times are smoothed measurements on
+ * the monotonic clock (qw_decide_smooth), in microseconds; 0: none yet. */
+struct qw_prefetch_in {
+	uint64_t job_us;	/* from a job's start to its end */
+	uint64_t fetch_us;	/* from sending a fetch to its reply */
+	unsigned slots;		/* the queue's slots */
+	unsigned max;		/* the bound */
+};
+
+/* How many jobs to keep taken ahead of free slots: while jobs end faster
+ * than a fetch comes back, enough that the slots never wait for Redis (what
+ * ends during eight round trips, as the buffer is refilled once half empty);
+ * none while fewer than one job ends per round trip, and none until both
+ * times are known. At most MAX. */
+unsigned qw_decide_prefetch(const struct qw_prefetch_in *in);
+
+/* A moving average of durations: AVG moved by 1/2^UP of the way to a SAMPLE
+ * above it, by 1/2^DOWN to one below it. AVG 0 (none yet) takes SAMPLE;
+ * a result of 0 is 1, so that it still says "measured". */
+uint64_t qw_decide_smooth(uint64_t avg, uint64_t sample, unsigned up, unsigned down);
 
 #endif

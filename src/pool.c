@@ -225,6 +225,8 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 
 	q->asked = q->asked_slots = 0;
 	q->woken = false;
+	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY)
+		q->fetch_us = qw_decide_smooth(q->fetch_us, qw_clock_mono_us() - q->asked_us, 3, 3);
 	if (reply == NULL) {
 		/* Whatever the script took is in the active hash: reconcile finds it. */
 		qw_queue_fetch_move(q, QW_FETCH_OFF);
@@ -300,6 +302,7 @@ qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
 	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 5, 11, argv, NULL) < 0)
 		return -1;
 	qw_queue_fetch_move(q, QW_FETCH_ASKING);
+	q->asked_us = qw_clock_mono_us();
 	q->first_seq = pool->seq;
 	pool->seq += n;
 	q->asked = n;
@@ -318,7 +321,7 @@ qw_queue_cap(const struct qw_queue *q)
 static unsigned
 qw_queue_settle_room(const struct qw_queue *q)
 {
-	return qw_settle_room(q, qw_queue_cap(q) + q->qc.prefetch);
+	return qw_settle_room(q, qw_queue_cap(q) + qw_queue_prefetch(q));
 }
 
 /* How many more slots the queue could use now: up to its cap, and only as
@@ -370,6 +373,50 @@ qw_queue_start_buffered(struct qw_queue *q, unsigned n)
 	return started;
 }
 
+/* ---- prefetch ---------------------------------------------------------- */
+
+void
+qw_queue_job_ran(struct qw_queue *q, uint64_t started_us)
+{
+	/* A longer run counts at once, a shorter one slowly: taking long jobs
+	 * ahead keeps them from idle instances, while too small a buffer for
+	 * short ones costs only some speed until it grows again. */
+	q->job_us = qw_decide_smooth(q->job_us, qw_clock_mono_us() - started_us, 1, 3);
+}
+
+/* How many jobs Q keeps taken ahead of its free slots: its prefetch, or
+ * with prefetch = auto what qw_decide_prefetch makes of the times measured. */
+unsigned
+qw_queue_prefetch(const struct qw_queue *q)
+{
+	unsigned cap = qw_queue_cap(q);
+	struct qw_prefetch_in in = { .job_us = q->job_us, .fetch_us = q->fetch_us,
+		.slots = cap < q->pool->concurrency ? cap : q->pool->concurrency,
+		.max = QW_FETCH_MAX };
+
+	return q->qc.prefetch != QW_PREFETCH_AUTO ? q->qc.prefetch : qw_decide_prefetch(&in);
+}
+
+/* qw_queue_prefetch, and the log line when auto has moved it far. */
+static unsigned
+qw_queue_ahead(struct qw_queue *q)
+{
+	unsigned ahead = qw_queue_prefetch(q);
+
+	if (q->qc.prefetch != QW_PREFETCH_AUTO)
+		return ahead;
+	/* Said when it has doubled or halved since it was last said, not
+	 * each time it moves by one. */
+	if (ahead > 2 * q->ahead_said || ahead < q->ahead_said / 2 ||
+	    (ahead == 0) != (q->ahead_said == 0)) {
+		qw_log_debug("queue %s: prefetch %u (a job takes %lluus, a fetch %lluus)",
+		    q->qc.name, ahead, (unsigned long long)q->job_us,
+		    (unsigned long long)q->fetch_us);
+		q->ahead_said = ahead;
+	}
+	return ahead;
+}
+
 /* Fills free slots: from the buffers first, then by fetching (one script
  * call per queue, with the queue's prefetch on top). A job that ends while
  * it starts (a malformed one) marks the pool dirty again. */
@@ -384,11 +431,11 @@ qw_pool_fill(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
-		unsigned nbuf = q->recs.n[QW_REC_BUFFERED];
-		unsigned extra = q->qc.prefetch > nbuf ? q->qc.prefetch - nbuf : 0;
+		unsigned nbuf = q->recs.n[QW_REC_BUFFERED], ahead = qw_queue_ahead(q);
+		unsigned extra = ahead > nbuf ? ahead - nbuf : 0;
 		unsigned gate = qw_queue_settle_room(q);
 		/* Refill the buffer once it is half empty, not for every job. */
-		if (extra * 2 < q->qc.prefetch)
+		if (extra * 2 < ahead)
 			extra = 0;
 		if (rest > gate)
 			rest = gate;

@@ -44,6 +44,7 @@ struct qw_run {
 	bool in_thread;		/* work is with a worker thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
+	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_queue_job_ran) */
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_queue_fetch_move
@@ -136,6 +137,11 @@ struct qw_queue {
 	unsigned asked;		/* ASKING: jobs it asked for */
 	unsigned asked_slots;	/* of which slots reserved to run them at once */
 	uint64_t first_seq;	/* the sequence number of its first job */
+	uint64_t asked_us;	/* ASKING: when (monotonic) */
+	/* prefetch = auto: a job's run and a fetch's round trip, smoothed
+	 * (microseconds, 0: not measured yet), and the buffer size last logged. */
+	uint64_t job_us, fetch_us;
+	unsigned ahead_said;
 	int cw;			/* smooth weighted round robin */
 	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
 	bool blocking;		/* that wake-up is armed (subscribed) */
@@ -192,6 +198,12 @@ int qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to);
 unsigned qw_pool_busy(const struct qw_pool *pool);
 /* The queue's concurrency: its own, else the pool's. */
 unsigned qw_queue_cap(const struct qw_queue *q);
+/* How many jobs it takes ahead of its free slots now (prefetch, or auto's
+ * current choice). */
+unsigned qw_queue_prefetch(const struct qw_queue *q);
+/* A job of Q that started at STARTED_US (monotonic) has ended: prefetch =
+ * auto learns how long jobs take. */
+void qw_queue_job_ran(struct qw_queue *q, uint64_t started_us);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */

@@ -135,6 +135,7 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	uint64_t delay = 0;
 
 	qw_decide_outcome(&in, &o);
+	qw_queue_job_ran(q, run->started_us);
 	pool->processed++;
 	if (o.attempt != run->job.attempt)
 		pool->failed++;
@@ -411,6 +412,7 @@ qw_run_start(struct qw_rec *rec)
 		qw_run_forget(rec);
 		return;
 	}
+	run->started_us = qw_clock_mono_us();
 	if (run->job.error != NULL) {
 		qw_log_err("job %s/%s: %s; moved to dead%s", q->qc.name, run->job.id, run->job.error,
 		    run->job.verbatim ? " exactly as it was pushed" : "");

@@ -570,7 +570,33 @@ test_load_defaults(void **state)
 	assert_int_equal(q->max_payload, 1ULL << 20);
 	assert_int_equal(q->max_interruptions, 10);
 	assert_int_equal(q->dead_max, 10000);
+	assert_int_equal(q->prefetch, QW_PREFETCH_AUTO);
 	qw_conf_free(c);
+}
+
+/* prefetch is a number (fixed, as before) or auto, the default. */
+static void
+test_load_prefetch(void **state)
+{
+	struct qw_conf *c;
+
+	(void)state;
+	c = load_ok("prefetch.conf",
+	    "[queue a]\nhandler = /bin/true\nprefetch = 0\n"
+	    "[queue b]\nhandler = /bin/true\nprefetch = 256 # tuned\n"
+	    "[queue c]\nhandler = /bin/true\nprefetch = auto\n"
+	    "[queue d]\nhandler = /bin/true\nprefetch = 10000\n");
+	assert_int_equal(c->queues[0].prefetch, 0);
+	assert_int_equal(c->queues[1].prefetch, 256);
+	assert_int_equal(c->queues[2].prefetch, QW_PREFETCH_AUTO);
+	assert_int_equal(c->queues[3].prefetch, 10000);
+	qw_conf_free(c);
+	load_fails("[queue q]\nhandler = /bin/true\nprefetch = 10001\n", 3,
+	    "prefetch", "out of range", NULL);
+	load_fails("[queue q]\nhandler = /bin/true\nprefetch = Auto\n", 3,
+	    "prefetch", "'Auto' is not a whole number or auto", NULL);
+	load_fails("[queue q]\nhandler = /bin/true\nprefetch = -1\n", 3, "prefetch", NULL);
+	load_fails("[queue q]\nhandler = /bin/true\nprefetch =\n", 3, "prefetch", "empty", NULL);
 }
 
 static void
@@ -1014,6 +1040,7 @@ main(void)
 		T(test_queue_names),
 		T(test_load_spec_example),
 		T(test_load_defaults),
+		T(test_load_prefetch),
 		T(test_load_several_queues),
 		T(test_load_comments_values),
 		T(test_err_unknown_section),

@@ -1,6 +1,6 @@
 /* test_decide.c - unit tests for src/decide.c (what a handler's end means
- * for its job, SPEC 4; the weighted share of free slots) and src/fmt.c
- * (numbers and durations as qworkerd writes them). */
+ * for its job, SPEC 4; the weighted share of free slots; prefetch = auto)
+ * and src/fmt.c (numbers and durations as qworkerd writes them). */
 #include "config.h"
 
 #include <setjmp.h>
@@ -148,6 +148,96 @@ test_share_respects_room(void **state)
 	assert_int_equal(want[0] + want[1] + want[2], 0);
 }
 
+static unsigned
+prefetch(uint64_t job_us, uint64_t fetch_us, unsigned slots)
+{
+	struct qw_prefetch_in in = { .job_us = job_us, .fetch_us = fetch_us, .slots = slots,
+		.max = 1000 };
+
+	return qw_decide_prefetch(&in);
+}
+
+static void
+test_prefetch_short_jobs_keep_eight_round_trips(void **state)
+{
+	/* 10 slots, 100us jobs, 200us fetches: 20 jobs end during one fetch. */
+	assert_int_equal(prefetch(100, 200, 10), 160);
+	/* 1ms jobs, 500us fetches: 5 end during one. */
+	assert_int_equal(prefetch(1000, 500, 10), 40);
+	/* Exactly one ends during a fetch. */
+	assert_int_equal(prefetch(2000, 200, 10), 8);
+	/* It grows as jobs get shorter and as fetches get slower. */
+	assert_true(prefetch(100, 200, 10) > prefetch(200, 200, 10));
+	assert_true(prefetch(200, 400, 10) > prefetch(200, 200, 10));
+	/* And with the slots. */
+	assert_true(prefetch(200, 200, 20) > prefetch(200, 200, 10));
+}
+
+static void
+test_prefetch_long_jobs_take_only_free_slots(void **state)
+{
+	/* Fewer than one job ends during a fetch: nothing ahead. */
+	assert_int_equal(prefetch(2001, 200, 10), 0);
+	assert_int_equal(prefetch(1000000, 300, 10), 0);
+	assert_int_equal(prefetch(30000000, 1000, 10000), 0);
+	/* Just below one job per fetch. */
+	assert_int_equal(prefetch(801, 200, 4), 0);
+	assert_int_equal(prefetch(800, 200, 4), 8);
+	/* Jobs that got long again: the buffer shrinks to nothing. */
+	assert_true(prefetch(50, 200, 4) > 0);
+	assert_int_equal(prefetch(5000, 200, 4), 0);
+}
+
+static void
+test_prefetch_unknown_until_measured(void **state)
+{
+	/* Until a job has ended and a fetch come back, only free slots. */
+	assert_int_equal(prefetch(0, 200, 10), 0);
+	assert_int_equal(prefetch(5, 0, 10), 0);
+	assert_int_equal(prefetch(0, 0, 10), 0);
+	/* A queue without slots takes nothing. */
+	assert_int_equal(prefetch(5, 200, 0), 0);
+}
+
+static void
+test_prefetch_bound(void **state)
+{
+	struct qw_prefetch_in in = { .job_us = 1, .fetch_us = 1000, .slots = 10, .max = 256 };
+
+	assert_int_equal(qw_decide_prefetch(&in), 256);
+	/* Noop jobs of 5us with 200us fetches would want 3200. */
+	assert_int_equal(prefetch(5, 200, 10), 1000);
+	assert_int_equal(prefetch(1, 1000000, 10000), 1000);
+	/* No overflow with absurd times. */
+	assert_int_equal(prefetch(1, UINT64_MAX, 10000), 1000);
+	assert_int_equal(prefetch(UINT64_MAX, UINT64_MAX, 1), 8);
+	in.max = 0;
+	assert_int_equal(qw_decide_prefetch(&in), 0);
+}
+
+static void
+test_smooth(void **state)
+{
+	uint64_t a = qw_decide_smooth(0, 100, 1, 3);
+
+	/* The first sample is taken as it is. */
+	assert_int_equal(a, 100);
+	/* Up by half the way, down by an eighth. */
+	assert_int_equal(qw_decide_smooth(100, 300, 1, 3), 200);
+	assert_int_equal(qw_decide_smooth(100, 20, 1, 3), 90);
+	assert_int_equal(qw_decide_smooth(100, 100, 1, 3), 100);
+	/* "Measured" stays apart from "not yet": never 0. */
+	assert_int_equal(qw_decide_smooth(0, 0, 1, 3), 1);
+	/* One long job among short ones: the average goes up at once and
+	 * comes down again over many short ones. */
+	a = 5;
+	a = qw_decide_smooth(a, 1000000, 1, 3);
+	assert_true(a >= 500000);
+	for (int i = 0; i < 200; i++)
+		a = qw_decide_smooth(a, 5, 1, 3);
+	assert_true(a < 50);
+}
+
 static void
 test_fmt_u64(void **state)
 {
@@ -189,6 +279,11 @@ main(void)
 		cmocka_unit_test(test_done_after_shutdown_is_a_success),
 		cmocka_unit_test(test_share_follows_weights),
 		cmocka_unit_test(test_share_respects_room),
+		cmocka_unit_test(test_prefetch_short_jobs_keep_eight_round_trips),
+		cmocka_unit_test(test_prefetch_long_jobs_take_only_free_slots),
+		cmocka_unit_test(test_prefetch_unknown_until_measured),
+		cmocka_unit_test(test_prefetch_bound),
+		cmocka_unit_test(test_smooth),
 		cmocka_unit_test(test_fmt_u64),
 		cmocka_unit_test(test_fmt_duration),
 	};
