@@ -13,11 +13,14 @@
  * was lost) go back untouched. */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lease.h"
@@ -61,6 +64,16 @@ qw_proc_starttime(long pid, unsigned long long *start)
 	return sscanf(p, "%llu", start) == 1 ? 0 : -1;
 }
 
+/* The inode of our pid namespace: a pid means the same process only to a
+ * process in the same one. 0 when it cannot be read. */
+static unsigned long long
+qw_pidns(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
 char *
 qw_lease_holder_info(void)
 {
@@ -70,31 +83,58 @@ qw_lease_holder_info(void)
 	gethostname(host, sizeof(host) - 1);
 	qw_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
 	qw_proc_starttime((long)getpid(), &start);
-	if (asprintf(&out, "%s\t%s\t%ld\t%llu", host, boot, (long)getpid(), start) < 0)
+	if (asprintf(&out, "%s\t%s\t%llu\t%ld\t%llu", host, boot, qw_pidns(), (long)getpid(),
+	    start) < 0)
 		return NULL;
 	return out;
 }
 
-int
-qw_lease_holder_gone(const char *info)
+/* Only a holder on this host, this boot and this pid namespace can be
+ * proved gone: a host name may be cloned on another machine, and a pid
+ * means nothing across namespaces. kill(pid, 0) tells whether the pid runs
+ * even where /proc hides it (hidepid, ProtectProc=invisible); a pid that
+ * runs but whose start time we cannot read proves nothing. */
+enum qw_holder
+qw_lease_holder_state(const char *info, char *why, size_t len)
 {
 	char host[256] = "", boot[64] = "", ihost[256], iboot[64];
 	long pid;
-	unsigned long long start, now_start;
+	unsigned long long ns, start, now_start;
 
-	if (sscanf(info, "%255[^\t]\t%63[^\t]\t%ld\t%llu", ihost, iboot, &pid, &start) != 4)
-		return 0;
+	if (sscanf(info, "%255[^\t]\t%63[^\t]\t%llu\t%ld\t%llu", ihost, iboot, &ns, &pid,
+	    &start) != 5 || pid <= 0) {
+		snprintf(why, len, "its holder info is not one this version can check");
+		return QW_HOLDER_UNKNOWN;
+	}
 	gethostname(host, sizeof(host) - 1);
-	if (strcmp(host, ihost) != 0)
-		return 0;
-	if (qw_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) == 0 &&
-	    strcmp(boot, iboot) != 0)
-		return 1;	/* the host rebooted since */
-	if (pid == (long)getpid())
-		return 0;
-	if (qw_proc_starttime(pid, &now_start) < 0)
-		return errno == ENOENT ? 1 : 0;
-	return now_start != start;	/* the pid was reused by another process */
+	if (strcmp(host, ihost) != 0) {
+		snprintf(why, len, "it runs on another host");
+		return QW_HOLDER_UNKNOWN;
+	}
+	if (qw_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) < 0 ||
+	    strcmp(boot, iboot) != 0) {
+		snprintf(why, len, "it has another boot id: another machine with this host name, "
+		    "or before a reboot");
+		return QW_HOLDER_UNKNOWN;
+	}
+	if (ns == 0 || ns != qw_pidns()) {
+		snprintf(why, len, "it runs in another pid namespace");
+		return QW_HOLDER_UNKNOWN;
+	}
+	if (pid != (long)getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+		snprintf(why, len, "pid %ld no longer runs", pid);
+		return QW_HOLDER_GONE;
+	}
+	if (qw_proc_starttime(pid, &now_start) < 0) {
+		snprintf(why, len, "pid %ld runs but is not visible here", pid);
+		return QW_HOLDER_UNKNOWN;
+	}
+	if (now_start != start) {
+		snprintf(why, len, "pid %ld now runs another process", pid);
+		return QW_HOLDER_GONE;
+	}
+	snprintf(why, len, "pid %ld still runs", pid);
+	return QW_HOLDER_LIVE;
 }
 
 /* ---- reconciling and recovering ------------------------------------------ */
@@ -149,6 +189,47 @@ qw_reply_dup(const redisReply *e)
 	return s;
 }
 
+/* Fences what this process still runs or holds for jobs that are gone from
+ * our active hash (REPLY, an HGETALL of it): another process took them
+ * over while our lease had lapsed. Their handlers are stopped and nothing
+ * is written for them; a buffered one is simply forgotten. Only fetch
+ * replies make records, and they come on this connection before REPLY, so
+ * every record looked at here was in the hash when it was read. */
+static unsigned
+qw_lease_drop_gone(struct qw_queue *q, const redisReply *reply)
+{
+	static const enum qw_rec_state live[] = { QW_REC_BUFFERED, QW_REC_RUNNING,
+		QW_REC_CANCELLING };
+	struct qw_rec *rec, *next;
+	unsigned ran = 0, buffered = 0;
+
+	for (size_t s = 0; s < 3; s++)
+		TAILQ_FOREACH(rec, &q->recs.list[live[s]], link)
+			rec->mark = 0;
+	for (size_t i = 0; i + 1 < reply->elements; i += 2)
+		if ((rec = qw_rec_find(&q->recs, reply->element[i]->str,
+		    reply->element[i]->len)) != NULL)
+			rec->mark = 1;
+	for (size_t s = 0; s < 3; s++)
+		for (rec = TAILQ_FIRST(&q->recs.list[live[s]]); rec != NULL; rec = next) {
+			next = TAILQ_NEXT(rec, link);
+			if (rec->mark)
+				continue;
+			if (rec->state == QW_REC_BUFFERED) {
+				buffered++;
+				qw_rec_free(&q->recs, rec);
+			} else {
+				ran++;
+				qw_run_fence(rec);
+			}
+		}
+	if (ran + buffered > 0)
+		qw_log_err("queue %s: fenced: %u running and %u buffered jobs were taken over by "
+		    "another process; they are stopped here and no result is written for them",
+		    q->qc.name, ran, buffered);
+	return ran + buffered;
+}
+
 static void
 qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -164,6 +245,7 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_queue_fetch_move(q, QW_FETCH_OFF);	/* the lease tick tries again */
 		return;
 	}
+	qw_lease_drop_gone(q, reply);
 	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
 		redisReply *f = reply->element[i], *e = reply->element[i + 1];
 		if (qw_rec_find(&q->recs, f->str, f->len) != NULL)
@@ -183,12 +265,14 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	qw_queue_fetch_move(q, QW_FETCH_IDLE);
 }
 
+/* Only while the lease is ours: the fields of an earlier process with our
+ * identity are then ours to recover. */
 void
 qw_lease_reconcile(struct qw_queue *q)
 {
 	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
 
-	if (q->fetch == QW_FETCH_OFF &&
+	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
 	    qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL) == 0)
 		qw_queue_fetch_move(q, QW_FETCH_RECONCILING);
 }
@@ -298,23 +382,117 @@ qw_reap_step(struct qw_queue *q)
 
 /* ---- our own lease ------------------------------------------------------- */
 
+static const char *const qw_lease_names[QW_LEASE_NSTATES] = {
+	[QW_LEASE_NONE] = "none", [QW_LEASE_TAKING] = "taking", [QW_LEASE_WAITING] = "waiting",
+	[QW_LEASE_HELD] = "held", [QW_LEASE_RELEASED] = "released",
+};
+
+#define B(s) (1u << (s))
+static const unsigned qw_lease_moves[QW_LEASE_NSTATES] = {
+	[QW_LEASE_NONE] = B(QW_LEASE_TAKING),
+	[QW_LEASE_TAKING] = B(QW_LEASE_HELD) | B(QW_LEASE_WAITING) | B(QW_LEASE_NONE),
+	[QW_LEASE_WAITING] = B(QW_LEASE_TAKING),
+	[QW_LEASE_HELD] = B(QW_LEASE_NONE) | B(QW_LEASE_RELEASED),
+};
+#undef B
+
+/* The only way to change q->lease (see pool_int.h). */
+static int
+qw_lease_move(struct qw_queue *q, enum qw_lease_state to)
+{
+	if (!(qw_lease_moves[q->lease] & (1u << to))) {
+		qw_log_err("queue %s: lease state cannot move from %s to %s (a bug)", q->qc.name,
+		    qw_lease_names[q->lease], qw_lease_names[to]);
+		assert(!"illegal lease state move");
+		return -1;
+	}
+	qw_log_debug("queue %s: lease %s -> %s", q->qc.name, qw_lease_names[q->lease],
+	    qw_lease_names[to]);
+	q->lease = to;
+	qw_pool_dirty(q->pool);
+	return 0;
+}
+
+/* Holder info as it may appear in a log line or STATUS=: fields apart by a
+ * space, other control bytes as '?', at most 200 bytes. */
 static void
-qw_lease_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_holder_printable(char *out, size_t len, const char *info)
+{
+	size_t n = 0;
+
+	for (; *info != '\0' && n + 1 < len && n < 200; info++) {
+		unsigned char c = (unsigned char)*info;
+		out[n++] = c == '\t' ? ' ' : c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	out[n] = '\0';
+}
+
+static void qw_lease_take(struct qw_queue *q, const char *proved);
+
+/* Recovering other instances' jobs waits until every renewal of our own
+ * lease has succeeded for lease_timeout plus a tick: after a Redis restart,
+ * a failover or an OOM spell that every instance survived, each has renewed
+ * its own lease again by then, and nothing is recovered. */
+static bool
+qw_lease_may_recover(const struct qw_queue *q)
+{
+	return q->lease_ok_ms > 0 && qw_clock_mono_ms() - q->lease_ok_ms >=
+	    (int64_t)q->pool->conf->lease_timeout_ms + QW_LEASE_TICK_MS;
+}
+
+static void
+qw_fence_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
+
+	/* Without a reply, the reconcile once the lease is ours again checks. */
+	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && qw_lease_drop_gone(q, reply) == 0)
+		qw_log_notice("queue %s: every job this process runs is still in its active hash: "
+		    "they go on", q->qc.name);
+}
+
+/* A renewal found our lease expired or held by another process: we may
+ * have been replaced (SPEC 10). Stop fetching, give back what is buffered,
+ * stop the runs whose jobs are gone, and take the lease again as at start;
+ * the runs whose jobs are still ours go on and settle normally. */
+static void
+qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
+{
+	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
+	const char *me = q->pool->conf->instance;
+	char who[256];
+
+	qw_holder_printable(who, sizeof(who), holder);
+	if (left < 0)
+		qw_log_err("queue %s: fenced: the lease of instance %s is gone from Redis; "
+		    "its jobs may have been recovered", q->qc.name, me);
+	else if (strcmp(holder, q->pool->holder) == 0)
+		qw_log_err("queue %s: fenced: the lease of instance %s (held by this process, %s) "
+		    "expired %lldms ago, while Redis was away or this process was stopped; "
+		    "its jobs may have been recovered", q->qc.name, me, who, -left);
+	else
+		qw_log_err("queue %s: fenced: the lease of instance %s is held by another process "
+		    "(%s)", q->qc.name, me, who);
+	qw_lease_move(q, QW_LEASE_NONE);
+	q->lease_ok_ms = 0;
+	/* A fetch in flight moves to OFF at its reply. */
+	if (q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
+		qw_queue_fetch_move(q, QW_FETCH_OFF);
+	qw_queue_give_back(q);
+	qw_redis_cmd(q->pool->redis, qw_fence_reply, q, 2, argv, NULL);
+	qw_lease_take(q, NULL);
+}
+
+static void
+qw_lease_reap_expired(struct qw_queue *q, const redisReply *list)
+{
 	const char *me = q->pool->conf->instance;
 
-	if (reply == NULL || q->lease != QW_LEASE_HELD)
+	if (q->reaping != NULL || qw_pool_stage(q->pool) >= QW_STAGE_DRAINING ||
+	    list->type != REDIS_REPLY_ARRAY || !qw_lease_may_recover(q))
 		return;
-	if (reply->type != REDIS_REPLY_ARRAY) {
-		qw_log_err("queue %s: renewing the lease failed: %s", q->qc.name,
-		    qw_redis_errstr(r, reply));
-		return;
-	}
-	if (q->reaping != NULL || qw_pool_stage(q->pool) >= QW_STAGE_DRAINING)
-		return;
-	for (size_t i = 0; i < reply->elements; i++) {
-		redisReply *e = reply->element[i];
+	for (size_t i = 0; i < list->elements; i++) {
+		const redisReply *e = list->element[i];
 		if (e->type != REDIS_REPLY_STRING || (strlen(me) == e->len &&
 		    memcmp(me, e->str, e->len) == 0))
 			continue;
@@ -328,6 +506,33 @@ qw_lease_reply(struct qw_redis *r, redisReply *reply, void *priv)
 }
 
 static void
+qw_lease_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (q->lease != QW_LEASE_HELD)
+		return;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER) {
+		if (reply != NULL)
+			qw_log_err("queue %s: renewing the lease failed: %s", q->qc.name,
+			    qw_redis_errstr(r, reply));
+		q->lease_ok_ms = 0;	/* it may lapse: no recovering others for a while */
+		return;
+	}
+	if (reply->element[0]->integer == 0) {
+		qw_lease_fenced(q, reply->element[1]->str ? reply->element[1]->str : "",
+		    reply->elements > 2 && reply->element[2]->type == REDIS_REPLY_INTEGER ?
+		    reply->element[2]->integer : -1);
+		return;
+	}
+	if (q->lease_ok_ms == 0)
+		q->lease_ok_ms = qw_clock_mono_ms();
+	qw_lease_reconcile(q);
+	qw_lease_reap_expired(q, reply->element[1]);
+}
+
+static void
 qw_lease_renew(struct qw_queue *q)
 {
 	const struct qw_conf *c = q->pool->conf;
@@ -336,59 +541,91 @@ qw_lease_renew(struct qw_queue *q)
 		q->pool->holder };
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
-	qw_redis_script(q->pool->redis, QW_SCRIPT_LEASE, qw_lease_reply, q, 2, 5, argv, NULL);
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_LEASE, qw_lease_reply, q, 2, 5, argv,
+	    NULL) < 0)
+		q->lease_ok_ms = 0;
 }
 
+/* Another process holds the lease: say so once, then wait and try again
+ * each tick; STATUS= shows the latest. */
 static void
-qw_lease_take(struct qw_queue *q)
+qw_lease_wait(struct qw_queue *q, const char *holder, long long left, enum qw_holder hs,
+    const char *why)
 {
-	q->lease = QW_LEASE_HELD;
-	qw_lease_renew(q);
-	qw_lease_reconcile(q);
+	char who[256], *text;
+
+	qw_holder_printable(who, sizeof(who), holder);
+	if (asprintf(&text, "waiting for the lease of instance %s, held by %s process (%s) "
+	    "for another %lldms: %s", q->pool->conf->instance,
+	    hs == QW_HOLDER_LIVE ? "a live" : "a process that cannot be proved gone, perhaps a live",
+	    who, left, why) < 0)
+		text = NULL;
+	if (q->lease_wait == NULL && text != NULL)
+		qw_log_warn("queue %s: %s; no jobs are taken meanwhile", q->qc.name, text);
+	if (text != NULL) {
+		free(q->lease_wait);
+		q->lease_wait = text;
+	}
+	qw_lease_move(q, QW_LEASE_WAITING);
 }
 
 static void
-qw_check_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_take_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
-	const char *me = q->pool->conf->instance;
+	const char *me = q->pool->conf->instance, *holder;
+	char why[160], who[256];
 	long long left;
-	const char *info;
+	enum qw_holder hs;
 
-	if (q->lease != QW_LEASE_CHECKING)
+	if (q->lease != QW_LEASE_TAKING)
 		return;
-	q->lease = QW_LEASE_NONE;	/* the next tick checks again */
-	if (reply == NULL)
-		return;
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-	    reply->element[0]->type != REDIS_REPLY_INTEGER) {
-		qw_log_err("queue %s: checking the lease of %s failed: %s", q->qc.name, me,
-		    qw_redis_errstr(r, reply));
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER ||
+	    reply->element[2]->type != REDIS_REPLY_INTEGER) {
+		if (reply != NULL)
+			qw_log_err("queue %s: taking the lease of %s failed: %s", q->qc.name, me,
+			    qw_redis_errstr(r, reply));
+		qw_lease_move(q, QW_LEASE_NONE);	/* the next tick tries again */
 		return;
 	}
-	left = reply->element[0]->integer;
-	info = reply->element[1]->str ? reply->element[1]->str : "";
-	if (left <= 0 || strcmp(info, q->pool->holder) == 0) {
-		qw_lease_take(q);
-	} else if (qw_lease_holder_gone(info)) {
-		qw_log_notice("queue %s: the previous holder of instance %s (%s) is gone: "
-		    "recovering its jobs now", q->qc.name, me, info);
-		qw_lease_take(q);
-	} else if (!q->lease_warned) {
-		q->lease_warned = true;
-		qw_log_warn("queue %s: instance %s is held by a live process (%s) for another %lldms; "
-		    "waiting for its lease", q->qc.name, me, info, left);
+	holder = reply->element[1]->str ? reply->element[1]->str : "";
+	left = reply->element[2]->integer;
+	hs = qw_lease_holder_state(holder, why, sizeof(why));
+	qw_holder_printable(who, sizeof(who), holder);
+	if (reply->element[0]->integer == 1) {
+		if (left > 0 && strcmp(holder, q->pool->holder) != 0)
+			qw_log_notice("queue %s: the previous holder of instance %s (%s) is gone: "
+			    "recovering its jobs now (%s)", q->qc.name, me, who, why);
+		else if (q->lease_wait != NULL)
+			qw_log_notice("queue %s: the lease of instance %s is ours now", q->qc.name, me);
+		free(q->lease_wait);
+		q->lease_wait = NULL;
+		qw_lease_move(q, QW_LEASE_HELD);
+		q->lease_ok_ms = qw_clock_mono_ms();
+		qw_lease_reconcile(q);
+		return;
 	}
+	if (hs == QW_HOLDER_GONE)
+		qw_lease_take(q, holder);	/* only that exact holder: compare-and-set */
+	else
+		qw_lease_wait(q, holder, left, hs, why);
 }
 
+/* Sends the compare-and-set; PROVED is the holder info of a process we
+ * proved gone, or NULL. */
 static void
-qw_lease_check(struct qw_queue *q)
+qw_lease_take(struct qw_queue *q, const char *proved)
 {
-	const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], q->pool->conf->instance };
+	const struct qw_conf *c = q->pool->conf;
+	char ms[24];
+	const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], c->instance, ms,
+		q->pool->holder, proved ? proved : "" };
 
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_CHECK, qw_check_reply, q, 2, 3, argv,
-	    NULL) == 0)
-		q->lease = QW_LEASE_CHECKING;
+	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_TAKE, qw_take_reply, q, 2, 6, argv,
+	    NULL) == 0 && q->lease != QW_LEASE_TAKING)
+		qw_lease_move(q, QW_LEASE_TAKING);
 }
 
 static void
@@ -396,16 +633,15 @@ qw_lease_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_queue *q = arg;
 
-	if (!qw_redis_is_up(q->pool->redis))
+	if (!qw_redis_is_up(q->pool->redis) || qw_pool_stage(q->pool) >= QW_STAGE_RELEASING)
 		return;
-	if (q->lease == QW_LEASE_NONE) {
-		qw_lease_check(q);
+	if (q->lease == QW_LEASE_NONE || q->lease == QW_LEASE_WAITING) {
+		qw_lease_take(q, NULL);
 		return;
 	}
 	if (q->lease != QW_LEASE_HELD)
 		return;
 	qw_lease_renew(q);
-	qw_lease_reconcile(q);
 	if (q->reaping != NULL && !qw_reap_busy(q))
 		qw_reap_forget(q);
 }
@@ -425,14 +661,17 @@ qw_lease_init(struct qw_pool *pool)
 	return 0;
 }
 
-/* The main connection is up: own the lease first, then reconcile. */
+/* The main connection is up: a lease we held is checked by a renewal first
+ * (it may have lapsed while we were away: then we were fenced), then the
+ * active hash is reconciled. A take whose reply was lost is sent again. */
 void
 qw_lease_start(struct qw_queue *q)
 {
+	q->lease_ok_ms = 0;
 	if (q->lease == QW_LEASE_HELD)
-		qw_lease_take(q);
-	else if (q->lease == QW_LEASE_NONE)
-		qw_lease_check(q);
+		qw_lease_renew(q);
+	else if (q->lease == QW_LEASE_NONE || q->lease == QW_LEASE_WAITING)
+		qw_lease_take(q, NULL);
 }
 
 static void
@@ -458,7 +697,7 @@ qw_lease_release(struct qw_pool *pool)
 			q->key[K_CLAIM], q->key[K_PENDING], pool->conf->instance, "ours" };
 		if (q->lease != QW_LEASE_HELD)
 			continue;
-		q->lease = QW_LEASE_RELEASED;
+		qw_lease_move(q, QW_LEASE_RELEASED);
 		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 5, 7, argv,
 		    NULL) == 0)
 			pool->releasing++;

@@ -217,6 +217,8 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
 		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
 		    st.unsettled);
+	else if (stage <= QW_STAGE_LEASING && qw_pool_lease_wait(d->pool) != NULL)
+		snprintf(status, sizeof(status), "starting: %s", qw_pool_lease_wait(d->pool));
 	else if (stage <= QW_STAGE_LEASING)
 		snprintf(status, sizeof(status), "starting: taking over instance %s", d->conf->instance);
 	else

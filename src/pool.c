@@ -145,7 +145,8 @@ qw_pool_busy(const struct qw_pool *pool)
 
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		const struct qw_queue *q = &pool->queues[i];
-		busy += q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] + q->asked_slots;
+		busy += q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
+		    q->recs.n[QW_REC_FENCED] + q->asked_slots;
 	}
 	return busy;
 }
@@ -266,13 +267,17 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	}
 	if (lost)
 		qw_log_err("queue %s: out of memory taking jobs; reading them again", q->qc.name);
-	if (!qw_pool_taking(pool))
-		/* Quiet or stopping since the fetch left: none of these starts. */
+	if (!qw_pool_taking(pool) || q->lease != QW_LEASE_HELD)
+		/* Quiet, stopping or fenced since the fetch left: none of these
+		 * starts. */
 		qw_queue_give_back(q);
 	/* A job we could not keep is in the active hash only: reconcile it. A
 	 * short reply waits for a wake-up, unless one came while it was on its
-	 * way: the push may have come after the script ran. */
-	qw_queue_fetch_move(q, lost ? QW_FETCH_OFF : got < asked && !woken ? QW_FETCH_WAITING :
+	 * way: the push may have come after the script ran. Fenced since the
+	 * fetch left: fetch no more until the lease is ours again and
+	 * reconcile has checked these jobs. */
+	qw_queue_fetch_move(q, lost || q->lease != QW_LEASE_HELD ? QW_FETCH_OFF :
+	    got < asked && !woken ? QW_FETCH_WAITING :
 	    QW_FETCH_IDLE);
 }
 
@@ -326,14 +331,17 @@ qw_queue_settle_room(const struct qw_queue *q)
 
 /* How many more slots the queue could use now: up to its cap, and only as
  * many as it has buffered while it cannot fetch, or as the fetch gate lets
- * it take on top of them. */
+ * it take on top of them; none while its lease is not ours (SPEC 10). */
 static unsigned
 qw_queue_room(const struct qw_queue *q)
 {
-	unsigned used = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] + q->asked_slots;
+	unsigned used = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
+	    q->recs.n[QW_REC_FENCED] + q->asked_slots;
 	unsigned cap = qw_queue_cap(q), room = used < cap ? cap - used : 0;
 	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_queue_settle_room(q);
 
+	if (q->lease != QW_LEASE_HELD)
+		return 0;
 	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
 		room = nbuf;
 	if (room > nbuf && room - nbuf > gate)
@@ -441,7 +449,7 @@ qw_pool_fill(struct qw_pool *pool)
 			rest = gate;
 		if (extra > gate - rest)
 			extra = gate - rest;
-		if (q->fetch != QW_FETCH_IDLE || rest + extra == 0)
+		if (q->fetch != QW_FETCH_IDLE || q->lease != QW_LEASE_HELD || rest + extra == 0)
 			continue;
 		if (qw_queue_fetch(q, rest, extra) < 0)
 			break;
@@ -662,11 +670,12 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 static void
 qw_queue_fini(struct qw_queue *q)
 {
-	static const enum qw_rec_state holding[] = { QW_REC_RUNNING, QW_REC_CANCELLING };
+	static const enum qw_rec_state holding[] = { QW_REC_RUNNING, QW_REC_CANCELLING,
+		QW_REC_FENCED };
 	struct qw_rec *rec;
 
 	qw_redis_free(q->blk);
-	for (size_t i = 0; q->recs.bucket != NULL && i < 2; i++)
+	for (size_t i = 0; q->recs.bucket != NULL && i < 3; i++)
 		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
 			qw_run_drop(rec->run);
 	if (q->recs.bucket != NULL)
@@ -682,6 +691,7 @@ qw_queue_fini(struct qw_queue *q)
 	free(q->reaping);
 	free(q->promote_err);
 	free(q->fetch_err);
+	free(q->lease_wait);
 	qw_settle_fini(q);
 	for (int k = 0; k < K_COUNT; k++)
 		free(q->key[k]);
@@ -919,7 +929,20 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 			    "fetching stopped: " : "", held, why);
 	}
 	if (pool->policy_warning != NULL && off < len)
-		snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
+		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
+	for (size_t i = 0; i < pool->nqueues && off < len; i++)
+		if (pool->queues[i].lease_wait != NULL)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s: %s",
+			    pool->queues[i].qc.name, pool->queues[i].lease_wait);
+}
+
+const char *
+qw_pool_lease_wait(const struct qw_pool *pool)
+{
+	for (size_t i = 0; i < pool->nqueues; i++)
+		if (pool->queues[i].lease_wait != NULL)
+			return pool->queues[i].lease_wait;
+	return NULL;
 }
 
 void
@@ -1075,7 +1098,8 @@ qw_queue_assert(const struct qw_queue *q)
 		unsigned n = 0;
 		TAILQ_FOREACH(rec, &q->recs.list[s], link) {
 			assert(rec->state == (enum qw_rec_state)s && rec->q == q);
-			assert((rec->run != NULL) == (s == QW_REC_RUNNING || s == QW_REC_CANCELLING));
+			assert((rec->run != NULL) == (s == QW_REC_RUNNING || s == QW_REC_CANCELLING ||
+			    s == QW_REC_FENCED));
 			assert(rec->run == NULL || rec->run->rec == rec);
 			n++;
 		}
@@ -1125,6 +1149,7 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	const struct qw_queue *q = &pool->queues[i];
 
 	qi->name = q->qc.name;
-	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING];
+	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
+	    q->recs.n[QW_REC_FENCED];
 	qi->pending = q->pending;
 }

@@ -73,8 +73,11 @@ void qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms);
 
 /* Asks Redis for each queue's pending length, for the next status line. */
 void qw_pool_poll(struct qw_pool *pool);
-/* "busy/total busy, N processed, N failed; pending q=N ..." and warnings. */
+/* "busy/total busy, N processed, N failed; pending q=N ..." and warnings,
+ * and the queues that wait for their lease. */
 void qw_pool_status(const struct qw_pool *pool, char *buf, size_t len);
+/* Why a queue waits for its instance's lease (who holds it), or NULL. */
+const char *qw_pool_lease_wait(const struct qw_pool *pool);
 
 struct qw_pool_stats {
 	unsigned busy, total;

@@ -120,11 +120,25 @@ struct qw_writable {
 	struct qw_owed owed[QW_OWED_MAX];
 };
 
+/* A queue's hold on its instance's lease (SPEC 10), moved only by
+ * qw_lease_move (lease.c), which checks where it comes from.
+ *   NONE     -> TAKING    a take (compare-and-set) was sent
+ *   TAKING   -> HELD      it took the lease: the active hash is reconciled
+ *   TAKING   -> WAITING   a live process holds it, or one we cannot prove
+ *                         gone: take again each tick until it expires
+ *   TAKING   -> NONE      the reply was lost or an error came
+ *   WAITING  -> TAKING    the lease tick
+ *   HELD     -> NONE      fenced: a renewal found the lease expired or
+ *                         held by another process; taken again as at start
+ *   HELD     -> RELEASED  given up at the end of a drain
+ * Only a queue in HELD fetches or starts jobs. */
 enum qw_lease_state {
-	QW_LEASE_NONE,		/* not checked yet */
-	QW_LEASE_CHECKING,	/* asking who holds our identity */
-	QW_LEASE_HELD,		/* ours: renewed every tick */
-	QW_LEASE_RELEASED,	/* given up at the end of a drain */
+	QW_LEASE_NONE,
+	QW_LEASE_TAKING,
+	QW_LEASE_WAITING,
+	QW_LEASE_HELD,
+	QW_LEASE_RELEASED,
+	QW_LEASE_NSTATES
 };
 
 struct qw_queue {
@@ -154,7 +168,11 @@ struct qw_queue {
 	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
 	struct event *fetch_retry_ev, *settle_retry_ev;
 	enum qw_lease_state lease;
-	bool lease_warned;
+	char *lease_wait;	/* WAITING: who holds the lease and why we wait (owned) */
+	/* Monotonic ms since when every renewal of our lease succeeded, 0 while
+	 * not HELD or after a failed one: we recover other instances' jobs
+	 * only once it is lease_timeout plus a tick old (SPEC 10). */
+	int64_t lease_ok_ms;
 	char *reaping;		/* the dead instance being recovered, if any */
 	int64_t pending;	/* LLEN of pending at the last status tick; -1 unknown */
 };
@@ -211,6 +229,10 @@ void qw_run_start(struct qw_rec *rec);
 /* At teardown: detaches the run from its record and frees it (or leaves it
  * to its thread). */
 void qw_run_drop(struct qw_run *run);
+/* The job of a RUNNING or CANCELLING record was taken over by another
+ * process: cancel its handler; the record (FENCED) holds its slot until the
+ * handler ends, then goes with nothing written. */
+void qw_run_fence(struct qw_rec *rec);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes
@@ -237,8 +259,8 @@ void qw_settle_fini(struct qw_queue *q);
 int qw_lease_init(struct qw_pool *pool);
 void qw_lease_start(struct qw_queue *q);
 void qw_lease_release(struct qw_pool *pool);
-/* Reads our active hash and settles the jobs in it this process does not
- * know (OFF -> RECONCILING). */
+/* Reads our active hash, settles the jobs in it this process does not know
+ * and fences the runs whose jobs are gone from it (OFF -> RECONCILING). */
 void qw_lease_reconcile(struct qw_queue *q);
 
 #endif

@@ -13,7 +13,8 @@
 
 static const char *const qw_rec_names[QW_REC_NSTATES] = {
 	[QW_REC_NEW] = "new", [QW_REC_BUFFERED] = "buffered", [QW_REC_RUNNING] = "running",
-	[QW_REC_CANCELLING] = "cancelling", [QW_REC_FINISHED] = "finished",
+	[QW_REC_CANCELLING] = "cancelling", [QW_REC_FENCED] = "fenced",
+	[QW_REC_FINISHED] = "finished",
 	[QW_REC_SETTLING] = "settling",
 };
 
@@ -22,8 +23,8 @@ static const char *const qw_rec_names[QW_REC_NSTATES] = {
 static const unsigned qw_rec_moves[QW_REC_NSTATES] = {
 	[QW_REC_NEW] = B(QW_REC_BUFFERED) | B(QW_REC_FINISHED),
 	[QW_REC_BUFFERED] = B(QW_REC_RUNNING) | B(QW_REC_FINISHED),
-	[QW_REC_RUNNING] = B(QW_REC_CANCELLING) | B(QW_REC_FINISHED),
-	[QW_REC_CANCELLING] = B(QW_REC_FINISHED),
+	[QW_REC_RUNNING] = B(QW_REC_CANCELLING) | B(QW_REC_FENCED) | B(QW_REC_FINISHED),
+	[QW_REC_CANCELLING] = B(QW_REC_FENCED) | B(QW_REC_FINISHED),
 	[QW_REC_FINISHED] = B(QW_REC_SETTLING),
 	[QW_REC_SETTLING] = B(QW_REC_FINISHED),
 };

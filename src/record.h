@@ -13,6 +13,9 @@
  *   RUNNING     its handler runs; it holds a slot
  *   CANCELLING  its token fired (deadline, shutdown); it still holds its
  *               slot until the handler ends or is given up on
+ *   FENCED      its job was taken over by another process (we were fenced,
+ *               SPEC 10): its handler is being stopped and it holds its slot
+ *               until the handler ends; then it is freed with nothing written
  *   FINISHED    its result is decided and waits to be sent
  *   SETTLING    its result is in a settle script call in flight
  *
@@ -23,11 +26,14 @@
  *   RUNNING     -> CANCELLING  its token fired
  *   RUNNING     -> FINISHED    its handler ended
  *   CANCELLING  -> FINISHED    its handler ended, or kill_grace passed
+ *   RUNNING, CANCELLING -> FENCED   its job is gone from our active hash
+ *   FENCED      -> (freed)     its handler ended, or kill_grace passed
  *   FINISHED    -> SETTLING    sent to Redis
  *   SETTLING    -> FINISHED    the reply was lost or an error came: sent again
  *   SETTLING    -> (freed)     written
  *   any         -> (freed)     forgotten: left in Redis as it is, for reconcile
- *                              or recovery (out of memory; fenced)
+ *                              or recovery (out of memory), or gone from it
+ *                              (a BUFFERED job another process took over)
  */
 #ifndef QW_RECORD_H
 #define QW_RECORD_H
@@ -47,6 +53,7 @@ enum qw_rec_state {
 	QW_REC_BUFFERED,
 	QW_REC_RUNNING,
 	QW_REC_CANCELLING,
+	QW_REC_FENCED,
 	QW_REC_FINISHED,
 	QW_REC_SETTLING,
 	QW_REC_NSTATES
@@ -63,7 +70,8 @@ struct qw_rec {
 	 * goes back (NULL when none does). Owned. */
 	char *elem;
 	size_t len;
-	struct qw_run *run;	/* RUNNING, CANCELLING */
+	struct qw_run *run;	/* RUNNING, CANCELLING, FENCED */
+	unsigned mark;		/* scratch: lease.c's check against the active hash */
 	enum qw_dest dest;	/* FINISHED, SETTLING: the result */
 	uint64_t delay_ms;
 	const char *counters;	/* static string */

@@ -240,6 +240,34 @@ qw_redis_errstr(struct qw_redis *r, const redisReply *reply)
 	return "unexpected reply";
 }
 
+static void qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv);
+
+/* Redis before 7.0 refuses a script with a shebang (the lease scripts' Redis
+ * 7 flags): load it again without its first line. Returns -1 when WHAT is
+ * not such a script. Its hash may come after the connection is up: a
+ * script call fails until then, and the caller's timer tries again. */
+static int
+qw_redis_load_plain(struct qw_redis *r, const char *what)
+{
+	/* Same text as the handshake's, but ours: a second refusal is final. */
+	static char plain[QW_SCRIPT_COUNT][32];
+
+	for (int i = 0; i < QW_SCRIPT_COUNT; i++) {
+		const char *body = strchr(qw_scripts[i], '\n');
+		if (what == plain[i] || strncmp(what, "SCRIPT LOAD ", 12) != 0 ||
+		    strcmp(what + 12, qw_script_names[i]) != 0 ||
+		    strncmp(qw_scripts[i], "#!", 2) != 0 || body == NULL)
+			continue;
+		const char *argv[] = { "SCRIPT", "LOAD", body + 1 };
+		snprintf(plain[i], sizeof(plain[i]), "%s", what);
+		qw_log_notice("redis %s: Redis refused the %s script's flags (before 7.0?); loading it "
+		    "without them", r->name, qw_script_names[i]);
+		return redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, plain[i], 3, argv,
+		    NULL) == REDIS_OK ? 0 : -1;
+	}
+	return -1;
+}
+
 /* A failed handshake step closes the connection; the retry timer reopens it. */
 static void
 qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
@@ -255,6 +283,8 @@ qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
+		if (qw_redis_load_plain(r, what) == 0)
+			return;
 		qw_log_err("redis %s: %s failed: %.*s", r->name, what, (int)reply->len, reply->str);
 		redisAsyncDisconnect(ac);
 		return;

@@ -22,8 +22,8 @@ enum qw_script {
 	QW_SCRIPT_SETTLE,	/* active hash -> ack, pending, scheduled or dead */
 	QW_SCRIPT_PROMOTE,	/* due scheduled -> pending */
 	QW_SCRIPT_UNCLAIM,	/* claim list -> pending tail */
-	QW_SCRIPT_LEASE,	/* renew our lease, list expired ones */
-	QW_SCRIPT_CHECK,	/* who holds an instance's lease */
+	QW_SCRIPT_LEASE,	/* renew our lease if still ours, list expired ones */
+	QW_SCRIPT_TAKE,		/* take an instance's lease (compare-and-set) */
 	QW_SCRIPT_FORGET,	/* drop an instance's lease once it holds no job */
 	QW_SCRIPT_COUNT
 };

@@ -71,6 +71,41 @@ qw_run_result_elem(struct qw_run *run, enum qw_dest *dest, bool reencode, const 
 	return elem;
 }
 
+/* The handler of a FENCED record ended (or was given up on): another
+ * process owns the job now, so nothing is written; the record goes and its
+ * slot is free. False when the record is not FENCED. */
+static bool
+qw_run_end_fenced(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+
+	if (run->rec == NULL || run->rec->state != QW_REC_FENCED)
+		return false;
+	qw_log_notice("job %s/%s: its handler ended; no result written, another process owns "
+	    "the job", q->qc.name, run->job.id);
+	run->rec->run = NULL;
+	qw_rec_free(&q->recs, run->rec);
+	run->rec = NULL;
+	qw_run_release(run);
+	qw_pool_dirty(q->pool);
+	return true;
+}
+
+void
+qw_run_fence(struct qw_rec *rec)
+{
+	struct qw_run *run = rec->run;
+
+	if (qw_rec_move(&rec->q->recs, rec, QW_REC_FENCED) < 0)
+		return;
+	qw_log_err("job %s/%s: taken over by another process while it ran here; stopping its "
+	    "handler, its result will not be written", rec->q->qc.name, run->job.id);
+	/* Stopped as at shutdown: SIGTERM, then SIGKILL after kill_grace; a
+	 * plugin sees its token. Already cancelled (its deadline), it is
+	 * being stopped anyway. */
+	qw_cts_cancel(run->cts, QW_CANCEL_SHUTDOWN);
+}
+
 /* Ends a run: its record gets the result (FINISHED), and its slot is free. */
 static void
 qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *error,
@@ -78,7 +113,11 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 {
 	struct qw_queue *q = run->q;
 	size_t len = 0;
-	char *elem = qw_run_result_elem(run, &dest, reencode, error, &len);
+	char *elem;
+
+	if (qw_run_end_fenced(run))
+		return;
+	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
 	qw_rec_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters);
 	qw_settle_soon(q);
@@ -134,6 +173,8 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	char msg[160];
 	uint64_t delay = 0;
 
+	if (qw_run_end_fenced(run))
+		return;
 	qw_decide_outcome(&in, &o);
 	qw_queue_job_ran(q, run->started_us);
 	pool->processed++;
@@ -233,7 +274,9 @@ qw_run_cancelled(void *arg, int reason)
 
 	if (run->rec != NULL && run->rec->state == QW_REC_RUNNING)
 		qw_rec_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
-	if (reason == QW_CANCEL_TIMEOUT)
+	if (run->rec != NULL && run->rec->state == QW_REC_FENCED)
+		;	/* qw_run_fence said why */
+	else if (reason == QW_CANCEL_TIMEOUT)
 		qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
 		    run->job.id, (unsigned long long)run->job.timeout_ms);
 	else

@@ -266,26 +266,49 @@ static const char qw_lua_unclaim[] =
     "end\n"
     "return #items\n";
 
-/* KEYS: leases, holders. ARGV: instance, lease ms, holder info.
- * Renews our lease and lists (up to 10) instances whose lease has expired. */
-static const char qw_lua_lease[] =
-    "local t = redis.call('TIME')\n"
-    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
-    "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 10)\n";
+/* The lease scripts run even while Redis is over maxmemory (Redis 7's
+ * allow-oom flag): an instance whose renewal Redis refused would lose its
+ * lease and be reaped while it runs its jobs. Renewing rewrites a score and
+ * a hash value in place, so it takes next to no memory. Redis before 7.0
+ * does not know the shebang: redis.c then loads the script without it. */
+#define QW_LUA_ALLOW_OOM "#!lua flags=allow-oom\n"
 
-/* KEYS: leases, holders. ARGV: instance. Who holds the instance's lease:
- * {ms left (<= 0: expired, -1 no lease), holder info or ''}. */
-static const char qw_lua_check[] =
+/* KEYS: leases, holders. ARGV: instance, lease ms, our holder info.
+ * Renews the instance's lease only while it is ours: held by our holder
+ * info and not expired. Then returns {1, up to 10 instances whose lease has
+ * expired}. Otherwise we have been fenced and it changes nothing: returns
+ * {0, holder info or '', ms left (<= 0 expired, -1 no lease)}. */
+static const char qw_lua_lease[] =
+    QW_LUA_ALLOW_OOM
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
     "local h = redis.call('HGET', KEYS[2], ARGV[1])\n"
-    "if not s then return {-1, h or ''} end\n"
-    "local left = tonumber(s) - now\n"
-    "if left < 0 then left = 0 end\n"
-    "return {left, h or ''}\n";
+    "if not s or tonumber(s) <= now or h ~= ARGV[3] then\n"
+    "  return {0, h or '', s and tonumber(s) - now or -1}\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "return {1, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 10)}\n";
+
+/* KEYS: leases, holders. ARGV: instance, lease ms, our holder info, the
+ * holder info of a process we proved gone (or ''). Takes the instance's
+ * lease in one step (compare-and-set) when it is absent, expired, ours
+ * already, or held by exactly that gone process: two processes with one
+ * instance name can never both take it. Returns {1 taken or 0 not, the
+ * holder info found or '', ms left on its lease (-1 no lease)}. */
+static const char qw_lua_take[] =
+    QW_LUA_ALLOW_OOM
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "local h = redis.call('HGET', KEYS[2], ARGV[1]) or ''\n"
+    "local left = s and tonumber(s) - now or -1\n"
+    "if left > 0 and h ~= ARGV[3] and (ARGV[4] == '' or h ~= ARGV[4]) then\n"
+    "  return {0, h, left}\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "return {1, h, left}\n";
 
 /* KEYS: leases, holders, active, claim of an instance, pending. ARGV:
  * instance, 'expired' or 'ours'. Gives the instance's claimed (never
@@ -326,7 +349,7 @@ const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_PROMOTE] = qw_lua_promote,
 	[QW_SCRIPT_UNCLAIM] = qw_lua_unclaim,
 	[QW_SCRIPT_LEASE] = qw_lua_lease,
-	[QW_SCRIPT_CHECK] = qw_lua_check,
+	[QW_SCRIPT_TAKE] = qw_lua_take,
 	[QW_SCRIPT_FORGET] = qw_lua_forget,
 };
 
@@ -336,6 +359,6 @@ const char *const qw_script_names[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_PROMOTE] = "promote",
 	[QW_SCRIPT_UNCLAIM] = "unclaim",
 	[QW_SCRIPT_LEASE] = "lease",
-	[QW_SCRIPT_CHECK] = "check",
+	[QW_SCRIPT_TAKE] = "take",
 	[QW_SCRIPT_FORGET] = "forget",
 };

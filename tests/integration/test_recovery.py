@@ -68,7 +68,9 @@ def test_sigkill_other_identity_recovers_after_lease(r, daemon, tmp):
     os.makedirs(other_tmp)
     d2 = daemon("b")
     h = script(other_tmp, "ok.sh", "cat >> %s/runs2\necho >> %s/runs2\n" % (other_tmp, other_tmp))
-    d2.conf({"mail": "handler = %s" % h}, instance="live-one")
+    # SPEC 10: a live instance recovers others only once its own lease has
+    # been renewed for its lease_timeout plus a tick: keep that short too.
+    d2.conf({"mail": "handler = %s" % h}, workers="lease_timeout = 2s\n", instance="live-one")
     d2.start()
     d.proc.kill()
     t_kill = time.monotonic()
@@ -178,7 +180,8 @@ def test_dead_instances_claim_list_goes_back_untouched(r, daemon, tmp):
     r.zadd("qw:{mail}:leases", {"gone-1": 1})           # expired long ago
     h = script(tmp, "ok.sh", "cat >> %s/runs\necho >> %s/runs\n" % (tmp, tmp))
     d = daemon()
-    d.conf({"mail": "handler = %s" % h})
+    # Recovering waits for lease_timeout plus a tick after connecting (SPEC 10).
+    d.conf({"mail": "handler = %s" % h}, workers="lease_timeout = 2s\n")
     d.start()
     wait_until(lambda: stats(r, "mail").get("succeeded") == 1, 10, what="claimed job ran")
     assert runs(tmp) == ["never-started"]               # raw, not rewritten: no attempt counted

@@ -115,6 +115,36 @@ test_index_grows_and_finds(void **state)
 	qw_recset_fini(&rs);
 }
 
+/* A job another process took over while it ran here: FENCED keeps it (and
+ * its slot) from RUNNING or CANCELLING until its handler ends, then it is
+ * freed without ever reaching FINISHED. */
+static void
+test_fenced_job(void **state)
+{
+	struct qw_recset rs;
+	struct qw_rec *a, *b;
+
+	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	a = new_rec(&rs, "abc-3");
+	b = new_rec(&rs, "abc-4");
+	assert_int_equal(qw_rec_move(&rs, a, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_rec_move(&rs, b, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_rec_move(&rs, a, QW_REC_RUNNING), 0);
+	assert_int_equal(qw_rec_move(&rs, b, QW_REC_RUNNING), 0);
+	assert_int_equal(qw_rec_move(&rs, b, QW_REC_CANCELLING), 0);
+	assert_int_equal(qw_rec_move(&rs, a, QW_REC_FENCED), 0);
+	assert_int_equal(qw_rec_move(&rs, b, QW_REC_FENCED), 0);
+	assert_int_equal(rs.n[QW_REC_FENCED], 2);
+	assert_int_equal(rs.n[QW_REC_RUNNING] + rs.n[QW_REC_CANCELLING], 0);
+	assert_string_equal(qw_rec_state_name(QW_REC_FENCED), "fenced");
+	qw_rec_free(&rs, a);
+	assert_int_equal(rs.n[QW_REC_FENCED], 1);
+	assert_ptr_equal(TAILQ_FIRST(&rs.list[QW_REC_FENCED]), b);
+	qw_rec_free(&rs, b);
+	assert_int_equal(rs.count, 0);
+	qw_recset_fini(&rs);
+}
+
 int
 main(void)
 {
@@ -122,6 +152,7 @@ main(void)
 		cmocka_unit_test(test_life_of_a_job),
 		cmocka_unit_test(test_give_back_keeps_the_element),
 		cmocka_unit_test(test_index_grows_and_finds),
+		cmocka_unit_test(test_fenced_job),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
