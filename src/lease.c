@@ -1,16 +1,27 @@
-/* lease.c - owns instance leases and recovery (SPEC 4, "qworkerd died").
+/* lease.c - owns instance leases, fencing and recovery (SPEC 4, "qworkerd
+ * died"; SPEC 10).
  *
  * Each instance holds a lease per queue (qw:{Q}:leases, renewed every
- * QW_LEASE_TICK_MS) and says who it is in qw:{Q}:holders: host, boot id,
- * pid and process start time. When a lease expires, any live instance puts
- * the dead one's jobs back. A successor on the same host does not wait for
- * the lease: when the holder's pid no longer runs with that start time (or
- * the host rebooted), the predecessor is provably gone.
+ * QW_LEASE_TICK_MS) and says who it is in qw:{Q}:holders: host, boot id, pid
+ * namespace, pid and process start time. One instance name is held by at
+ * most one live process: the lease is taken by compare-and-set, and from a
+ * live holder only when it is proved gone (same host, boot and pid
+ * namespace, its pid no longer running with that start time), so a
+ * successor on the same host does not wait. Renewal renews only our own
+ * live lease; finding it otherwise, this process was fenced: it stops
+ * fetching, stops the runs whose jobs another process took over, and takes
+ * the lease again.
+ *
+ * When another instance's lease expires, a live instance puts its jobs
+ * back, but only once its own lease has been renewed without a gap for
+ * lease_timeout plus a tick: instances that all survived an outage renew
+ * their own leases again first.
  *
  * At start, and after every reconnect, the active hash is reconciled with
  * what this process knows: fields of an earlier process with our identity
  * are recovered (attempt + 1), our own unknown fields (a fetch whose reply
- * was lost) go back untouched. */
+ * was lost) go back untouched, and our runs whose fields are gone are
+ * fenced. */
 #include "config.h"
 
 #include <assert.h>
