@@ -424,18 +424,19 @@ qw_lease_move(struct qw_queue *q, enum qw_lease_state to)
 	return 0;
 }
 
-/* Holder info as it may appear in a log line or STATUS=: fields apart by a
- * space, other control bytes as '?', at most 200 bytes. */
+/* Holder info as it may appear in STATUS= (where a newline would end the
+ * assignment) and in a log line: fields apart by a space, control
+ * characters escaped as log.c does (it leaves what is escaped already as it
+ * is), at most 200 bytes of it. */
 static void
 qw_holder_printable(char *out, size_t len, const char *info)
 {
+	char plain[201];
 	size_t n = 0;
 
-	for (; *info != '\0' && n + 1 < len && n < 200; info++) {
-		unsigned char c = (unsigned char)*info;
-		out[n++] = c == '\t' ? ' ' : c < 0x20 || c == 0x7f ? '?' : (char)c;
-	}
-	out[n] = '\0';
+	for (; info[n] != '\0' && n < sizeof(plain) - 1; n++)
+		plain[n] = info[n] == '\t' ? ' ' : info[n];
+	qw_log_escape(out, len, plain, n);
 }
 
 static void qw_lease_take(struct qw_queue *q, const char *proved);
@@ -471,7 +472,7 @@ qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
 {
 	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
 	const char *me = q->pool->conf->instance;
-	char who[256];
+	char who[1024];
 
 	qw_holder_printable(who, sizeof(who), holder);
 	if (left < 0)
@@ -563,16 +564,18 @@ static void
 qw_lease_wait(struct qw_queue *q, const char *holder, long long left, enum qw_holder hs,
     const char *why)
 {
-	char who[256], *text;
+	const char *kind = hs == QW_HOLDER_LIVE ? "a live process" :
+	    "a process that cannot be proved gone";
+	char who[1024], *text;
 
 	qw_holder_printable(who, sizeof(who), holder);
-	if (asprintf(&text, "waiting for the lease of instance %s, held by %s process (%s) "
-	    "for another %lldms: %s", q->pool->conf->instance,
-	    hs == QW_HOLDER_LIVE ? "a live" : "a process that cannot be proved gone, perhaps a live",
-	    who, left, why) < 0)
+	if (asprintf(&text, "waiting for the lease of instance %s, held by %s (%s) for another "
+	    "%lldms: %s", q->pool->conf->instance, kind, who, left, why) < 0)
 		text = NULL;
-	if (q->lease_wait == NULL && text != NULL)
-		qw_log_warn("queue %s: %s; no jobs are taken meanwhile", q->qc.name, text);
+	if (q->lease_wait == NULL)
+		qw_log_warn("queue %s: instance %s is held by %s (%s) for another %lldms (%s); "
+		    "waiting for its lease, no jobs are taken meanwhile", q->qc.name,
+		    q->pool->conf->instance, kind, who, left, why);
 	if (text != NULL) {
 		free(q->lease_wait);
 		q->lease_wait = text;
@@ -585,7 +588,7 @@ qw_take_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	const char *me = q->pool->conf->instance, *holder;
-	char why[160], who[256];
+	char why[160], who[1024];
 	long long left;
 	enum qw_holder hs;
 

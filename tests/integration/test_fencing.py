@@ -70,7 +70,7 @@ def test_two_processes_one_name_while_redis_is_paused(r, daemon, tmp):
 
     def one_ready():
         ready = [d for d in (a, b) if any("READY=1" in m for m in d.read_messages())]
-        waiting = [d for d in (a, b) if "waiting for the lease of instance twin" in d.log()]
+        waiting = [d for d in (a, b) if "instance twin is held by a live process" in d.log()]
         return (ready, waiting) if len(ready) + len(waiting) == 2 else None
     ready, waiting = wait_until(one_ready, 15, what="one ready, one waiting")
     assert len(ready) == 1 and len(waiting) == 1, (a.log(), b.log())
@@ -130,7 +130,7 @@ def test_live_lease_without_proof_is_not_taken_over(r, daemon, tmp, kind):
     d = daemon()
     d.conf({"mail": "handler = %s" % h}, workers="lease_timeout = 2s\n", instance="w-1")
     d.start(wait_ready=False)
-    d.wait_log("waiting for the lease of instance w-1", 15)
+    d.wait_log("instance w-1 is held by a process that cannot be proved gone", 15)
     d.wait_message("STATUS=starting: waiting for the lease of instance w-1", 15)
     # Not taken over: the crafted holder still holds it, its job untouched.
     assert holder_of(r, "mail", "w-1") == info

@@ -6,7 +6,7 @@ import re
 import socket
 import threading
 
-from conftest import script, stats, wait_until
+from conftest import redis_ms, script, stats, wait_until
 
 FORGED = "\n<0>forged emergency"
 
@@ -21,16 +21,18 @@ def journal_env(d):
 
 def test_no_forged_lines_from_redis_or_handlers(r, daemon, tmp):
     # An expired lease of an instance whose name carries "\n<0>", and a holder
-    # of our own instance whose boot id does: the daemon logs both while it
-    # recovers them. The handler writes DEL, C1 (UTF-8 and lone) and ESC.
+    # of our own instance whose boot id does: the daemon logs both, waiting
+    # for the second's lease (another boot id proves nothing, SPEC 10) and
+    # recovering the first. The handler writes DEL, C1 (UTF-8 and lone) and ESC.
     r.zadd("qw:{mail}:leases", {"x" + FORGED: 1})
     r.hset("qw:{mail}:holders", "x" + FORGED, "h\tb" + FORGED + "\t1\t1")
-    r.zadd("qw:{mail}:leases", {"test-1": 2 ** 50})
+    r.zadd("qw:{mail}:leases", {"test-1": redis_ms(r) + 3000})
     r.hset("qw:{mail}:holders", "test-1",
            "%s\tboot%s\t1\t1" % (socket.gethostname(), FORGED))
     h = script(tmp, "h.sh", r"printf 'out a\177b\302\233c\233d\033[31me\n'" + "\n")
     d = daemon()
-    d.conf({"mail": "handler = %s" % h})
+    # Recovering waits for our own lease_timeout plus a tick (SPEC 10).
+    d.conf({"mail": "handler = %s" % h}, workers="lease_timeout = 2s\n")
     d.start(env=journal_env(d))
     wait_until(lambda: r.zscore("qw:{mail}:leases", "x" + FORGED) is None, 15,
                what="expired lease recovered")
