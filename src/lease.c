@@ -369,8 +369,8 @@ qw_reap_forget(struct qw_queue *q)
 
 	if (akey != NULL && ckey != NULL) {
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey,
-			q->key[K_PENDING], q->reaping, "expired" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 5, 7, argv, NULL);
+			q->key[K_PENDING], q->reaping, "expired", "" };
+		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 5, 8, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
@@ -697,6 +697,9 @@ qw_release_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
 		qw_log_warn("queue %s: jobs remain in flight; the lease stays so they are recovered",
 		    q->qc.name);
+	else if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer == 2)
+		qw_log_err("queue %s: fenced: the lease of instance %s is held by another process; "
+		    "left to it", q->qc.name, pool->conf->instance);
 	if (--pool->releasing == 0)
 		qw_pool_dirty(pool);
 }
@@ -708,11 +711,11 @@ qw_lease_release(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], q->key[K_ACTIVE],
-			q->key[K_CLAIM], q->key[K_PENDING], pool->conf->instance, "ours" };
+			q->key[K_CLAIM], q->key[K_PENDING], pool->conf->instance, "ours", pool->holder };
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		qw_lease_move(q, QW_LEASE_RELEASED);
-		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 5, 7, argv,
+		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 5, 8, argv,
 		    NULL) == 0)
 			pool->releasing++;
 	}

@@ -311,14 +311,16 @@ static const char qw_lua_take[] =
     "return {1, h, left}\n";
 
 /* KEYS: leases, holders, active, claim of an instance, pending. ARGV:
- * instance, 'expired' or 'ours'. Gives the instance's claimed (never
- * started) jobs back to the tail of pending, then drops its lease once it
- * holds no job; with 'expired' only while the lease is still expired.
+ * instance, 'expired' or 'ours', our holder info (with 'ours'). Gives the
+ * instance's claimed (never started) jobs back to the tail of pending, then
+ * drops its lease once it holds no job; with 'expired' only while the lease
+ * is still expired, with 'ours' only while we hold it (a process fenced
+ * unawares must not drop the lease of the one that took its name over).
  * Pending is needed (and its type checked) only when there are claimed
  * jobs to give back, so a wrong pending does not keep a drained instance's
  * lease.
  * Returns 1 when dropped (or already gone), 0 while jobs remain, -1 when
- * the instance is alive again. */
+ * the instance is alive again, 2 when another process holds it. */
 static const char qw_lua_forget[] =
     QW_LUA_CHECK
     "local err = check(KEYS[1], 'zset') or check(KEYS[2], 'hash') or check(KEYS[3], 'hash')\n"
@@ -328,6 +330,8 @@ static const char qw_lua_forget[] =
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
     "if s and ARGV[2] == 'expired' and tonumber(s) > now then return -1 end\n"
+    "local h = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if ARGV[2] == 'ours' and h and h ~= ARGV[3] then return 2 end\n"
     "local c = redis.call('LRANGE', KEYS[4], 0, -1)\n"
     "if #c > 0 then\n"
     "  err = check(KEYS[5], 'list')\n"

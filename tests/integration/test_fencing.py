@@ -285,3 +285,30 @@ def test_lease_renewed_under_oom(daemon, tmp):
         c.config_set("maxmemory", "0")
     assert d.stop() == 0
     srv.stop()
+
+
+# ---- a fenced process that stops leaves the new holder's lease alone ----------
+
+def test_fenced_process_stopping_leaves_the_new_holders_lease(r, daemon, tmp):
+    h, runs = handler(tmp, "s")
+    release(tmp)
+    a, b = daemon("a"), daemon("b")
+    a.conf({"mail": "handler = %s" % h}, workers="lease_timeout = 2s\n", instance="twin")
+    b.conf_path = a.conf_path
+    a.start()
+    b.start(wait_ready=False)
+    b.wait_log("waiting for its lease", 15)
+    a.signal(signal.SIGSTOP)
+    try:
+        b.wait_message("READY=1", 30)             # A's lease expired: B holds the name
+    finally:
+        # A resumes with a SIGTERM waiting: it may drain and release before
+        # any renewal tells it that it was fenced.
+        a.signal(signal.SIGTERM)
+        a.signal(signal.SIGCONT)
+    assert a.wait() == 0
+    assert holder_pid(holder_of(r, "mail", "twin")) == b.proc.pid
+    assert (lease_left(r, "mail", "twin") or 0) > 0
+    r.lpush("qw:{mail}:pending", "after")
+    wait_until(lambda: stats(r, "mail").get("succeeded") == 1, 15, what="B runs a job")
+    assert read_lines(runs) == ["after"]
