@@ -206,6 +206,61 @@ qw_reply_dup(const redisReply *e)
  * is written for them; a buffered one is simply forgotten. Only fetch
  * replies make records, and they come on this connection before REPLY, so
  * every record looked at here was in the hash when it was read. */
+/* The inflight script's reply: the active hash and the started marks, both
+ * as HGETALL gives them. False when it is not one (an error, or no reply). */
+static bool
+qw_lease_inflight_parts(const redisReply *reply, const redisReply **active,
+    const redisReply **started)
+{
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_ARRAY ||
+	    reply->element[1]->type != REDIS_REPLY_ARRAY)
+		return false;
+	*active = reply->element[0];
+	*started = reply->element[1];
+	return true;
+}
+
+/* Whether the job in FIELD may have run: its run said it started every job
+ * up to some sequence number (K_STARTED) before starting them, so a field
+ * past that was only taken ahead. A run of an older qworkerd, which said
+ * nothing, or a field of another form, may have run. */
+static bool
+qw_lease_may_have_run(const char *field, const redisReply *started)
+{
+	const char *dash = strchr(field, '-');
+	char *end;
+	unsigned long long seq;
+
+	if (dash == NULL || dash[1] < '0' || dash[1] > '9')
+		return true;
+	errno = 0;
+	seq = strtoull(dash + 1, &end, 10);
+	if (*end != '\0' || errno != 0)
+		return true;
+	for (size_t i = 0; i + 1 < started->elements; i += 2) {
+		const redisReply *k = started->element[i], *v = started->element[i + 1];
+		if (k->len == (size_t)(dash + 1 - field) && memcmp(k->str, field, k->len) == 0)
+			return v->str == NULL || seq <= strtoull(v->str, NULL, 10);
+	}
+	return true;
+}
+
+/* One job an earlier process left in flight: recovered as a run when it may
+ * have run, else given back as it was. Takes FIELD, ELEM and OWNER. */
+static void
+qw_lease_recover_one(struct qw_queue *q, char *field, char *elem, size_t len, char *owner,
+    const redisReply *started)
+{
+	if (qw_lease_may_have_run(field, started)) {
+		qw_queue_recover(q, field, elem, len, owner);
+		return;
+	}
+	qw_log_info("queue %s: job field %s was taken ahead by %s and never started: back on "
+	    "pending as it was", q->qc.name, field, owner ? owner : "an earlier qworkerd");
+	qw_settle_add(q, field, QW_DEST_PENDING, elem, len, "recovered", owner);
+}
+
 static unsigned
 qw_lease_drop_gone(struct qw_queue *q, const redisReply *reply)
 {
@@ -246,19 +301,20 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	size_t rl = strlen(q->pool->runid);
+	const redisReply *active, *started;
 
 	if (q->fetch != QW_FETCH_RECONCILING)
 		return;
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+	if (!qw_lease_inflight_parts(reply, &active, &started)) {
 		if (reply != NULL)
 			qw_log_err("queue %s: reading in-flight jobs failed: %s (retrying)", q->qc.name,
 			    qw_redis_errstr(r, reply));
 		qw_queue_fetch_move(q, QW_FETCH_OFF);	/* the lease tick tries again */
 		return;
 	}
-	qw_lease_drop_gone(q, reply);
-	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-		redisReply *f = reply->element[i], *e = reply->element[i + 1];
+	qw_lease_drop_gone(q, active);
+	for (size_t i = 0; i + 1 < active->elements; i += 2) {
+		redisReply *f = active->element[i], *e = active->element[i + 1];
 		if (qw_rec_find(&q->recs, f->str, f->len) != NULL)
 			continue;
 		char *field = qw_reply_dup(f), *elem = qw_reply_dup(e);
@@ -271,7 +327,7 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 			/* Ours, taken by a fetch whose reply was lost: it never ran. */
 			qw_settle_add(q, field, QW_DEST_PENDING, elem, e->len, "", NULL);
 		else
-			qw_queue_recover(q, field, elem, e->len, NULL);
+			qw_lease_recover_one(q, field, elem, e->len, NULL, started);
 	}
 	qw_queue_fetch_move(q, QW_FETCH_IDLE);
 }
@@ -281,10 +337,11 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 void
 qw_lease_reconcile(struct qw_queue *q)
 {
-	const char *argv[] = { "HGETALL", q->key[K_ACTIVE] };
+	const char *argv[] = { q->key[K_ACTIVE], q->key[K_STARTED], q->pool->runid };
 
 	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
-	    qw_redis_cmd(q->pool->redis, qw_reconcile_reply, q, 2, argv, NULL) == 0)
+	    qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_reconcile_reply, q, 2, 3, argv,
+	    NULL) == 0)
 		qw_queue_fetch_move(q, QW_FETCH_RECONCILING);
 }
 
@@ -304,17 +361,18 @@ static void
 qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
+	const redisReply *active, *started;
 
 	if (reply == NULL || q->reaping == NULL)
 		return;
-	if (reply->type != REDIS_REPLY_ARRAY) {
+	if (!qw_lease_inflight_parts(reply, &active, &started)) {
 		qw_log_err("queue %s: reading the jobs of instance %s failed: %s", q->qc.name,
 		    q->reaping, qw_redis_errstr(r, reply));
 		return;
 	}
-	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-		char *field = qw_reply_dup(reply->element[i]);
-		char *elem = qw_reply_dup(reply->element[i + 1]);
+	for (size_t i = 0; i + 1 < active->elements; i += 2) {
+		char *field = qw_reply_dup(active->element[i]);
+		char *elem = qw_reply_dup(active->element[i + 1]);
 		char *owner = strdup(q->reaping);
 		if (field == NULL || elem == NULL || owner == NULL) {
 			free(field);
@@ -322,7 +380,7 @@ qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 			free(owner);
 			continue;
 		}
-		qw_queue_recover(q, field, elem, reply->element[i + 1]->len, owner);
+		qw_lease_recover_one(q, field, elem, active->element[i + 1]->len, owner, started);
 	}
 }
 
@@ -366,14 +424,16 @@ qw_reap_forget(struct qw_queue *q)
 {
 	char *akey = qw_instance_key(q, "active", q->reaping);
 	char *ckey = qw_instance_key(q, "claim", q->reaping);
+	char *skey = qw_instance_key(q, "started", q->reaping);
 
-	if (akey != NULL && ckey != NULL) {
-		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey,
+	if (akey != NULL && ckey != NULL && skey != NULL) {
+		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, skey,
 			q->key[K_PENDING], q->reaping, "expired", "" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 5, 8, argv, NULL);
+		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 6, 9, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
+	free(skey);
 }
 
 /* Reads the dead instance's in-flight jobs; recovering each is a settle op
@@ -383,12 +443,15 @@ static void
 qw_reap_step(struct qw_queue *q)
 {
 	char *akey = qw_instance_key(q, "active", q->reaping);
+	char *skey = qw_instance_key(q, "started", q->reaping);
 
-	if (akey != NULL) {
-		const char *get[] = { "HGETALL", akey };
-		qw_redis_cmd(q->pool->redis, qw_reap_reply, q, 2, get, NULL);
+	if (akey != NULL && skey != NULL) {
+		const char *argv[] = { akey, skey, "" };
+		qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_reap_reply, q, 2, 3, argv,
+		    NULL);
 	}
 	free(akey);
+	free(skey);
 }
 
 /* ---- our own lease ------------------------------------------------------- */
@@ -711,11 +774,12 @@ qw_lease_release(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], q->key[K_ACTIVE],
-			q->key[K_CLAIM], q->key[K_PENDING], pool->conf->instance, "ours", pool->holder };
+			q->key[K_CLAIM], q->key[K_STARTED], q->key[K_PENDING], pool->conf->instance,
+			"ours", pool->holder };
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		qw_lease_move(q, QW_LEASE_RELEASED);
-		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 5, 8, argv,
+		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 6, 9, argv,
 		    NULL) == 0)
 			pool->releasing++;
 	}

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -66,10 +67,7 @@ struct qw_http_conn {
 static time_t
 qw_http_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (time_t)(qw_clock_mono_ms() / 1000);
 }
 
 static void

@@ -169,7 +169,7 @@ qw_pool_stopping(const struct qw_pool *pool)
 /* A record of a job taken from Redis that waits here for a slot. Takes
  * ownership of FIELD and ELEM. */
 static int
-qw_queue_buffer(struct qw_queue *q, char *field, char *elem, size_t len)
+qw_queue_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
 {
 	struct qw_rec *rec = qw_rec_new(&q->recs, q, field, NULL);
 
@@ -177,6 +177,7 @@ qw_queue_buffer(struct qw_queue *q, char *field, char *elem, size_t len)
 		free(elem);
 		return -1;
 	}
+	rec->seq = seq;
 	rec->elem = elem;
 	rec->len = len;
 	return qw_rec_move(&q->recs, rec, QW_REC_BUFFERED);
@@ -262,7 +263,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		if (qw_queue_buffer(q, field, elem, e->len) < 0)
+		if (qw_queue_buffer(q, field, q->first_seq + i, elem, e->len) < 0)
 			lost = true;
 	}
 	if (lost)
@@ -367,6 +368,33 @@ qw_pool_share(struct qw_pool *pool, unsigned *want)
 		pool->queues[i].cw = qs[i].cw;
 }
 
+/* Says in Redis that this process starts every job of Q up to the N-th
+ * buffered one, before it starts them: recovery counts a run only for the
+ * jobs it started, and gives the ones only taken ahead (prefetch) back as
+ * they were. The command is written to the socket at once, so that a
+ * plugin that brings the daemon down with its first instructions is still
+ * counted (and a job that keeps doing so ends in dead). */
+static void
+qw_queue_say_started(struct qw_queue *q, unsigned n)
+{
+	struct qw_rec *rec, *last = NULL;
+	char seq[QW_FMT_U64_LEN];
+	const char *argv[] = { "HSET", q->key[K_STARTED], q->pool->runid, seq };
+
+	TAILQ_FOREACH(rec, &q->recs.list[QW_REC_BUFFERED], link) {
+		last = rec;
+		if (--n == 0)
+			break;
+	}
+	if (last == NULL || last->seq <= q->started_sent)
+		return;
+	qw_fmt_u64(seq, last->seq);
+	if (qw_redis_cmd(q->pool->redis, NULL, NULL, 4, argv, NULL) == 0) {
+		qw_redis_flush(q->pool->redis);
+		q->started_sent = last->seq;
+	}
+}
+
 /* Starts up to N jobs of Q from its buffer; returns how many it started. */
 static unsigned
 qw_queue_start_buffered(struct qw_queue *q, unsigned n)
@@ -374,6 +402,8 @@ qw_queue_start_buffered(struct qw_queue *q, unsigned n)
 	struct qw_rec *rec;
 	unsigned started = 0;
 
+	if (n > 0)
+		qw_queue_say_started(q, n);
 	while (started < n && (rec = TAILQ_FIRST(&q->recs.list[QW_REC_BUFFERED])) != NULL) {
 		qw_run_start(rec);
 		started++;
@@ -635,7 +665,7 @@ static int
 qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders" };
+		"dead", "stats", "leases", "holders", "started" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -648,7 +678,7 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	if (qw_recset_init(&q->recs, q->name) < 0)
 		return -1;
 	for (int k = 0; k < K_COUNT; k++) {
-		int rc = (k == K_CLAIM || k == K_ACTIVE) ?
+		int rc = (k == K_CLAIM || k == K_ACTIVE || k == K_STARTED) ?
 		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, names[k], c->instance) :
 		    asprintf(&q->key[k], "%s:{%s}:%s", c->prefix, qc->name, names[k]);
 		if (rc < 0) {

@@ -29,7 +29,7 @@
 #define QW_LEASE_TICK_MS 500
 
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
-	K_COUNT };
+	K_STARTED, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -151,6 +151,7 @@ struct qw_queue {
 	unsigned asked;		/* ASKING: jobs it asked for */
 	unsigned asked_slots;	/* of which slots reserved to run them at once */
 	uint64_t first_seq;	/* the sequence number of its first job */
+	uint64_t started_sent;	/* the highest sequence number said started (K_STARTED) */
 	uint64_t asked_us;	/* ASKING: when (monotonic) */
 	/* prefetch = auto: a job's run and a fetch's round trip, smoothed
 	 * (microseconds, 0: not measured yet), and the buffer size last logged. */

@@ -65,6 +65,7 @@ struct qw_rec {
 	struct qw_queue *q;
 	enum qw_rec_state state;
 	char *field;		/* its field in the active hash (owned) */
+	uint64_t seq;		/* ours: the sequence number in the field */
 	char *owner;		/* NULL: ours; else the dead instance whose job this is */
 	/* BUFFERED: the element as taken; FINISHED, SETTLING: the element that
 	 * goes back (NULL when none does). Owned. */

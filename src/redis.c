@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "redis.h"
@@ -91,15 +92,6 @@ struct qw_redis {
 
 static void qw_redis_connect(struct qw_redis *r);
 static int qw_redis_send_subscribe(struct qw_redis *r);
-
-static int64_t
-qw_redis_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 qw_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -350,7 +342,7 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 	r->down_refusal = QW_REFUSAL_NONE;
 	r->backoff_ms = QW_REDIS_BACKOFF_MIN_MS;
 	r->failures = 0;
-	r->still_ms = qw_redis_now_ms();	/* a slow handshake is not the commands' fault */
+	r->still_ms = qw_clock_mono_ms();	/* a slow handshake is not the commands' fault */
 	if (r->state_fn != NULL)
 		r->state_fn(r, true, r->arg);
 }
@@ -414,7 +406,7 @@ qw_redis_open(struct qw_redis *r, redisAsyncContext *ac)
 	ac->data = r;
 	r->ac = ac;
 	r->state = QW_R_HANDSHAKE;
-	r->still_ms = qw_redis_now_ms();
+	r->still_ms = qw_clock_mono_ms();
 	/* Notice a peer that vanished without a reset (TCP only). */
 	if (strncmp(r->address, "unix:", 5) != 0)
 		redisEnableKeepAlive(&ac->c);
@@ -562,7 +554,7 @@ static void
 qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_redis *r = arg;
-	int64_t now = qw_redis_now_ms();
+	int64_t now = qw_clock_mono_ms();
 	bool held_up = now - r->watched_ms > 2000;
 	int unread = 0;
 
@@ -620,7 +612,7 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 	/* Seeded apart in every process, so instances do not share a jitter. */
 	if (getrandom(r->rnd, sizeof(r->rnd), GRND_NONBLOCK) != (ssize_t)sizeof(r->rnd)) {
 		r->rnd[0] = (unsigned short)getpid();
-		r->rnd[1] = (unsigned short)(qw_redis_now_ms() & 0xffff);
+		r->rnd[1] = (unsigned short)(qw_clock_mono_ms() & 0xffff);
 	}
 	r->name = strdup(name);
 	snprintf(r->client_name, sizeof(r->client_name), "qworkerd/%s/%s", conf->instance, name);
@@ -803,6 +795,18 @@ qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
 	return buf;
 }
 
+void
+qw_redis_flush(struct qw_redis *r)
+{
+	int done;
+
+	/* The context's own write, not redisAsyncHandleWrite: a failure only
+	 * sets the context's error, and the write event already armed for the
+	 * queued bytes then disconnects from the loop, outside our caller. */
+	if (r->state == QW_R_UP)
+		redisBufferWrite(&r->ac->c, &done);
+}
+
 int
 qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
     int argc, const char **argv, const size_t *lens)
@@ -896,7 +900,7 @@ qw_redis_send_subscribe(struct qw_redis *r)
 	if (rc != REDIS_OK)
 		return -1;
 	r->sent++;
-	r->sub_ms = qw_redis_now_ms();
+	r->sub_ms = qw_clock_mono_ms();
 	return 0;
 }
 

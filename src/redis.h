@@ -25,6 +25,7 @@ enum qw_script {
 	QW_SCRIPT_LEASE,	/* renew our lease if still ours, list expired ones */
 	QW_SCRIPT_TAKE,		/* take an instance's lease (compare-and-set) */
 	QW_SCRIPT_FORGET,	/* drop an instance's lease once it holds no job */
+	QW_SCRIPT_INFLIGHT,	/* an instance's in-flight jobs and started marks */
 	QW_SCRIPT_COUNT
 };
 
@@ -71,6 +72,10 @@ int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
  * command after this. */
 int qw_redis_subscribe(struct qw_redis *r, const char *channel, qw_redis_reply_fn *fn,
     void *priv);
+
+/* Writes what is queued to the socket now, rather than on the loop's next
+ * turn; an error is left for the loop to handle. */
+void qw_redis_flush(struct qw_redis *r);
 
 /* A reply's status for a log line: "ERR ..." or the hiredis error. */
 const char *qw_redis_errstr(struct qw_redis *r, const redisReply *reply);

@@ -310,7 +310,20 @@ static const char qw_lua_take[] =
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "return {1, h, left}\n";
 
-/* KEYS: leases, holders, active, claim of an instance, pending. ARGV:
+/* KEYS: active, started of an instance. ARGV: our run id, or '' when the
+ * instance is another. Reads the instance's in-flight jobs with, for each
+ * run of it, the highest sequence number it said it started (see
+ * qw_queue_say_started): {HGETALL active, HGETALL started}. Our own run id
+ * is entered with 0 first, so that its absence marks a run of an older
+ * qworkerd, whose jobs all count as started. */
+static const char qw_lua_inflight[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')\n"
+    "if err then return err end\n"
+    "if ARGV[1] ~= '' then redis.call('HSETNX', KEYS[2], ARGV[1], 0) end\n"
+    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}\n";
+
+/* KEYS: leases, holders, active, claim, started of an instance, pending. ARGV:
  * instance, 'expired' or 'ours', our holder info (with 'ours'). Gives the
  * instance's claimed (never started) jobs back to the tail of pending, then
  * drops its lease once it holds no job; with 'expired' only while the lease
@@ -318,7 +331,7 @@ static const char qw_lua_take[] =
  * unawares must not drop the lease of the one that took its name over).
  * Pending is needed (and its type checked) only when there are claimed
  * jobs to give back, so a wrong pending does not keep a drained instance's
- * lease.
+ * lease. The instance's started marks go with its lease.
  * Returns 1 when dropped (or already gone), 0 while jobs remain, -1 when
  * the instance is alive again, 2 when another process holds it. */
 static const char qw_lua_forget[] =
@@ -334,15 +347,18 @@ static const char qw_lua_forget[] =
     "if ARGV[2] == 'ours' and h and h ~= ARGV[3] then return 2 end\n"
     "local c = redis.call('LRANGE', KEYS[4], 0, -1)\n"
     "if #c > 0 then\n"
-    "  err = check(KEYS[5], 'list')\n"
+    "  err = check(KEYS[6], 'list')\n"
     "  if err then return err end\n"
     "  for i = 1, #c, 500 do\n"
-    "    redis.call('RPUSH', KEYS[5], unpack(c, i, math.min(i + 499, #c)))\n"
+    "    redis.call('RPUSH', KEYS[6], unpack(c, i, math.min(i + 499, #c)))\n"
     "  end\n"
     "  redis.call('DEL', KEYS[4])\n"
     "end\n"
+    "if redis.call('HLEN', KEYS[3]) > 0 or redis.call('LLEN', KEYS[4]) > 0 then\n"
+    "  return s and 0 or 1\n"
+    "end\n"
+    "redis.call('DEL', KEYS[5])\n"
     "if not s then return 1 end\n"
-    "if redis.call('HLEN', KEYS[3]) > 0 or redis.call('LLEN', KEYS[4]) > 0 then return 0 end\n"
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "redis.call('HDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
@@ -355,6 +371,7 @@ const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_LEASE] = qw_lua_lease,
 	[QW_SCRIPT_TAKE] = qw_lua_take,
 	[QW_SCRIPT_FORGET] = qw_lua_forget,
+	[QW_SCRIPT_INFLIGHT] = qw_lua_inflight,
 };
 
 const char *const qw_script_names[QW_SCRIPT_COUNT] = {
@@ -365,4 +382,5 @@ const char *const qw_script_names[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_LEASE] = "lease",
 	[QW_SCRIPT_TAKE] = "take",
 	[QW_SCRIPT_FORGET] = "forget",
+	[QW_SCRIPT_INFLIGHT] = "inflight",
 };

@@ -146,5 +146,7 @@ def test_plugin_init_failure_says_so(r, daemon, tmp):
     assert "queue mail: plugin %s: qw_plugin_init() returned an error" % bad_init in log, log
     assert re.search(r"startup failed\n", log), log
     assert "Cannot allocate memory" not in log
-    assert any(m.startswith("STATUS=startup failed") and "ERRNO" not in m
-               for m in d.read_messages()), d.read_messages()
+    # The notify reader is a thread: wait for it to have read the datagram.
+    wait_until(lambda: any(m.startswith("STATUS=startup failed") for m in d.read_messages()),
+               what="STATUS=startup failed")
+    assert not any("ERRNO" in m for m in d.read_messages()), d.read_messages()

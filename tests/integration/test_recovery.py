@@ -188,3 +188,38 @@ def test_dead_instances_claim_list_goes_back_untouched(r, daemon, tmp):
     assert "recovered" not in stats(r, "mail")
     wait_until(lambda: r.zscore("qw:{mail}:leases", "gone-1") is None, what="lease dropped")
     assert not r.exists("qw:{mail}:claim:gone-1")
+
+
+def test_jobs_taken_ahead_come_back_without_a_run(r, daemon, tmp):
+    """A daemon killed with jobs taken ahead (prefetch) but never started:
+    its successor gives those back as they were; only the job that ran
+    counts a run (here its only one, so it goes to dead)."""
+    log = os.path.join(tmp, "attempts")
+    h = script(tmp, "h.sh", "echo \"$QW_ATTEMPT $(cat)\" >> %s\n[ -e %s/release ] && exit 0\n"
+               "sleep 1000.25 &\nwait $!\n" % (log, tmp))
+    d = daemon("a")
+    d.conf({"mail": "handler = %s\nprefetch = 5\nmax_attempts = 1" % h},
+           workers="concurrency = 1\nlease_timeout = 60s\n")
+    for i in range(6):
+        r.lpush("qw:{mail}:pending", "job%d" % i)
+    d.start()
+    wait_until(lambda: r.hlen("qw:{mail}:active:test-1") == 6 and os.path.exists(log),
+               what="one running, five taken ahead")
+    d.proc.kill()
+    d.wait()
+    kill_orphans()
+    open(os.path.join(tmp, "release"), "w").close()
+    d2 = daemon("b")
+    d2.conf_path = d.conf_path
+    d2.start()
+    wait_until(lambda: stats(r, "mail").get("succeeded") == 5, what="5 succeeded")
+    with open(log) as f:
+        lines = f.read().split("\n")
+    assert lines[0] == "1 job0"
+    assert sorted(l for l in lines[1:] if l) == ["1 job%d" % i for i in range(1, 6)]
+    dead = [json.loads(e) for e in r.lrange("qw:{mail}:dead", 0, -1)]
+    assert [(j["payload"], j["attempt"]) for j in dead] == [("job0", 1)]
+    assert stats(r, "mail").get("recovered") == 6
+    assert inflight(r, "mail") == 0
+    assert d2.stop() == 0
+    assert r.exists("qw:{mail}:started:test-1") == 0
