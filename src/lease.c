@@ -309,7 +309,7 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		if (reply != NULL)
 			qw_log_err("queue %s: reading in-flight jobs failed: %s (retrying)", q->qc.name,
 			    qw_redis_errstr(r, reply));
-		qw_queue_fetch_move(q, QW_FETCH_OFF);	/* the lease tick tries again */
+		qw_fetch_move(q, QW_FETCH_OFF);	/* the lease tick tries again */
 		return;
 	}
 	qw_lease_drop_gone(q, active);
@@ -329,7 +329,7 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		else
 			qw_lease_recover_one(q, field, elem, e->len, NULL, started);
 	}
-	qw_queue_fetch_move(q, QW_FETCH_IDLE);
+	qw_fetch_move(q, QW_FETCH_IDLE);
 }
 
 /* Only while the lease is ours: the fields of an earlier process with our
@@ -342,7 +342,7 @@ qw_lease_reconcile(struct qw_queue *q)
 	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
 	    qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_reconcile_reply, q, 2, 3, argv,
 	    NULL) == 0)
-		qw_queue_fetch_move(q, QW_FETCH_RECONCILING);
+		qw_fetch_move(q, QW_FETCH_RECONCILING);
 }
 
 /* ---- recovering a dead instance ------------------------------------------ */
@@ -552,8 +552,8 @@ qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
 	q->lease_ok_ms = 0;
 	/* A fetch in flight moves to OFF at its reply. */
 	if (q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
-		qw_queue_fetch_move(q, QW_FETCH_OFF);
-	qw_queue_give_back(q);
+		qw_fetch_move(q, QW_FETCH_OFF);
+	qw_fetch_give_back(q);
 	qw_redis_cmd(q->pool->redis, qw_fence_reply, q, 2, argv, NULL);
 	qw_lease_take(q, NULL);
 }

@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
@@ -466,4 +467,24 @@ void
 qw_log_capture_libevent(void)
 {
 	event_set_log_callback(qw_log_libevent_cb);
+}
+
+/* A problem that repeats (a script that fails every second) is logged when
+ * it starts, when it changes and when it ends, not each time: SLOT keeps
+ * its text. Returns true when ERR is new, or, with ERR NULL, when a problem
+ * just ended. */
+bool
+qw_log_changed(char **slot, const char *err)
+{
+	if (err == NULL) {
+		bool ended = *slot != NULL;
+		free(*slot);
+		*slot = NULL;
+		return ended;
+	}
+	if (*slot != NULL && strcmp(*slot, err) == 0)
+		return false;
+	free(*slot);
+	*slot = strdup(err);
+	return true;
 }

@@ -36,4 +36,10 @@ void qw_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 #define qw_log_info(...) qw_log(LOG_INFO, __VA_ARGS__)
 #define qw_log_debug(...) qw_log(LOG_DEBUG, __VA_ARGS__)
 
+/* A problem that repeats (a script that fails every second) is logged when
+ * it starts, when it changes and when it ends, not each time: SLOT keeps
+ * its text (owned). Returns true when ERR is new, or, with ERR NULL, when a
+ * problem just ended. */
+bool qw_log_changed(char **slot, const char *err);
+
 #endif

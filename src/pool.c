@@ -31,30 +31,11 @@
 extern char **environ;
 
 
-static int qw_queue_open_block(struct qw_queue *q);
 static void qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg);
 
-/* A problem that repeats (a script that fails every second) is logged when
- * it starts, when it changes and when it ends, not each time: SLOT keeps
- * its text. Returns true when ERR is new, or, with ERR NULL, when a problem
- * just ended. */
-static bool
-qw_pool_problem(char **slot, const char *err)
-{
-	if (err == NULL) {
-		bool ended = *slot != NULL;
-		free(*slot);
-		*slot = NULL;
-		return ended;
-	}
-	if (*slot != NULL && strcmp(*slot, err) == 0)
-		return false;
-	free(*slot);
-	*slot = strdup(err);
-	return true;
-}
 
 /* ---- stages and the re-evaluation ---------------------------------------- */
+
 
 static const char *const qw_stage_names[QW_STAGE_NSTAGES] = {
 	[QW_STAGE_STARTING] = "starting", [QW_STAGE_LEASING] = "waiting for the lease",
@@ -73,20 +54,6 @@ static const unsigned qw_stage_moves[QW_STAGE_NSTAGES] = {
 	[QW_STAGE_RELEASING] = B(QW_STAGE_DONE),
 };
 
-static const char *const qw_fetch_names[QW_FETCH_NSTATES] = {
-	[QW_FETCH_OFF] = "off", [QW_FETCH_RECONCILING] = "reconciling", [QW_FETCH_IDLE] = "idle",
-	[QW_FETCH_ASKING] = "asking", [QW_FETCH_WAITING] = "waiting", [QW_FETCH_HELD] = "held",
-};
-
-static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
-	[QW_FETCH_OFF] = B(QW_FETCH_RECONCILING),
-	[QW_FETCH_RECONCILING] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
-	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
-	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
-	    B(QW_FETCH_OFF),
-	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
-	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
-};
 #undef B
 
 const char *
@@ -115,21 +82,6 @@ qw_pool_stage_move(struct qw_pool *pool, enum qw_stage to)
 	return 0;
 }
 
-int
-qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
-{
-	if (!(qw_fetch_moves[q->fetch] & (1u << to))) {
-		qw_log_err("queue %s: fetch state cannot move from %s to %s (a bug)", q->qc.name,
-		    qw_fetch_names[q->fetch], qw_fetch_names[to]);
-		assert(!"illegal fetch state move");
-		return -1;
-	}
-	qw_log_debug("queue %s: fetch %s -> %s", q->qc.name, qw_fetch_names[q->fetch],
-	    qw_fetch_names[to]);
-	q->fetch = to;
-	qw_pool_dirty(q->pool);
-	return 0;
-}
 
 void
 qw_pool_dirty(struct qw_pool *pool)
@@ -153,168 +105,23 @@ qw_pool_busy(const struct qw_pool *pool)
 
 /* Whether new jobs may be taken at all (each queue's fetch state says
  * whether it can). */
-static bool
+bool
 qw_pool_taking(const struct qw_pool *pool)
 {
 	return (pool->stage == QW_STAGE_STARTING || pool->stage == QW_STAGE_LEASING ||
 	    pool->stage == QW_STAGE_RUNNING) && qw_redis_is_up(pool->redis);
 }
 
-static bool
+bool
 qw_pool_stopping(const struct qw_pool *pool)
 {
 	return pool->stage >= QW_STAGE_DRAINING;
 }
 
-/* A record of a job taken from Redis that waits here for a slot. Takes
- * ownership of FIELD and ELEM. */
-static int
-qw_queue_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
-{
-	struct qw_rec *rec = qw_rec_new(&q->recs, q, field, NULL);
 
-	if (rec == NULL) {
-		free(elem);
-		return -1;
-	}
-	rec->seq = seq;
-	rec->elem = elem;
-	rec->len = len;
-	return qw_rec_move(&q->recs, rec, QW_REC_BUFFERED);
-}
 
-/* Gives every taken-but-not-started job back to the tail of pending as it
- * was, oldest nearest the tail: on quiet and on shutdown. */
-void
-qw_queue_give_back(struct qw_queue *q)
-{
-	struct qw_rec *rec;
 
-	while ((rec = TAILQ_LAST(&q->recs.list[QW_REC_BUFFERED], qw_recs)) != NULL) {
-		if (qw_rec_finish(&q->recs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, "") < 0)
-			break;
-	}
-	qw_settle_soon(q);
-}
 
-/* "RUNID" followed by SEQ in decimal, without printf. */
-static char *
-qw_pool_field(const struct qw_pool *pool, uint64_t seq)
-{
-	char digits[24], *f;
-	size_t rl = strlen(pool->runid), n = 0;
-
-	do
-		digits[n++] = (char)('0' + seq % 10);
-	while ((seq /= 10) != 0);
-	if ((f = malloc(rl + n + 1)) == NULL)
-		return NULL;
-	memcpy(f, pool->runid, rl);
-	for (size_t i = 0; i < n; i++)
-		f[rl + i] = digits[n - 1 - i];
-	f[rl + n] = '\0';
-	return f;
-}
-
-static void
-qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_queue *q = priv;
-	struct qw_pool *pool = q->pool;
-	unsigned asked = q->asked;
-	bool lost = false, woken = q->woken;
-	size_t got;
-
-	q->asked = q->asked_slots = 0;
-	q->woken = false;
-	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY)
-		q->fetch_us = qw_decide_smooth(q->fetch_us, qw_clock_mono_us() - q->asked_us, 3, 3);
-	if (reply == NULL) {
-		/* Whatever the script took is in the active hash: reconcile finds it. */
-		qw_queue_fetch_move(q, QW_FETCH_OFF);
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY) {
-		const char *err = qw_redis_errstr(r, reply);
-		if (qw_pool_problem(&q->fetch_err, err))
-			qw_log_err("queue %s: fetch failed: %s (retrying every second)", q->qc.name,
-			    err);
-		qw_queue_fetch_move(q, QW_FETCH_HELD);
-		qw_clock_arm(q->fetch_retry_ev, 1000);
-		return;
-	}
-	if (qw_pool_problem(&q->fetch_err, NULL))
-		qw_log_notice("queue %s: fetching works again", q->qc.name);
-	/* Jobs too large to run went to dead inside Redis: only their count
-	 * comes back, never their bytes. */
-	got = reply->elements;
-	if (got > 0 && reply->element[got - 1]->type == REDIS_REPLY_INTEGER) {
-		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
-		    q->qc.name, reply->element[--got]->integer);
-	}
-	for (size_t i = 0; i < got; i++) {
-		redisReply *e = reply->element[i];
-		char *field = qw_pool_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
-		if (field == NULL || elem == NULL) {
-			free(field);
-			free(elem);
-			lost = true;
-			continue;
-		}
-		memcpy(elem, e->str, e->len);
-		elem[e->len] = '\0';
-		if (qw_queue_buffer(q, field, q->first_seq + i, elem, e->len) < 0)
-			lost = true;
-	}
-	if (lost)
-		qw_log_err("queue %s: out of memory taking jobs; reading them again", q->qc.name);
-	if (!qw_pool_taking(pool) || q->lease != QW_LEASE_HELD)
-		/* Quiet, stopping or fenced since the fetch left: none of these
-		 * starts. */
-		qw_queue_give_back(q);
-	/* A job we could not keep is in the active hash only: reconcile it. A
-	 * short reply waits for a wake-up, unless one came while it was on its
-	 * way: the push may have come after the script ran. Fenced since the
-	 * fetch left: fetch no more until the lease is ours again and
-	 * reconcile has checked these jobs. */
-	qw_queue_fetch_move(q, lost || q->lease != QW_LEASE_HELD ? QW_FETCH_OFF :
-	    got < asked && !woken ? QW_FETCH_WAITING :
-	    QW_FETCH_IDLE);
-}
-
-/* Asks for SLOTS jobs to run now plus EXTRA to keep at hand. */
-static int
-qw_queue_fetch(struct qw_queue *q, unsigned slots, unsigned extra)
-{
-	struct qw_pool *pool = q->pool;
-	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN], maxp[QW_FMT_U64_LEN];
-	char maxj[QW_FMT_U64_LEN], deadmax[QW_FMT_U64_LEN];
-	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
-		q->key[K_DEAD], q->key[K_STATS], nb, seqb, pool->runid, maxp, maxj, deadmax };
-	unsigned n;
-
-	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
-	 * Redis, and far below what Lua's unpack can take. */
-	if (slots > QW_FETCH_MAX)
-		slots = QW_FETCH_MAX;
-	if (extra > QW_FETCH_MAX - slots)
-		extra = QW_FETCH_MAX - slots;
-	n = slots + extra;
-	qw_fmt_u64(nb, n);
-	qw_fmt_u64(seqb, pool->seq);
-	qw_fmt_u64(maxp, q->qc.max_payload);
-	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
-	qw_fmt_u64(deadmax, q->qc.dead_max);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 5, 11, argv, NULL) < 0)
-		return -1;
-	qw_queue_fetch_move(q, QW_FETCH_ASKING);
-	q->asked_us = qw_clock_mono_us();
-	q->first_seq = pool->seq;
-	pool->seq += n;
-	q->asked = n;
-	q->asked_slots = slots;
-	return 0;
-}
 
 unsigned
 qw_queue_cap(const struct qw_queue *q)
@@ -327,7 +134,7 @@ qw_queue_cap(const struct qw_queue *q)
 static unsigned
 qw_queue_settle_room(const struct qw_queue *q)
 {
-	return qw_settle_room(q, qw_queue_cap(q) + qw_queue_prefetch(q));
+	return qw_settle_room(q, qw_queue_cap(q) + qw_fetch_prefetch(q));
 }
 
 /* How many more slots the queue could use now: up to its cap, and only as
@@ -371,27 +178,35 @@ qw_pool_share(struct qw_pool *pool, unsigned *want)
 /* Says in Redis that this process starts every job of Q up to the N-th
  * buffered one, before it starts them: recovery counts a run only for the
  * jobs it started, and gives the ones only taken ahead (prefetch) back as
- * they were. The command is written to the socket at once, so that a
+ * they were. It says so for up to the queue's concurrency more at once, so
+ * that a busy queue writes this once per that many jobs rather than once a
+ * loop turn: a crash then counts a run for at most that many jobs that had
+ * not started. The command is written to the socket at once, so that a
  * plugin that brings the daemon down with its first instructions is still
  * counted (and a job that keeps doing so ends in dead). */
 static void
 qw_queue_say_started(struct qw_queue *q, unsigned n)
 {
-	struct qw_rec *rec, *last = NULL;
+	struct qw_rec *rec, *need = NULL, *upto = NULL;
+	unsigned ahead = qw_queue_cap(q);
 	char seq[QW_FMT_U64_LEN];
 	const char *argv[] = { "HSET", q->key[K_STARTED], q->pool->runid, seq };
 
 	TAILQ_FOREACH(rec, &q->recs.list[QW_REC_BUFFERED], link) {
-		last = rec;
-		if (--n == 0)
+		if (n > 0 && --n == 0)
+			need = rec;
+		upto = rec;
+		if (need != NULL && ahead-- == 0)
 			break;
 	}
-	if (last == NULL || last->seq <= q->started_sent)
+	if (need == NULL)
+		need = upto;
+	if (need == NULL || need->seq <= q->started_sent)
 		return;
-	qw_fmt_u64(seq, last->seq);
+	qw_fmt_u64(seq, upto->seq);
 	if (qw_redis_cmd(q->pool->redis, NULL, NULL, 4, argv, NULL) == 0) {
 		qw_redis_flush(q->pool->redis);
-		q->started_sent = last->seq;
+		q->started_sent = upto->seq;
 	}
 }
 
@@ -411,49 +226,8 @@ qw_queue_start_buffered(struct qw_queue *q, unsigned n)
 	return started;
 }
 
-/* ---- prefetch ---------------------------------------------------------- */
 
-void
-qw_queue_job_ran(struct qw_queue *q, uint64_t started_us)
-{
-	/* A longer run counts at once, a shorter one slowly: taking long jobs
-	 * ahead keeps them from idle instances, while too small a buffer for
-	 * short ones costs only some speed until it grows again. */
-	q->job_us = qw_decide_smooth(q->job_us, qw_clock_mono_us() - started_us, 1, 3);
-}
 
-/* How many jobs Q keeps taken ahead of its free slots: its prefetch, or
- * with prefetch = auto what qw_decide_prefetch makes of the times measured. */
-unsigned
-qw_queue_prefetch(const struct qw_queue *q)
-{
-	unsigned cap = qw_queue_cap(q);
-	struct qw_prefetch_in in = { .job_us = q->job_us, .fetch_us = q->fetch_us,
-		.slots = cap < q->pool->concurrency ? cap : q->pool->concurrency,
-		.max = QW_FETCH_MAX };
-
-	return q->qc.prefetch != QW_PREFETCH_AUTO ? q->qc.prefetch : qw_decide_prefetch(&in);
-}
-
-/* qw_queue_prefetch, and the log line when auto has moved it far. */
-static unsigned
-qw_queue_ahead(struct qw_queue *q)
-{
-	unsigned ahead = qw_queue_prefetch(q);
-
-	if (q->qc.prefetch != QW_PREFETCH_AUTO)
-		return ahead;
-	/* Said when it has doubled or halved since it was last said, not
-	 * each time it moves by one. */
-	if (ahead > 2 * q->ahead_said || ahead < q->ahead_said / 2 ||
-	    (ahead == 0) != (q->ahead_said == 0)) {
-		qw_log_debug("queue %s: prefetch %u (a job takes %lluus, a fetch %lluus)",
-		    q->qc.name, ahead, (unsigned long long)q->job_us,
-		    (unsigned long long)q->fetch_us);
-		q->ahead_said = ahead;
-	}
-	return ahead;
-}
 
 /* Fills free slots: from the buffers first, then by fetching (one script
  * call per queue, with the queue's prefetch on top). A job that ends while
@@ -469,7 +243,7 @@ qw_pool_fill(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
-		unsigned nbuf = q->recs.n[QW_REC_BUFFERED], ahead = qw_queue_ahead(q);
+		unsigned nbuf = q->recs.n[QW_REC_BUFFERED], ahead = qw_fetch_ahead(q);
 		unsigned extra = ahead > nbuf ? ahead - nbuf : 0;
 		unsigned gate = qw_queue_settle_room(q);
 		/* Refill the buffer once it is half empty, not for every job. */
@@ -481,158 +255,21 @@ qw_pool_fill(struct qw_pool *pool)
 			extra = gate - rest;
 		if (q->fetch != QW_FETCH_IDLE || q->lease != QW_LEASE_HELD || rest + extra == 0)
 			continue;
-		if (qw_queue_fetch(q, rest, extra) < 0)
+		if (qw_fetch_ask(q, rest, extra) < 0)
 			break;
 	}
 	qw_workers_kick(pool->workers);
 }
 
-/* A wake-up on the queue's blocking connection: pending changed (a push, a
- * retry or requeue coming back, or a fetch trimming it), or the
- * subscription was confirmed (once armed, and every few seconds after,
- * which makes up for any wake-up lost with a connection). It carries no
- * job, only the key's name: look once. */
-static void
-qw_queue_wake(struct qw_queue *q)
-{
-	if (q->fetch == QW_FETCH_ASKING)
-		/* The fetch in flight may have run before the push: its short
-		 * reply must not put the queue to sleep (qw_fetch_reply). */
-		q->woken = true;
-	else if (q->fetch == QW_FETCH_WAITING)
-		qw_queue_fetch_move(q, QW_FETCH_IDLE);
-}
-
-static void
-qw_block_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_queue *q = priv;
-
-	if (r == NULL)
-		return;		/* connection closed on purpose */
-	if (reply == NULL) {
-		/* No wake-up until it is back; its first confirmation looks. */
-		q->blocking = false;
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-	    reply->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	if (strcmp(reply->element[0]->str, "subscribe") == 0)
-		q->blocking = true;
-	qw_queue_wake(q);
-}
-
-static void
-qw_tracking_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_queue *q = priv;
-
-	if (r != NULL && reply != NULL && reply->type == REDIS_REPLY_ERROR)
-		qw_log_err("queue %s: cannot be told of new jobs: %s (looking every %ds instead)",
-		    q->qc.name, qw_redis_errstr(r, reply), QW_REDIS_LONGEST_WAIT_MS / 1000);
-}
-
-/* Arms the wake-up on a fresh connection: Redis tells this connection (in
- * RESP2, through the channel __redis__:invalidate) the name of the pending
- * key each time it changes, and nothing else. Pushes made before the
- * subscription is confirmed are found by the look the confirmation starts. */
-static void
-qw_blk_state(struct qw_redis *r, bool up, void *arg)
-{
-	struct qw_queue *q = arg;
-	char id[24];
-	const char *argv[] = { "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX",
-		q->key[K_PENDING] };
-
-	if (!up) {
-		q->blocking = false;
-		return;
-	}
-	snprintf(id, sizeof(id), "%lld", qw_redis_client_id(r));
-	if (qw_redis_cmd(r, qw_tracking_reply, q, 8, argv, NULL) < 0 ||
-	    qw_redis_subscribe(r, "__redis__:invalidate", qw_block_reply, q) < 0)
-		qw_log_err("queue %s: cannot subscribe to new jobs: out of memory", q->qc.name);
-}
-
-/* Each queue waits on a connection of its own while it has no work. */
-static int
-qw_queue_open_block(struct qw_queue *q)
-{
-	char name[100];
-
-	if (q->blk != NULL)
-		return 0;
-	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
-	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->conf, name, false, qw_blk_state, q);
-	return q->blk == NULL ? -1 : 0;
-}
-
-/* Stops waiting: on quiet the wake-ups go on and are ignored (nothing is
- * fetched while quiet); with CLOSE (at shutdown) the connection goes. The
- * unclaim gives back, untouched, what a blocking pop of an older qworkerd
- * with this identity left in the claim list. */
-static void
-qw_queue_abandon_block(struct qw_queue *q, bool close)
-{
-	struct qw_pool *pool = q->pool;
-	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
-
-	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
-	if (close) {
-		qw_redis_free(q->blk);
-		q->blk = NULL;
-		q->blocking = false;
-	}
-}
-
-/* ---- moving scheduled jobs ---- */
-
-static void
-qw_promote_reply(struct qw_redis *r, redisReply *reply, void *priv)
-{
-	struct qw_queue *q = priv;
-	const char *err;
-
-	if (reply == NULL)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		/* It runs five times a second: say so once per problem. */
-		err = qw_redis_errstr(r, reply);
-		if (qw_pool_problem(&q->promote_err, err))
-			qw_log_err("queue %s: moving due scheduled jobs failed: %s (retrying)",
-			    q->qc.name, err);
-		return;
-	}
-	if (qw_pool_problem(&q->promote_err, NULL))
-		qw_log_notice("queue %s: moving due scheduled jobs works again", q->qc.name);
-	if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= QW_PROMOTE_LIMIT)
-		event_active(q->promote_ev, EV_TIMEOUT, 0);
-}
-
-static void
-qw_promote_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct qw_queue *q = arg;
-	char limit[16];
-	const char *argv[] = { q->key[K_SCHEDULED], q->key[K_PENDING], limit };
-
-	snprintf(limit, sizeof(limit), "%d", QW_PROMOTE_LIMIT);
-	if (!qw_pool_stopping(q->pool))
-		qw_redis_script(q->pool->redis, QW_SCRIPT_PROMOTE, qw_promote_reply, q, 2, 3,
-		    argv, NULL);
-}
 
 
-static void
-qw_queue_fetch_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct qw_queue *q = arg;
 
-	/* Look again: fetch once, and wait if that comes back short. */
-	if (q->fetch == QW_FETCH_HELD)
-		qw_queue_fetch_move(q, QW_FETCH_IDLE);
-}
+
+
+
+
+
+
 
 /* ---- setup ------------------------------------------------------------- */
 
@@ -686,15 +323,12 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 			return -1;
 		}
 	}
-	q->promote_ev = event_new(pool->base, -1, EV_PERSIST, qw_promote_cb, q);
-	q->fetch_retry_ev = evtimer_new(pool->base, qw_queue_fetch_retry_cb, q);
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
-	if (q->promote_ev == NULL || q->fetch_retry_ev == NULL || q->settle_retry_ev == NULL)
+	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
 		return -1;
-	event_add(q->promote_ev, &(struct timeval){ 0, QW_PROMOTE_MS * 1000 });
 	if (qc->plugin != NULL && qw_queue_start_plugin(q) < 0)
 		return -1;
-	return qw_queue_open_block(q);
+	return 0;
 }
 
 static void
@@ -887,7 +521,7 @@ qw_pool_redis_state(struct qw_pool *pool, bool up)
 		 * gap the active hash is read again before fetching: whatever a
 		 * lost fetch took is found there. */
 		if (!up && q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
-			qw_queue_fetch_move(q, QW_FETCH_OFF);
+			qw_fetch_move(q, QW_FETCH_OFF);
 		else if (up)
 			qw_lease_start(q);
 	}
@@ -986,14 +620,14 @@ qw_pool_quiet(struct qw_pool *pool, bool quiet)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		if (quiet) {
-			qw_queue_abandon_block(q, false);
-			qw_queue_give_back(q);
+			qw_fetch_abandon_wake(q, false);
+			qw_fetch_give_back(q);
 			continue;
 		}
 		/* Look once; wait again if there is nothing. */
 		if (q->fetch == QW_FETCH_WAITING)
-			qw_queue_fetch_move(q, QW_FETCH_IDLE);
-		if (qw_queue_open_block(q) < 0)
+			qw_fetch_move(q, QW_FETCH_IDLE);
+		if (qw_fetch_open_wake(q) < 0)
 			qw_log_err("queue %s: out of memory opening its connection", q->qc.name);
 	}
 }
@@ -1103,8 +737,8 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 	if (!qw_pool_stopping(pool)) {
 		qw_pool_stage_move(pool, QW_STAGE_DRAINING);
 		for (size_t i = 0; i < pool->nqueues; i++) {
-			qw_queue_abandon_block(&pool->queues[i], true);
-			qw_queue_give_back(&pool->queues[i]);
+			qw_fetch_abandon_wake(&pool->queues[i], true);
+			qw_fetch_give_back(&pool->queues[i]);
 		}
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}

@@ -44,10 +44,10 @@ struct qw_run {
 	bool in_thread;		/* work is with a worker thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
-	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_queue_job_ran) */
+	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
 };
 
-/* A queue's fetching: one state at a time, moved only by qw_queue_fetch_move
+/* A queue's fetching: one state at a time, moved only by qw_fetch_move
  * (pool.c), which checks where it comes from.
  *   OFF          -> RECONCILING  our active hash is being read (lease.c)
  *   RECONCILING  -> IDLE         it was: every job in it is known here
@@ -211,18 +211,33 @@ struct qw_pool {
 /* Something changed that may free a slot, end the drain or make the daemon
  * ready: re-evaluate once, at the end of this loop turn (qw_pool_eval_cb). */
 void qw_pool_dirty(struct qw_pool *pool);
-void qw_queue_give_back(struct qw_queue *q);
-int qw_queue_fetch_move(struct qw_queue *q, enum qw_fetch_state to);
+/* Whether new jobs may be taken at all / the drain has begun. */
+bool qw_pool_taking(const struct qw_pool *pool);
+bool qw_pool_stopping(const struct qw_pool *pool);
+
+/* fetch.c */
+int qw_fetch_init(struct qw_queue *q);
+/* Moves the queue's fetch state, checking where it comes from. */
+int qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to);
+/* Asks for SLOTS jobs to run now plus EXTRA to keep at hand. */
+int qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra);
+/* How many jobs to keep taken ahead now (logs when auto moves it far). */
+unsigned qw_fetch_ahead(struct qw_queue *q);
+/* Gives every buffered job back to the tail of pending as it was. */
+void qw_fetch_give_back(struct qw_queue *q);
+int qw_fetch_open_wake(struct qw_queue *q);
+/* Stops waiting for wake-ups (quiet); with CLOSE the connection goes. */
+void qw_fetch_abandon_wake(struct qw_queue *q, bool close);
 /* Slots in use: running and cancelling jobs, and slots fetches asked for. */
 unsigned qw_pool_busy(const struct qw_pool *pool);
 /* The queue's concurrency: its own, else the pool's. */
 unsigned qw_queue_cap(const struct qw_queue *q);
 /* How many jobs it takes ahead of its free slots now (prefetch, or auto's
  * current choice). */
-unsigned qw_queue_prefetch(const struct qw_queue *q);
+unsigned qw_fetch_prefetch(const struct qw_queue *q);
 /* A job of Q that started at STARTED_US (monotonic) has ended: prefetch =
  * auto learns how long jobs take. */
-void qw_queue_job_ran(struct qw_queue *q, uint64_t started_us);
+void qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */

@@ -176,7 +176,7 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	if (qw_run_end_fenced(run))
 		return;
 	qw_decide_outcome(&in, &o);
-	qw_queue_job_ran(q, run->started_us);
+	qw_fetch_job_ran(q, run->started_us);
 	pool->processed++;
 	if (o.attempt != run->job.attempt)
 		pool->failed++;
@@ -400,7 +400,7 @@ qw_run_requeue_unstarted(struct qw_run *run, int rc)
 	    q->qc.name, run->job.id, q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0],
 	    strerror(rc));
 	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING) {
-		qw_queue_fetch_move(q, QW_FETCH_HELD);
+		qw_fetch_move(q, QW_FETCH_HELD);
 		qw_clock_arm(q->fetch_retry_ev, 1000);
 	}
 	qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "requeued");
@@ -417,7 +417,7 @@ qw_run_forget(struct qw_rec *rec)
 	    q->qc.name, rec->field);
 	qw_rec_free(&q->recs, rec);
 	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING || q->fetch == QW_FETCH_HELD)
-		qw_queue_fetch_move(q, QW_FETCH_OFF);
+		qw_fetch_move(q, QW_FETCH_OFF);
 }
 
 /* Makes the run of a BUFFERED record and moves it to RUNNING. */

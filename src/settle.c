@@ -103,7 +103,7 @@ qw_settle_keys_move(struct qw_queue *q, enum qw_keys_state to, unsigned bad, con
 		wr->why = strdup(why);	/* NULL when out of memory: logged again next time */
 		qw_log_err("queue %s: results cannot be written: %s; they wait here and are "
 		    "retried, and fetching stops once the queue holds %u jobs", q->qc.name, why,
-		    qw_queue_cap(q) + qw_queue_prefetch(q));
+		    qw_queue_cap(q) + qw_fetch_prefetch(q));
 	} else if (to == QW_KEYS_OK && from == QW_KEYS_WRONG) {
 		qw_log_notice("queue %s: results can be written again", q->qc.name);
 		free(wr->why);
