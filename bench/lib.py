@@ -461,7 +461,7 @@ def m_latency(tmp, rs, helpers, kind, rep):
     log("pickup latency, %s handler, %d jobs %.0f ms apart, run %d/%d" % (kind, N_LAT, LAT_GAP * 1000, rep + 1, REPS))
     try:
         wait_ready_by_lease(r, d)
-        time.sleep(1.0)   # idle: blocked in its fetch
+        time.sleep(1.0)   # idle: waiting for a wake-up
         d.check_alive()
         nxt = time.monotonic()
         for _ in range(N_LAT):
@@ -484,14 +484,15 @@ def m_latency(tmp, rs, helpers, kind, rep):
 
 
 def wait_ready_by_lease(r, d, timeout=10.0):
-    """Without NOTIFY_SOCKET: ready once qworkerd holds a blocked connection (its idle fetch)."""
+    """Without NOTIFY_SOCKET: ready once qworkerd's wake-up connection is subscribed (flag P:
+    an idle queue waits for Redis to say its pending list changed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         d.check_alive()
-        if any("b" in c.get("flags", "") for c in r.client_list()):
+        if any("P" in c.get("flags", "") for c in r.client_list()):
             return
         time.sleep(0.01)
-    raise RuntimeError("qworkerd did not block in a fetch within %.0f s: %s" % (timeout, d.log_tail()))
+    raise RuntimeError("qworkerd did not wait for jobs within %.0f s: %s" % (timeout, d.log_tail()))
 
 
 def m_idle(tmp, rs, rep):

@@ -56,7 +56,7 @@ qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
 static int
 qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
 {
-	struct qw_rec *rec = qw_rec_new(&q->recs, q, field, NULL);
+	struct qw_rec *rec = qw_record_new(&q->recs, q, field, NULL);
 
 	if (rec == NULL) {
 		free(elem);
@@ -65,7 +65,7 @@ qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_
 	rec->seq = seq;
 	rec->elem = elem;
 	rec->len = len;
-	return qw_rec_move(&q->recs, rec, QW_REC_BUFFERED);
+	return qw_record_move(&q->recs, rec, QW_REC_BUFFERED);
 }
 
 /* Gives every taken-but-not-started job back to the tail of pending as it
@@ -76,7 +76,7 @@ qw_fetch_give_back(struct qw_queue *q)
 	struct qw_rec *rec;
 
 	while ((rec = TAILQ_LAST(&q->recs.list[QW_REC_BUFFERED], qw_recs)) != NULL) {
-		if (qw_rec_finish(&q->recs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, "") < 0)
+		if (qw_record_finish(&q->recs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, "") < 0)
 			break;
 	}
 	qw_settle_soon(q);
@@ -212,7 +212,7 @@ qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us)
 unsigned
 qw_fetch_prefetch(const struct qw_queue *q)
 {
-	unsigned cap = qw_queue_cap(q);
+	unsigned cap = qw_pool_cap(q);
 	struct qw_prefetch_in in = { .job_us = q->job_us, .fetch_us = q->fetch_us,
 		.slots = cap < q->pool->concurrency ? cap : q->pool->concurrency,
 		.max = QW_FETCH_MAX };

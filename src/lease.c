@@ -41,7 +41,7 @@
 /* ---- who we are -------------------------------------------------------- */
 
 static int
-qw_read_line(const char *path, char *buf, size_t len)
+qw_lease_read_line(const char *path, char *buf, size_t len)
 {
 	FILE *f = fopen(path, "r");
 
@@ -58,13 +58,13 @@ qw_read_line(const char *path, char *buf, size_t len)
 
 /* Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
 static int
-qw_proc_starttime(long pid, unsigned long long *start)
+qw_lease_proc_starttime(long pid, unsigned long long *start)
 {
 	char path[64], buf[1024], *p;
 	int field = 2;
 
 	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	if (qw_read_line(path, buf, sizeof(buf)) < 0)
+	if (qw_lease_read_line(path, buf, sizeof(buf)) < 0)
 		return -1;
 	p = strrchr(buf, ')');	/* the command name may hold spaces */
 	if (p == NULL)
@@ -78,7 +78,7 @@ qw_proc_starttime(long pid, unsigned long long *start)
 /* The inode of our pid namespace: a pid means the same process only to a
  * process in the same one. 0 when it cannot be read. */
 static unsigned long long
-qw_pidns(void)
+qw_lease_pidns(void)
 {
 	struct stat st;
 
@@ -92,9 +92,9 @@ qw_lease_holder_info(void)
 	unsigned long long start = 0;
 
 	gethostname(host, sizeof(host) - 1);
-	qw_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
-	qw_proc_starttime((long)getpid(), &start);
-	if (asprintf(&out, "%s\t%s\t%llu\t%ld\t%llu", host, boot, qw_pidns(), (long)getpid(),
+	qw_lease_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
+	qw_lease_proc_starttime((long)getpid(), &start);
+	if (asprintf(&out, "%s\t%s\t%llu\t%ld\t%llu", host, boot, qw_lease_pidns(), (long)getpid(),
 	    start) < 0)
 		return NULL;
 	return out;
@@ -122,13 +122,13 @@ qw_lease_holder_state(const char *info, char *why, size_t len)
 		snprintf(why, len, "it runs on another host");
 		return QW_HOLDER_UNKNOWN;
 	}
-	if (qw_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) < 0 ||
+	if (qw_lease_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot)) < 0 ||
 	    strcmp(boot, iboot) != 0) {
 		snprintf(why, len, "it has another boot id: another machine with this host name, "
 		    "or before a reboot");
 		return QW_HOLDER_UNKNOWN;
 	}
-	if (ns == 0 || ns != qw_pidns()) {
+	if (ns == 0 || ns != qw_lease_pidns()) {
 		snprintf(why, len, "it runs in another pid namespace");
 		return QW_HOLDER_UNKNOWN;
 	}
@@ -136,7 +136,7 @@ qw_lease_holder_state(const char *info, char *why, size_t len)
 		snprintf(why, len, "pid %ld no longer runs", pid);
 		return QW_HOLDER_GONE;
 	}
-	if (qw_proc_starttime(pid, &now_start) < 0) {
+	if (qw_lease_proc_starttime(pid, &now_start) < 0) {
 		snprintf(why, len, "pid %ld runs but is not visible here", pid);
 		return QW_HOLDER_UNKNOWN;
 	}
@@ -153,7 +153,7 @@ qw_lease_holder_state(const char *info, char *why, size_t len)
 /* A job that was in flight when its qworkerd died: it may have been
  * running, so it counts an attempt. Takes FIELD, ELEM and OWNER. */
 static void
-qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *owner)
+qw_lease_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *owner)
 {
 	struct qw_job job;
 	const char *why = "qworkerd stopped while the job ran";
@@ -189,7 +189,7 @@ qw_queue_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *
 
 /* Copies a reply string into a NUL-terminated heap buffer. */
 static char *
-qw_reply_dup(const redisReply *e)
+qw_lease_reply_dup(const redisReply *e)
 {
 	char *s = malloc(e->len + 1);
 
@@ -253,7 +253,7 @@ qw_lease_recover_one(struct qw_queue *q, char *field, char *elem, size_t len, ch
     const redisReply *started)
 {
 	if (qw_lease_may_have_run(field, started)) {
-		qw_queue_recover(q, field, elem, len, owner);
+		qw_lease_recover(q, field, elem, len, owner);
 		return;
 	}
 	qw_log_info("queue %s: job field %s was taken ahead by %s and never started: back on "
@@ -273,7 +273,7 @@ qw_lease_drop_gone(struct qw_queue *q, const redisReply *reply)
 		TAILQ_FOREACH(rec, &q->recs.list[live[s]], link)
 			rec->mark = 0;
 	for (size_t i = 0; i + 1 < reply->elements; i += 2)
-		if ((rec = qw_rec_find(&q->recs, reply->element[i]->str,
+		if ((rec = qw_record_find(&q->recs, reply->element[i]->str,
 		    reply->element[i]->len)) != NULL)
 			rec->mark = 1;
 	for (size_t s = 0; s < 3; s++)
@@ -283,7 +283,7 @@ qw_lease_drop_gone(struct qw_queue *q, const redisReply *reply)
 				continue;
 			if (rec->state == QW_REC_BUFFERED) {
 				buffered++;
-				qw_rec_free(&q->recs, rec);
+				qw_record_free(&q->recs, rec);
 			} else {
 				ran++;
 				qw_run_fence(rec);
@@ -297,7 +297,7 @@ qw_lease_drop_gone(struct qw_queue *q, const redisReply *reply)
 }
 
 static void
-qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	size_t rl = strlen(q->pool->runid);
@@ -315,9 +315,9 @@ qw_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	qw_lease_drop_gone(q, active);
 	for (size_t i = 0; i + 1 < active->elements; i += 2) {
 		redisReply *f = active->element[i], *e = active->element[i + 1];
-		if (qw_rec_find(&q->recs, f->str, f->len) != NULL)
+		if (qw_record_find(&q->recs, f->str, f->len) != NULL)
 			continue;
-		char *field = qw_reply_dup(f), *elem = qw_reply_dup(e);
+		char *field = qw_lease_reply_dup(f), *elem = qw_lease_reply_dup(e);
 		if (field == NULL || elem == NULL) {
 			free(field);
 			free(elem);
@@ -340,7 +340,7 @@ qw_lease_reconcile(struct qw_queue *q)
 	const char *argv[] = { q->key[K_ACTIVE], q->key[K_STARTED], q->pool->runid };
 
 	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
-	    qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_reconcile_reply, q, 2, 3, argv,
+	    qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_lease_reconcile_reply, q, 2, 3, argv,
 	    NULL) == 0)
 		qw_fetch_move(q, QW_FETCH_RECONCILING);
 }
@@ -348,7 +348,7 @@ qw_lease_reconcile(struct qw_queue *q)
 /* ---- recovering a dead instance ------------------------------------------ */
 
 static char *
-qw_instance_key(const struct qw_queue *q, const char *what, const char *inst)
+qw_lease_instance_key(const struct qw_queue *q, const char *what, const char *inst)
 {
 	char *k;
 
@@ -358,7 +358,7 @@ qw_instance_key(const struct qw_queue *q, const char *what, const char *inst)
 }
 
 static void
-qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	const redisReply *active, *started;
@@ -371,8 +371,8 @@ qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		return;
 	}
 	for (size_t i = 0; i + 1 < active->elements; i += 2) {
-		char *field = qw_reply_dup(active->element[i]);
-		char *elem = qw_reply_dup(active->element[i + 1]);
+		char *field = qw_lease_reply_dup(active->element[i]);
+		char *elem = qw_lease_reply_dup(active->element[i + 1]);
 		char *owner = strdup(q->reaping);
 		if (field == NULL || elem == NULL || owner == NULL) {
 			free(field);
@@ -386,7 +386,7 @@ qw_reap_reply(struct qw_redis *r, redisReply *reply, void *priv)
 
 /* Jobs of the dead instance that are still queued here to be written. */
 static bool
-qw_reap_busy(const struct qw_queue *q)
+qw_lease_reap_busy(const struct qw_queue *q)
 {
 	const struct qw_rec *rec;
 
@@ -398,17 +398,17 @@ qw_reap_busy(const struct qw_queue *q)
 	return false;
 }
 
-static void qw_reap_step(struct qw_queue *q);
+static void qw_lease_reap_step(struct qw_queue *q);
 
 static void
-qw_forget_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_forget_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 
 	if (reply == NULL || q->reaping == NULL || reply->type != REDIS_REPLY_INTEGER)
 		return;
 	if (reply->integer == 0) {
-		qw_reap_step(q);	/* jobs left: read them again */
+		qw_lease_reap_step(q);	/* jobs left: read them again */
 		return;
 	}
 	if (reply->integer > 0)
@@ -420,16 +420,16 @@ qw_forget_reply(struct qw_redis *r, redisReply *reply, void *priv)
 /* The last step of recovering q->reaping, once the results of its jobs are
  * written: give its claim list back and drop its lease. */
 static void
-qw_reap_forget(struct qw_queue *q)
+qw_lease_reap_forget(struct qw_queue *q)
 {
-	char *akey = qw_instance_key(q, "active", q->reaping);
-	char *ckey = qw_instance_key(q, "claim", q->reaping);
-	char *skey = qw_instance_key(q, "started", q->reaping);
+	char *akey = qw_lease_instance_key(q, "active", q->reaping);
+	char *ckey = qw_lease_instance_key(q, "claim", q->reaping);
+	char *skey = qw_lease_instance_key(q, "started", q->reaping);
 
 	if (akey != NULL && ckey != NULL && skey != NULL) {
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, skey,
 			q->key[K_PENDING], q->reaping, "expired", "" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_forget_reply, q, 6, 9, argv, NULL);
+		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_lease_forget_reply, q, 6, 9, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
@@ -440,14 +440,14 @@ qw_reap_forget(struct qw_queue *q)
  * guarded by its lease. Its claim list (jobs it never started) goes back in
  * the forget script, which checks the lease is still expired first. */
 static void
-qw_reap_step(struct qw_queue *q)
+qw_lease_reap_step(struct qw_queue *q)
 {
-	char *akey = qw_instance_key(q, "active", q->reaping);
-	char *skey = qw_instance_key(q, "started", q->reaping);
+	char *akey = qw_lease_instance_key(q, "active", q->reaping);
+	char *skey = qw_lease_instance_key(q, "started", q->reaping);
 
 	if (akey != NULL && skey != NULL) {
 		const char *argv[] = { akey, skey, "" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_reap_reply, q, 2, 3, argv,
+		qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_lease_reap_reply, q, 2, 3, argv,
 		    NULL);
 	}
 	free(akey);
@@ -492,7 +492,7 @@ qw_lease_move(struct qw_queue *q, enum qw_lease_state to)
  * characters escaped as log.c does (it leaves what is escaped already as it
  * is), at most 200 bytes of it. */
 static void
-qw_holder_printable(char *out, size_t len, const char *info)
+qw_lease_holder_printable(char *out, size_t len, const char *info)
 {
 	char plain[201];
 	size_t n = 0;
@@ -516,7 +516,7 @@ qw_lease_may_recover(const struct qw_queue *q)
 }
 
 static void
-qw_fence_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_fence_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 
@@ -537,7 +537,7 @@ qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
 	const char *me = q->pool->conf->instance;
 	char who[1024];
 
-	qw_holder_printable(who, sizeof(who), holder);
+	qw_lease_holder_printable(who, sizeof(who), holder);
 	if (left < 0)
 		qw_log_err("queue %s: fenced: the lease of instance %s is gone from Redis; "
 		    "its jobs may have been recovered", q->qc.name, me);
@@ -554,7 +554,7 @@ qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
 	if (q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
 		qw_fetch_move(q, QW_FETCH_OFF);
 	qw_fetch_give_back(q);
-	qw_redis_cmd(q->pool->redis, qw_fence_reply, q, 2, argv, NULL);
+	qw_redis_cmd(q->pool->redis, qw_lease_fence_reply, q, 2, argv, NULL);
 	qw_lease_take(q, NULL);
 }
 
@@ -571,11 +571,11 @@ qw_lease_reap_expired(struct qw_queue *q, const redisReply *list)
 		if (e->type != REDIS_REPLY_STRING || (strlen(me) == e->len &&
 		    memcmp(me, e->str, e->len) == 0))
 			continue;
-		if ((q->reaping = qw_reply_dup(e)) == NULL)
+		if ((q->reaping = qw_lease_reply_dup(e)) == NULL)
 			return;
 		qw_log_warn("queue %s: the lease of instance %s expired: recovering its jobs",
 		    q->qc.name, q->reaping);
-		qw_reap_step(q);
+		qw_lease_reap_step(q);
 		return;
 	}
 }
@@ -631,7 +631,7 @@ qw_lease_wait(struct qw_queue *q, const char *holder, long long left, enum qw_ho
 	    "a process that cannot be proved gone";
 	char who[1024], *text;
 
-	qw_holder_printable(who, sizeof(who), holder);
+	qw_lease_holder_printable(who, sizeof(who), holder);
 	if (asprintf(&text, "waiting for the lease of instance %s, held by %s (%s) for another "
 	    "%lldms: %s", q->pool->conf->instance, kind, who, left, why) < 0)
 		text = NULL;
@@ -647,7 +647,7 @@ qw_lease_wait(struct qw_queue *q, const char *holder, long long left, enum qw_ho
 }
 
 static void
-qw_take_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_take_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	const char *me = q->pool->conf->instance, *holder;
@@ -669,7 +669,7 @@ qw_take_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	holder = reply->element[1]->str ? reply->element[1]->str : "";
 	left = reply->element[2]->integer;
 	hs = qw_lease_holder_state(holder, why, sizeof(why));
-	qw_holder_printable(who, sizeof(who), holder);
+	qw_lease_holder_printable(who, sizeof(who), holder);
 	if (reply->element[0]->integer == 1) {
 		if (left > 0 && strcmp(holder, q->pool->holder) != 0)
 			qw_log_notice("queue %s: the previous holder of instance %s (%s) is gone: "
@@ -700,7 +700,7 @@ qw_lease_take(struct qw_queue *q, const char *proved)
 		q->pool->holder, proved ? proved : "" };
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_TAKE, qw_take_reply, q, 2, 6, argv,
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_TAKE, qw_lease_take_reply, q, 2, 6, argv,
 	    NULL) == 0 && q->lease != QW_LEASE_TAKING)
 		qw_lease_move(q, QW_LEASE_TAKING);
 }
@@ -719,8 +719,8 @@ qw_lease_tick(evutil_socket_t fd, short what, void *arg)
 	if (q->lease != QW_LEASE_HELD)
 		return;
 	qw_lease_renew(q);
-	if (q->reaping != NULL && !qw_reap_busy(q))
-		qw_reap_forget(q);
+	if (q->reaping != NULL && !qw_lease_reap_busy(q))
+		qw_lease_reap_forget(q);
 }
 
 int
@@ -752,7 +752,7 @@ qw_lease_start(struct qw_queue *q)
 }
 
 static void
-qw_release_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_lease_release_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 	struct qw_pool *pool = q->pool;
@@ -779,7 +779,7 @@ qw_lease_release(struct qw_pool *pool)
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		qw_lease_move(q, QW_LEASE_RELEASED);
-		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_release_reply, q, 6, 9, argv,
+		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_lease_release_reply, q, 6, 9, argv,
 		    NULL) == 0)
 			pool->releasing++;
 	}

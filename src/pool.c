@@ -124,7 +124,7 @@ qw_pool_stopping(const struct qw_pool *pool)
 
 
 unsigned
-qw_queue_cap(const struct qw_queue *q)
+qw_pool_cap(const struct qw_queue *q)
 {
 	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
 }
@@ -132,21 +132,21 @@ qw_queue_cap(const struct qw_queue *q)
 /* The fetch gate's bound: what the queue may hold in its active hash while
  * its results may not be writable. */
 static unsigned
-qw_queue_settle_room(const struct qw_queue *q)
+qw_pool_settle_room(const struct qw_queue *q)
 {
-	return qw_settle_room(q, qw_queue_cap(q) + qw_fetch_prefetch(q));
+	return qw_settle_room(q, qw_pool_cap(q) + qw_fetch_prefetch(q));
 }
 
 /* How many more slots the queue could use now: up to its cap, and only as
  * many as it has buffered while it cannot fetch, or as the fetch gate lets
  * it take on top of them; none while its lease is not ours (SPEC 10). */
 static unsigned
-qw_queue_room(const struct qw_queue *q)
+qw_pool_room(const struct qw_queue *q)
 {
 	unsigned used = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
 	    q->recs.n[QW_REC_FENCED] + q->asked_slots;
-	unsigned cap = qw_queue_cap(q), room = used < cap ? cap - used : 0;
-	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_queue_settle_room(q);
+	unsigned cap = qw_pool_cap(q), room = used < cap ? cap - used : 0;
+	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_pool_settle_room(q);
 
 	if (q->lease != QW_LEASE_HELD)
 		return 0;
@@ -167,7 +167,7 @@ qw_pool_share(struct qw_pool *pool, unsigned *want)
 
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		qs[i].weight = pool->queues[i].qc.weight;
-		qs[i].room = qw_queue_room(&pool->queues[i]);
+		qs[i].room = qw_pool_room(&pool->queues[i]);
 		qs[i].cw = pool->queues[i].cw;
 	}
 	qw_decide_share(qs, pool->nqueues, free_slots, want);
@@ -185,10 +185,10 @@ qw_pool_share(struct qw_pool *pool, unsigned *want)
  * plugin that brings the daemon down with its first instructions is still
  * counted (and a job that keeps doing so ends in dead). */
 static void
-qw_queue_say_started(struct qw_queue *q, unsigned n)
+qw_pool_say_started(struct qw_queue *q, unsigned n)
 {
 	struct qw_rec *rec, *need = NULL, *upto = NULL;
-	unsigned ahead = qw_queue_cap(q);
+	unsigned ahead = qw_pool_cap(q);
 	char seq[QW_FMT_U64_LEN];
 	const char *argv[] = { "HSET", q->key[K_STARTED], q->pool->runid, seq };
 
@@ -212,13 +212,13 @@ qw_queue_say_started(struct qw_queue *q, unsigned n)
 
 /* Starts up to N jobs of Q from its buffer; returns how many it started. */
 static unsigned
-qw_queue_start_buffered(struct qw_queue *q, unsigned n)
+qw_pool_start_buffered(struct qw_queue *q, unsigned n)
 {
 	struct qw_rec *rec;
 	unsigned started = 0;
 
 	if (n > 0)
-		qw_queue_say_started(q, n);
+		qw_pool_say_started(q, n);
 	while (started < n && (rec = TAILQ_FIRST(&q->recs.list[QW_REC_BUFFERED])) != NULL) {
 		qw_run_start(rec);
 		started++;
@@ -242,10 +242,10 @@ qw_pool_fill(struct qw_pool *pool)
 	qw_pool_share(pool, want);
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		unsigned rest = want[i] - qw_queue_start_buffered(q, want[i]);
+		unsigned rest = want[i] - qw_pool_start_buffered(q, want[i]);
 		unsigned nbuf = q->recs.n[QW_REC_BUFFERED], ahead = qw_fetch_ahead(q);
 		unsigned extra = ahead > nbuf ? ahead - nbuf : 0;
-		unsigned gate = qw_queue_settle_room(q);
+		unsigned gate = qw_pool_settle_room(q);
 		/* Refill the buffer once it is half empty, not for every job. */
 		if (extra * 2 < ahead)
 			extra = 0;
@@ -276,7 +276,7 @@ qw_pool_fill(struct qw_pool *pool)
 /* The pool holds a plugin reference of its own, so a reload that frees the
  * old configuration never unloads code a worker thread is running. */
 static int
-qw_queue_start_plugin(struct qw_queue *q)
+qw_pool_start_plugin(struct qw_queue *q)
 {
 	char *why;
 
@@ -299,7 +299,7 @@ qw_queue_start_plugin(struct qw_queue *q)
 }
 
 static int
-qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
+qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
 		"dead", "stats", "leases", "holders", "started" };
@@ -312,7 +312,7 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	if ((q->name = strdup(qc->name)) == NULL)
 		return -1;
 	q->qc.name = q->name;
-	if (qw_recset_init(&q->recs, q->name) < 0)
+	if (qw_record_set_init(&q->recs, q->name) < 0)
 		return -1;
 	for (int k = 0; k < K_COUNT; k++) {
 		int rc = (k == K_CLAIM || k == K_ACTIVE || k == K_STARTED) ?
@@ -326,13 +326,13 @@ qw_queue_init(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_co
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
 		return -1;
-	if (qc->plugin != NULL && qw_queue_start_plugin(q) < 0)
+	if (qc->plugin != NULL && qw_pool_start_plugin(q) < 0)
 		return -1;
 	return 0;
 }
 
 static void
-qw_queue_fini(struct qw_queue *q)
+qw_pool_fini_queue(struct qw_queue *q)
 {
 	static const enum qw_rec_state holding[] = { QW_REC_RUNNING, QW_REC_CANCELLING,
 		QW_REC_FENCED };
@@ -343,7 +343,7 @@ qw_queue_fini(struct qw_queue *q)
 		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
 			qw_run_drop(rec->run);
 	if (q->recs.bucket != NULL)
-		qw_recset_fini(&q->recs);
+		qw_record_set_fini(&q->recs);
 	if (q->promote_ev != NULL)
 		event_free(q->promote_ev);
 	if (q->fetch_retry_ev != NULL)
@@ -362,7 +362,7 @@ qw_queue_fini(struct qw_queue *q)
 }
 
 static void
-qw_queue_stop_plugin(struct qw_queue *q)
+qw_pool_stop_plugin(struct qw_queue *q)
 {
 	if (q->plugin == NULL)
 		return;
@@ -432,7 +432,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	for (size_t i = 0; i < conf->nqueues; i++) {
 		pool->queues[i].pending = -1;
 		pool->nqueues++;
-		if (qw_queue_init(pool, &pool->queues[i], &conf->queues[i]) < 0)
+		if (qw_pool_init_queue(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
 	}
 	if (qw_lease_init(pool) < 0)
@@ -455,12 +455,12 @@ qw_pool_free(struct qw_pool *pool)
 		return;
 	qw_redis_free(pool->redis);
 	for (size_t i = 0; i < pool->nqueues; i++)
-		qw_queue_fini(&pool->queues[i]);
+		qw_pool_fini_queue(&pool->queues[i]);
 	/* Threads first, then the plugins' fini: no thread may be inside one.
 	 * A thread stuck in a plugin keeps its queue's name and state. */
 	if (qw_workers_free(pool->workers) == 0) {
 		for (size_t i = 0; i < pool->nqueues; i++) {
-			qw_queue_stop_plugin(&pool->queues[i]);
+			qw_pool_stop_plugin(&pool->queues[i]);
 			free(pool->queues[i].name);
 		}
 		free(pool->queues);
@@ -486,7 +486,7 @@ qw_pool_redis(struct qw_pool *pool)
 
 /* Redis evicting keys would drop jobs without a trace: say so loudly. */
 static void
-qw_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_pool_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_pool *pool = priv;
 	char *warning;
@@ -529,7 +529,7 @@ qw_pool_redis_state(struct qw_pool *pool, bool up)
 		return;
 	if (pool->stage == QW_STAGE_STARTING)
 		qw_pool_stage_move(pool, QW_STAGE_LEASING);
-	qw_redis_cmd(pool->redis, qw_policy_reply, pool, 3, argv, NULL);
+	qw_redis_cmd(pool->redis, qw_pool_policy_reply, pool, 3, argv, NULL);
 	event_active(pool->flush_ev, EV_TIMEOUT, 0);
 	qw_pool_dirty(pool);
 }
@@ -551,7 +551,7 @@ qw_pool_check_ready(struct qw_pool *pool)
 }
 
 static void
-qw_pending_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_pool_pending_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
 
@@ -564,7 +564,7 @@ qw_pool_poll(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		const char *argv[] = { "LLEN", q->key[K_PENDING] };
-		if (qw_redis_cmd(pool->redis, qw_pending_reply, q, 2, argv, NULL) < 0)
+		if (qw_redis_cmd(pool->redis, qw_pool_pending_reply, q, 2, argv, NULL) < 0)
 			q->pending = -1;
 	}
 }
@@ -589,7 +589,7 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 		unsigned held = qw_settle_held(q, &why);
 		if (held > 0)
 			off += (size_t)snprintf(buf + off, len - off, "; %s: %s%u results cannot be "
-			    "written: %s", q->qc.name, qw_queue_settle_room(q) == 0 ?
+			    "written: %s", q->qc.name, qw_pool_settle_room(q) == 0 ?
 			    "fetching stopped: " : "", held, why);
 	}
 	if (pool->policy_warning != NULL && off < len)
@@ -753,7 +753,7 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 /* Every record is in the list of its state, once, and holds a run exactly
  * while it runs; a queue holds asked-for slots exactly while it asks. */
 static void
-qw_queue_assert(const struct qw_queue *q)
+qw_pool_assert_queue(const struct qw_queue *q)
 {
 	size_t total = 0;
 
@@ -786,7 +786,7 @@ qw_pool_eval_cb(evutil_socket_t fd, short what, void *arg)
 	qw_pool_check_drained(pool);
 #ifdef QW_DEBUG
 	for (size_t i = 0; i < pool->nqueues; i++)
-		qw_queue_assert(&pool->queues[i]);
+		qw_pool_assert_queue(&pool->queues[i]);
 #endif
 }
 

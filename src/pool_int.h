@@ -231,7 +231,7 @@ void qw_fetch_abandon_wake(struct qw_queue *q, bool close);
 /* Slots in use: running and cancelling jobs, and slots fetches asked for. */
 unsigned qw_pool_busy(const struct qw_pool *pool);
 /* The queue's concurrency: its own, else the pool's. */
-unsigned qw_queue_cap(const struct qw_queue *q);
+unsigned qw_pool_cap(const struct qw_queue *q);
 /* How many jobs it takes ahead of its free slots now (prefetch, or auto's
  * current choice). */
 unsigned qw_fetch_prefetch(const struct qw_queue *q);

@@ -11,16 +11,16 @@
 
 #define QW_REC_MIN_BUCKETS 64
 
-static const char *const qw_rec_names[QW_REC_NSTATES] = {
+static const char *const qw_record_names[QW_REC_NSTATES] = {
 	[QW_REC_NEW] = "new", [QW_REC_BUFFERED] = "buffered", [QW_REC_RUNNING] = "running",
 	[QW_REC_CANCELLING] = "cancelling", [QW_REC_FENCED] = "fenced",
 	[QW_REC_FINISHED] = "finished",
 	[QW_REC_SETTLING] = "settling",
 };
 
-/* Which moves are legal: qw_rec_moves[from] has bit (1 << to). */
+/* Which moves are legal: qw_record_moves[from] has bit (1 << to). */
 #define B(s) (1u << (s))
-static const unsigned qw_rec_moves[QW_REC_NSTATES] = {
+static const unsigned qw_record_moves[QW_REC_NSTATES] = {
 	[QW_REC_NEW] = B(QW_REC_BUFFERED) | B(QW_REC_FINISHED),
 	[QW_REC_BUFFERED] = B(QW_REC_RUNNING) | B(QW_REC_FINISHED),
 	[QW_REC_RUNNING] = B(QW_REC_CANCELLING) | B(QW_REC_FENCED) | B(QW_REC_FINISHED),
@@ -31,14 +31,14 @@ static const unsigned qw_rec_moves[QW_REC_NSTATES] = {
 #undef B
 
 const char *
-qw_rec_state_name(enum qw_rec_state s)
+qw_record_state_name(enum qw_rec_state s)
 {
-	return s < QW_REC_NSTATES ? qw_rec_names[s] : "?";
+	return s < QW_REC_NSTATES ? qw_record_names[s] : "?";
 }
 
 /* FNV-1a: fields are short and already random in their first part. */
 static size_t
-qw_rec_hash(const char *s, size_t len)
+qw_record_hash(const char *s, size_t len)
 {
 	uint64_t h = 1469598103934665603ULL;
 
@@ -48,7 +48,7 @@ qw_rec_hash(const char *s, size_t len)
 }
 
 int
-qw_recset_init(struct qw_recset *rs, const char *name)
+qw_record_set_init(struct qw_recset *rs, const char *name)
 {
 	memset(rs, 0, sizeof(*rs));
 	rs->name = name;
@@ -62,7 +62,7 @@ qw_recset_init(struct qw_recset *rs, const char *name)
 }
 
 static void
-qw_rec_destroy(struct qw_rec *rec)
+qw_record_destroy(struct qw_rec *rec)
 {
 	free(rec->field);
 	free(rec->owner);
@@ -71,14 +71,14 @@ qw_rec_destroy(struct qw_rec *rec)
 }
 
 void
-qw_recset_fini(struct qw_recset *rs)
+qw_record_set_fini(struct qw_recset *rs)
 {
 	for (size_t b = 0; b < rs->nbuckets; b++) {
 		struct qw_rec *rec = rs->bucket[b], *next;
 		for (; rec != NULL; rec = next) {
 			next = rec->hnext;
 			assert(rec->run == NULL);
-			qw_rec_destroy(rec);
+			qw_record_destroy(rec);
 		}
 	}
 	free(rs->bucket);
@@ -89,7 +89,7 @@ qw_recset_fini(struct qw_recset *rs)
 /* Doubles the index once it holds more records than buckets. Out of memory
  * it stays as it is: chains get longer, nothing is lost. */
 static void
-qw_recset_grow(struct qw_recset *rs)
+qw_record_set_grow(struct qw_recset *rs)
 {
 	size_t nb = rs->nbuckets * 2;
 	struct qw_rec **nbk;
@@ -99,7 +99,7 @@ qw_recset_grow(struct qw_recset *rs)
 	for (size_t b = 0; b < rs->nbuckets; b++) {
 		struct qw_rec *rec = rs->bucket[b], *next;
 		for (; rec != NULL; rec = next) {
-			size_t h = qw_rec_hash(rec->field, strlen(rec->field)) & (nb - 1);
+			size_t h = qw_record_hash(rec->field, strlen(rec->field)) & (nb - 1);
 			next = rec->hnext;
 			rec->hnext = nbk[h];
 			nbk[h] = rec;
@@ -111,7 +111,7 @@ qw_recset_grow(struct qw_recset *rs)
 }
 
 struct qw_rec *
-qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
+qw_record_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
 {
 	struct qw_rec *rec = calloc(1, sizeof(*rec));
 	size_t h;
@@ -125,8 +125,8 @@ qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
 	rec->field = field;
 	rec->owner = owner;
 	rec->state = QW_REC_NEW;
-	qw_recset_grow(rs);
-	h = qw_rec_hash(field, strlen(field)) & (rs->nbuckets - 1);
+	qw_record_set_grow(rs);
+	h = qw_record_hash(field, strlen(field)) & (rs->nbuckets - 1);
 	rec->hnext = rs->bucket[h];
 	rs->bucket[h] = rec;
 	rs->count++;
@@ -134,9 +134,9 @@ qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
 }
 
 struct qw_rec *
-qw_rec_find(const struct qw_recset *rs, const char *field, size_t len)
+qw_record_find(const struct qw_recset *rs, const char *field, size_t len)
 {
-	struct qw_rec *rec = rs->bucket[qw_rec_hash(field, len) & (rs->nbuckets - 1)];
+	struct qw_rec *rec = rs->bucket[qw_record_hash(field, len) & (rs->nbuckets - 1)];
 
 	for (; rec != NULL; rec = rec->hnext)
 		if (strncmp(rec->field, field, len) == 0 && rec->field[len] == '\0')
@@ -145,13 +145,13 @@ qw_rec_find(const struct qw_recset *rs, const char *field, size_t len)
 }
 
 int
-qw_rec_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to)
+qw_record_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to)
 {
 	enum qw_rec_state from = rec->state;
 
-	if (from >= QW_REC_NSTATES || to >= QW_REC_NSTATES || !(qw_rec_moves[from] & (1u << to))) {
+	if (from >= QW_REC_NSTATES || to >= QW_REC_NSTATES || !(qw_record_moves[from] & (1u << to))) {
 		qw_log_err("queue %s: job record %s cannot move from %s to %s (a bug)", rs->name,
-		    rec->field, qw_rec_state_name(from), qw_rec_state_name(to));
+		    rec->field, qw_record_state_name(from), qw_record_state_name(to));
 		assert(!"illegal job record move");
 		return -1;
 	}
@@ -166,10 +166,10 @@ qw_rec_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to)
 }
 
 int
-qw_rec_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
+qw_record_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
     size_t len, uint64_t delay_ms, const char *counters)
 {
-	if (qw_rec_move(rs, rec, QW_REC_FINISHED) < 0) {
+	if (qw_record_move(rs, rec, QW_REC_FINISHED) < 0) {
 		free(elem);
 		return -1;
 	}
@@ -185,9 +185,9 @@ qw_rec_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char 
 }
 
 void
-qw_rec_free(struct qw_recset *rs, struct qw_rec *rec)
+qw_record_free(struct qw_recset *rs, struct qw_rec *rec)
 {
-	struct qw_rec **pp = &rs->bucket[qw_rec_hash(rec->field, strlen(rec->field)) &
+	struct qw_rec **pp = &rs->bucket[qw_record_hash(rec->field, strlen(rec->field)) &
 	    (rs->nbuckets - 1)];
 
 	assert(rec->run == NULL);
@@ -199,5 +199,5 @@ qw_rec_free(struct qw_recset *rs, struct qw_rec *rec)
 		TAILQ_REMOVE(&rs->list[rec->state], rec, link);
 		rs->n[rec->state]--;
 	}
-	qw_rec_destroy(rec);
+	qw_record_destroy(rec);
 }

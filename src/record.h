@@ -5,7 +5,7 @@
  * also covers results still on their way to Redis.
  *
  * Every record is in exactly one state, and in its queue's list for that
- * state; qw_rec_move is the only way from one state to another, and it
+ * state; qw_record_move is the only way from one state to another, and it
  * checks where the record comes from (an impossible move is a bug: it
  * aborts in debug builds and is logged and refused otherwise).
  *
@@ -88,24 +88,24 @@ struct qw_recset {
 	size_t nbuckets, count;
 };
 
-int qw_recset_init(struct qw_recset *rs, const char *name);
+int qw_record_set_init(struct qw_recset *rs, const char *name);
 /* Frees every record; their runs must have been detached already. */
-void qw_recset_fini(struct qw_recset *rs);
+void qw_record_set_fini(struct qw_recset *rs);
 
 /* Takes ownership of FIELD and OWNER (freed on failure). Returns a NEW
  * record, indexed, or NULL when out of memory. */
-struct qw_rec *qw_rec_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner);
+struct qw_rec *qw_record_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner);
 /* Moves REC to state TO; returns -1 (and changes nothing) when that move is
  * not one of the moves above. */
-int qw_rec_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to);
+int qw_record_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to);
 /* Sets REC's result (taking ELEM) and moves it to FINISHED. */
-int qw_rec_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
+int qw_record_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
     size_t len, uint64_t delay_ms, const char *counters);
 /* Unindexes and frees REC: its result is written, or it is left in Redis as
  * it is. Its run must have been detached. */
-void qw_rec_free(struct qw_recset *rs, struct qw_rec *rec);
+void qw_record_free(struct qw_recset *rs, struct qw_rec *rec);
 /* The record with FIELD (LEN bytes), or NULL. */
-struct qw_rec *qw_rec_find(const struct qw_recset *rs, const char *field, size_t len);
-const char *qw_rec_state_name(enum qw_rec_state s);
+struct qw_rec *qw_record_find(const struct qw_recset *rs, const char *field, size_t len);
+const char *qw_record_state_name(enum qw_rec_state s);
 
 #endif

@@ -84,7 +84,7 @@ qw_run_end_fenced(struct qw_run *run)
 	qw_log_notice("job %s/%s: its handler ended; no result written, another process owns "
 	    "the job", q->qc.name, run->job.id);
 	run->rec->run = NULL;
-	qw_rec_free(&q->recs, run->rec);
+	qw_record_free(&q->recs, run->rec);
 	run->rec = NULL;
 	qw_run_release(run);
 	qw_pool_dirty(q->pool);
@@ -96,7 +96,7 @@ qw_run_fence(struct qw_rec *rec)
 {
 	struct qw_run *run = rec->run;
 
-	if (qw_rec_move(&rec->q->recs, rec, QW_REC_FENCED) < 0)
+	if (qw_record_move(&rec->q->recs, rec, QW_REC_FENCED) < 0)
 		return;
 	qw_log_err("job %s/%s: taken over by another process while it ran here; stopping its "
 	    "handler, its result will not be written", rec->q->qc.name, run->job.id);
@@ -119,7 +119,7 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 		return;
 	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
-	qw_rec_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters);
+	qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters);
 	qw_settle_soon(q);
 	run->rec = NULL;
 	qw_run_release(run);
@@ -273,7 +273,7 @@ qw_run_cancelled(void *arg, int reason)
 	struct qw_run *run = arg;
 
 	if (run->rec != NULL && run->rec->state == QW_REC_RUNNING)
-		qw_rec_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
+		qw_record_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
 	if (run->rec != NULL && run->rec->state == QW_REC_FENCED)
 		;	/* qw_run_fence said why */
 	else if (reason == QW_CANCEL_TIMEOUT)
@@ -415,7 +415,7 @@ qw_run_forget(struct qw_rec *rec)
 
 	qw_log_err("queue %s: out of memory starting job %s; left in Redis to read again",
 	    q->qc.name, rec->field);
-	qw_rec_free(&q->recs, rec);
+	qw_record_free(&q->recs, rec);
 	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING || q->fetch == QW_FETCH_HELD)
 		qw_fetch_move(q, QW_FETCH_OFF);
 }
@@ -438,7 +438,7 @@ qw_run_new(struct qw_rec *rec)
 	run->q = q;
 	run->rec = rec;
 	rec->run = run;
-	qw_rec_move(&q->recs, rec, QW_REC_RUNNING);
+	qw_record_move(&q->recs, rec, QW_REC_RUNNING);
 	return run;
 }
 

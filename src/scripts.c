@@ -313,7 +313,7 @@ static const char qw_lua_take[] =
 /* KEYS: active, started of an instance. ARGV: our run id, or '' when the
  * instance is another. Reads the instance's in-flight jobs with, for each
  * run of it, the highest sequence number it said it started (see
- * qw_queue_say_started): {HGETALL active, HGETALL started}. Our own run id
+ * qw_pool_say_started): {HGETALL active, HGETALL started}. Our own run id
  * is entered with 0 first, so that its absence marks a run of an older
  * qworkerd, whose jobs all count as started. */
 static const char qw_lua_inflight[] =

@@ -41,7 +41,7 @@ static const char *const qw_keys_names[] = {
 
 /* The keys REC's result needs besides the active hash (QW_BAD_*). */
 static unsigned
-qw_rec_needs(const struct qw_rec *rec)
+qw_settle_needs(const struct qw_rec *rec)
 {
 	switch (rec->dest) {
 	case QW_DEST_PENDING:
@@ -57,22 +57,22 @@ qw_rec_needs(const struct qw_rec *rec)
 
 /* Whether REC's result could not be written for a key problem that holds. */
 static bool
-qw_rec_blocked(const struct qw_queue *q, const struct qw_rec *rec)
+qw_settle_blocked(const struct qw_queue *q, const struct qw_rec *rec)
 {
 	return q->wr.state == QW_KEYS_WRONG &&
-	    (q->wr.bad & (QW_BAD_CALL | qw_rec_needs(rec))) != 0;
+	    (q->wr.bad & (QW_BAD_CALL | qw_settle_needs(rec))) != 0;
 }
 
 /* Whether REC waits for the retry rather than going out with the next call. */
 static bool
-qw_rec_held(const struct qw_queue *q, const struct qw_rec *rec)
+qw_settle_rec_held(const struct qw_queue *q, const struct qw_rec *rec)
 {
-	return !q->wr.retry_due && qw_rec_blocked(q, rec);
+	return !q->wr.retry_due && qw_settle_blocked(q, rec);
 }
 
 /* Whether owed counts wait for the retry too. */
 static bool
-qw_owed_held(const struct qw_queue *q)
+qw_settle_owed_held(const struct qw_queue *q)
 {
 	return !q->wr.retry_due && q->wr.state == QW_KEYS_WRONG &&
 	    (q->wr.bad & (QW_BAD_STATS | QW_BAD_CALL)) != 0;
@@ -103,7 +103,7 @@ qw_settle_keys_move(struct qw_queue *q, enum qw_keys_state to, unsigned bad, con
 		wr->why = strdup(why);	/* NULL when out of memory: logged again next time */
 		qw_log_err("queue %s: results cannot be written: %s; they wait here and are "
 		    "retried, and fetching stops once the queue holds %u jobs", q->qc.name, why,
-		    qw_queue_cap(q) + qw_fetch_prefetch(q));
+		    qw_pool_cap(q) + qw_fetch_prefetch(q));
 	} else if (to == QW_KEYS_OK && from == QW_KEYS_WRONG) {
 		qw_log_notice("queue %s: results can be written again", q->qc.name);
 		free(wr->why);
@@ -155,7 +155,7 @@ qw_settle_owe(struct qw_queue *q, const char *name, size_t len, uint64_t n)
 
 /* The batch's owed counts are owed again (its call did nothing). */
 static void
-qw_batch_reowe(struct qw_batch *b)
+qw_settle_batch_reowe(struct qw_batch *b)
 {
 	for (unsigned i = 0; i < b->nowed; i++)
 		qw_settle_owe(b->q, b->owed[i].name, strlen(b->owed[i].name), b->owed[i].n);
@@ -181,9 +181,9 @@ int
 qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, size_t len,
     const char *counters, char *owner)
 {
-	struct qw_rec *rec = qw_rec_new(&q->recs, q, field, owner);
+	struct qw_rec *rec = qw_record_new(&q->recs, q, field, owner);
 
-	if (rec == NULL || qw_rec_finish(&q->recs, rec, dest, elem, len, 0, counters) < 0) {
+	if (rec == NULL || qw_record_finish(&q->recs, rec, dest, elem, len, 0, counters) < 0) {
 		if (rec == NULL)
 			free(elem);
 		return -1;
@@ -194,9 +194,9 @@ qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, si
 
 /* Puts a SETTLING record back to FINISHED, at the front of the line. */
 static void
-qw_rec_unsend(struct qw_recset *rs, struct qw_rec *rec)
+qw_settle_unsend(struct qw_recset *rs, struct qw_rec *rec)
 {
-	qw_rec_move(rs, rec, QW_REC_FINISHED);
+	qw_record_move(rs, rec, QW_REC_FINISHED);
 	TAILQ_REMOVE(&rs->list[QW_REC_FINISHED], rec, link);
 	TAILQ_INSERT_HEAD(&rs->list[QW_REC_FINISHED], rec, link);
 }
@@ -204,12 +204,12 @@ qw_rec_unsend(struct qw_recset *rs, struct qw_rec *rec)
 /* Puts the batch's records back to FINISHED and frees it. Its owed counts
  * are owed again when REOWE, else dropped: the call may have added them. */
 static void
-qw_batch_unsend(struct qw_batch *b, bool reowe)
+qw_settle_batch_unsend(struct qw_batch *b, bool reowe)
 {
 	for (unsigned i = b->n; i-- > 0;)
-		qw_rec_unsend(&b->q->recs, b->rec[i]);
+		qw_settle_unsend(&b->q->recs, b->rec[i]);
 	if (reowe)
-		qw_batch_reowe(b);
+		qw_settle_batch_reowe(b);
 	else if (b->nowed > 0)
 		qw_log_warn("queue %s: a reply was lost; counts kept for %s may not have been "
 		    "added", b->q->qc.name, b->q->key[K_STATS]);
@@ -220,7 +220,7 @@ qw_batch_unsend(struct qw_batch *b, bool reowe)
  * to FINISHED, the others are written; counts stats could not take are
  * owed. Returns -1 when the reply is not of that shape. */
 static int
-qw_batch_written(struct qw_batch *b, const redisReply *reply)
+qw_settle_batch_written(struct qw_batch *b, const redisReply *reply)
 {
 	struct qw_queue *q = b->q;
 	const redisReply *held, *owed, *why;
@@ -234,14 +234,14 @@ qw_batch_written(struct qw_batch *b, const redisReply *reply)
 	held = reply->element[3];
 	owed = reply->element[4];
 	for (size_t i = 0; i < held->elements; i++) {
-		struct qw_rec *rec = qw_rec_find(&q->recs, held->element[i]->str,
+		struct qw_rec *rec = qw_record_find(&q->recs, held->element[i]->str,
 		    held->element[i]->len);
 		if (rec != NULL && rec->state == QW_REC_SETTLING)
-			qw_rec_unsend(&q->recs, rec);
+			qw_settle_unsend(&q->recs, rec);
 	}
 	for (unsigned i = 0; i < b->n; i++)
 		if (b->rec[i]->state == QW_REC_SETTLING)
-			qw_rec_free(&q->recs, b->rec[i]);
+			qw_record_free(&q->recs, b->rec[i]);
 	for (size_t i = 0; i + 1 < owed->elements; i += 2)
 		if (owed->element[i + 1]->type == REDIS_REPLY_INTEGER &&
 		    owed->element[i + 1]->integer > 0)
@@ -265,28 +265,28 @@ qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	q->sending--;
 	qw_pool_dirty(q->pool);
 	if (reply == NULL) {
-		qw_batch_unsend(b, false);
+		qw_settle_batch_unsend(b, false);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
 		qw_log_notice("queue %s: instance %s is alive again; its jobs are left to it",
 		    q->qc.name, b->rec[0]->owner);
 		for (unsigned i = 0; i < b->n; i++)
-			qw_rec_free(&q->recs, b->rec[i]);
+			qw_record_free(&q->recs, b->rec[i]);
 		free(b);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || qw_batch_written(b, reply) < 0) {
+	if (reply->type != REDIS_REPLY_ARRAY || qw_settle_batch_written(b, reply) < 0) {
 		/* Nothing was written: the active hash holds the wrong type, or
 		 * Redis refused the call (out of memory, say). */
 		qw_settle_keys_move(q, QW_KEYS_WRONG, QW_BAD_CALL, qw_redis_errstr(r, reply));
-		qw_batch_unsend(b, true);
+		qw_settle_batch_unsend(b, true);
 	}
 	qw_settle_retry_later(q);
 }
 
 static bool
-qw_same_owner(const char *a, const char *b)
+qw_settle_same_owner(const char *a, const char *b)
 {
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
@@ -295,7 +295,7 @@ qw_same_owner(const char *a, const char *b)
  * held into a new batch (SETTLING), with the owed counts when they may go.
  * NULL when there is nothing to send (or no memory). */
 static struct qw_batch *
-qw_batch_take(struct qw_queue *q)
+qw_settle_batch_take(struct qw_queue *q)
 {
 	struct qw_recset *rs = &q->recs;
 	struct qw_writable *wr = &q->wr;
@@ -306,9 +306,9 @@ qw_batch_take(struct qw_queue *q)
 	const char *owner = NULL;
 
 	TAILQ_FOREACH(rec, &rs->list[QW_REC_FINISHED], link)
-		if (!qw_rec_held(q, rec))
+		if (!qw_settle_rec_held(q, rec))
 			break;
-	if (rec == NULL && (wr->nowed == 0 || qw_owed_held(q)))
+	if (rec == NULL && (wr->nowed == 0 || qw_settle_owed_held(q)))
 		return NULL;
 	if ((b = malloc(sizeof(*b) + max * sizeof(b->rec[0]))) == NULL)
 		return NULL;
@@ -318,12 +318,12 @@ qw_batch_take(struct qw_queue *q)
 		owner = rec->owner;
 	for (; rec != NULL && b->n < max; rec = next) {
 		next = TAILQ_NEXT(rec, link);
-		if (!qw_same_owner(rec->owner, owner) || qw_rec_held(q, rec))
+		if (!qw_settle_same_owner(rec->owner, owner) || qw_settle_rec_held(q, rec))
 			continue;
-		qw_rec_move(rs, rec, QW_REC_SETTLING);
+		qw_record_move(rs, rec, QW_REC_SETTLING);
 		b->rec[b->n++] = rec;
 	}
-	if (owner == NULL && wr->nowed > 0 && !qw_owed_held(q)) {
+	if (owner == NULL && wr->nowed > 0 && !qw_settle_owed_held(q)) {
 		memcpy(b->owed, wr->owed, wr->nowed * sizeof(wr->owed[0]));
 		b->nowed = wr->nowed;
 		wr->nowed = 0;
@@ -332,7 +332,7 @@ qw_batch_take(struct qw_queue *q)
 }
 
 static bool
-qw_rec_is_success(const struct qw_rec *rec)
+qw_settle_is_success(const struct qw_rec *rec)
 {
 	return rec->dest == QW_DEST_DONE && strcmp(rec->counters, "succeeded") == 0;
 }
@@ -342,7 +342,7 @@ qw_rec_is_success(const struct qw_rec *rec)
  * each. ARGV and LENS have room for all; NUM for b->n + 2 + b->nowed
  * numbers. Returns argc. */
 static size_t
-qw_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
+qw_settle_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
     char (*num)[QW_FMT_U64_LEN])
 {
 	static const char *const wheres[] = { "", "p", "s", "d" };
@@ -358,7 +358,7 @@ qw_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
 	}
 	at = k++;
 	for (unsigned i = 0; i < b->n; i++)
-		if (qw_rec_is_success(b->rec[i])) {
+		if (qw_settle_is_success(b->rec[i])) {
 			argv[k] = b->rec[i]->field;
 			lens[k++] = strlen(b->rec[i]->field);
 			nsucc++;
@@ -369,7 +369,7 @@ qw_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
 		const struct qw_rec *rec = b->rec[i];
 		int w = rec->dest == QW_DEST_PENDING ? 1 : rec->dest == QW_DEST_SCHEDULED ? 2 :
 		    rec->dest == QW_DEST_DEAD ? 3 : 0;
-		if (qw_rec_is_success(rec))
+		if (qw_settle_is_success(rec))
 			continue;
 		argv[k] = rec->field;
 		argv[k + 1] = wheres[w];
@@ -389,7 +389,7 @@ qw_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
 /* Sends one settle script call for batch B (taken: on failure it is put
  * back). */
 static int
-qw_queue_send_batch(struct qw_queue *q, struct qw_batch *b)
+qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 {
 	const struct qw_conf *c = q->pool->conf;
 	size_t max = QW_SETTLE_FIXED + 2 + 2 * (size_t)b->nowed + 5 * (size_t)b->n, argc;
@@ -417,7 +417,7 @@ qw_queue_send_batch(struct qw_queue *q, struct qw_batch *b)
 	argv[7] = owner ? owner : "";
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
-	argc = qw_batch_args(b, argv, lens, num);
+	argc = qw_settle_batch_args(b, argv, lens, num);
 	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 6,
 	    (int)argc, argv, lens) < 0)
 		goto out;
@@ -426,7 +426,7 @@ qw_queue_send_batch(struct qw_queue *q, struct qw_batch *b)
 	rc = 0;
 out:
 	if (b != NULL)
-		qw_batch_unsend(b, true);
+		qw_settle_batch_unsend(b, true);
 	free(akey);
 	free(argv);
 	free(lens);
@@ -439,7 +439,7 @@ qw_settle_queue_flush(struct qw_queue *q)
 {
 	struct qw_batch *b;
 
-	while ((b = qw_batch_take(q)) != NULL && qw_queue_send_batch(q, b) == 0)
+	while ((b = qw_settle_batch_take(q)) != NULL && qw_settle_send_batch(q, b) == 0)
 		;
 	/* A result held without being sent (its key was known wrong when it
 	 * finished) gets its retry too. */
@@ -497,7 +497,7 @@ qw_settle_held(const struct qw_queue *q, const char **why)
 	unsigned n = 0;
 
 	TAILQ_FOREACH(rec, &q->recs.list[QW_REC_FINISHED], link)
-		if (qw_rec_blocked(q, rec))
+		if (qw_settle_blocked(q, rec))
 			n++;
 	if (why != NULL)
 		*why = q->wr.why != NULL ? q->wr.why : "a key holds the wrong type";

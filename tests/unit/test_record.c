@@ -18,7 +18,7 @@
 static struct qw_rec *
 new_rec(struct qw_recset *rs, const char *field)
 {
-	struct qw_rec *rec = qw_rec_new(rs, NULL, strdup(field), NULL);
+	struct qw_rec *rec = qw_record_new(rs, NULL, strdup(field), NULL);
 
 	assert_non_null(rec);
 	assert_int_equal(rec->state, QW_REC_NEW);
@@ -31,33 +31,33 @@ test_life_of_a_job(void **state)
 	struct qw_recset rs;
 	struct qw_rec *rec;
 
-	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
 	rec = new_rec(&rs, "abc-1");
 	rec->elem = strdup("payload");
 	rec->len = 7;
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_BUFFERED), 0);
 	assert_int_equal(rs.n[QW_REC_BUFFERED], 1);
 	assert_ptr_equal(TAILQ_FIRST(&rs.list[QW_REC_BUFFERED]), rec);
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_RUNNING), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_RUNNING), 0);
 	assert_int_equal(rs.n[QW_REC_BUFFERED], 0);
 	assert_int_equal(rs.n[QW_REC_RUNNING], 1);
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_CANCELLING), 0);
-	assert_int_equal(qw_rec_finish(&rs, rec, QW_DEST_SCHEDULED, strdup("again"), 5, 1000,
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_CANCELLING), 0);
+	assert_int_equal(qw_record_finish(&rs, rec, QW_DEST_SCHEDULED, strdup("again"), 5, 1000,
 	    "failed retried"), 0);
 	assert_int_equal(rec->state, QW_REC_FINISHED);
 	assert_string_equal(rec->elem, "again");
 	assert_int_equal(rec->delay_ms, 1000);
 	assert_int_equal(rs.n[QW_REC_CANCELLING], 0);
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_SETTLING), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_SETTLING), 0);
 	/* A lost reply: back to FINISHED, then sent again. */
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_FINISHED), 0);
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_SETTLING), 0);
-	assert_ptr_equal(qw_rec_find(&rs, "abc-1", 5), rec);
-	qw_rec_free(&rs, rec);
-	assert_null(qw_rec_find(&rs, "abc-1", 5));
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_FINISHED), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_SETTLING), 0);
+	assert_ptr_equal(qw_record_find(&rs, "abc-1", 5), rec);
+	qw_record_free(&rs, rec);
+	assert_null(qw_record_find(&rs, "abc-1", 5));
 	assert_int_equal(rs.count, 0);
 	assert_int_equal(rs.n[QW_REC_SETTLING], 0);
-	qw_recset_fini(&rs);
+	qw_record_set_fini(&rs);
 }
 
 static void
@@ -66,15 +66,15 @@ test_give_back_keeps_the_element(void **state)
 	struct qw_recset rs;
 	struct qw_rec *rec;
 
-	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
 	rec = new_rec(&rs, "abc-2");
 	rec->elem = strdup("as taken");
 	rec->len = 8;
-	assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
-	assert_int_equal(qw_rec_finish(&rs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, ""), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_record_finish(&rs, rec, QW_DEST_PENDING, rec->elem, rec->len, 0, ""), 0);
 	assert_string_equal(rec->elem, "as taken");
 	assert_int_equal(rs.n[QW_REC_FINISHED], 1);
-	qw_recset_fini(&rs);	/* frees what is left, elements included */
+	qw_record_set_fini(&rs);	/* frees what is left, elements included */
 }
 
 static void
@@ -84,35 +84,35 @@ test_index_grows_and_finds(void **state)
 	char field[32];
 	enum { N = 5000 };
 
-	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
 	for (int i = 0; i < N; i++) {
 		snprintf(field, sizeof(field), "0123456789ab-%d", i);
 		struct qw_rec *rec = new_rec(&rs, field);
-		assert_int_equal(qw_rec_move(&rs, rec, QW_REC_BUFFERED), 0);
+		assert_int_equal(qw_record_move(&rs, rec, QW_REC_BUFFERED), 0);
 	}
 	assert_true(rs.nbuckets >= N);
 	assert_int_equal(rs.count, N);
 	for (int i = 0; i < N; i++) {
 		/* As a reply gives it: not NUL-terminated where the field ends. */
 		int n = snprintf(field, sizeof(field), "0123456789ab-%dX", i);
-		struct qw_rec *rec = qw_rec_find(&rs, field, (size_t)n - 1);
+		struct qw_rec *rec = qw_record_find(&rs, field, (size_t)n - 1);
 		assert_non_null(rec);
 		assert_int_equal(strncmp(rec->field, field, (size_t)n - 1), 0);
 	}
-	assert_null(qw_rec_find(&rs, "0123456789ab-", 13));
-	assert_null(qw_rec_find(&rs, "0123456789ab-50000", 18));
+	assert_null(qw_record_find(&rs, "0123456789ab-", 13));
+	assert_null(qw_record_find(&rs, "0123456789ab-50000", 18));
 	/* Forgetting records in any state keeps the rest findable. */
 	for (int i = 0; i < N; i += 2) {
 		snprintf(field, sizeof(field), "0123456789ab-%d", i);
-		qw_rec_free(&rs, qw_rec_find(&rs, field, strlen(field)));
+		qw_record_free(&rs, qw_record_find(&rs, field, strlen(field)));
 	}
 	assert_int_equal(rs.count, N / 2);
 	assert_int_equal(rs.n[QW_REC_BUFFERED], N / 2);
 	for (int i = 1; i < N; i += 2) {
 		snprintf(field, sizeof(field), "0123456789ab-%d", i);
-		assert_non_null(qw_rec_find(&rs, field, strlen(field)));
+		assert_non_null(qw_record_find(&rs, field, strlen(field)));
 	}
-	qw_recset_fini(&rs);
+	qw_record_set_fini(&rs);
 }
 
 /* A job another process took over while it ran here: FENCED keeps it (and
@@ -124,25 +124,25 @@ test_fenced_job(void **state)
 	struct qw_recset rs;
 	struct qw_rec *a, *b;
 
-	assert_int_equal(qw_recset_init(&rs, "mail"), 0);
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
 	a = new_rec(&rs, "abc-3");
 	b = new_rec(&rs, "abc-4");
-	assert_int_equal(qw_rec_move(&rs, a, QW_REC_BUFFERED), 0);
-	assert_int_equal(qw_rec_move(&rs, b, QW_REC_BUFFERED), 0);
-	assert_int_equal(qw_rec_move(&rs, a, QW_REC_RUNNING), 0);
-	assert_int_equal(qw_rec_move(&rs, b, QW_REC_RUNNING), 0);
-	assert_int_equal(qw_rec_move(&rs, b, QW_REC_CANCELLING), 0);
-	assert_int_equal(qw_rec_move(&rs, a, QW_REC_FENCED), 0);
-	assert_int_equal(qw_rec_move(&rs, b, QW_REC_FENCED), 0);
+	assert_int_equal(qw_record_move(&rs, a, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_record_move(&rs, b, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_record_move(&rs, a, QW_REC_RUNNING), 0);
+	assert_int_equal(qw_record_move(&rs, b, QW_REC_RUNNING), 0);
+	assert_int_equal(qw_record_move(&rs, b, QW_REC_CANCELLING), 0);
+	assert_int_equal(qw_record_move(&rs, a, QW_REC_FENCED), 0);
+	assert_int_equal(qw_record_move(&rs, b, QW_REC_FENCED), 0);
 	assert_int_equal(rs.n[QW_REC_FENCED], 2);
 	assert_int_equal(rs.n[QW_REC_RUNNING] + rs.n[QW_REC_CANCELLING], 0);
-	assert_string_equal(qw_rec_state_name(QW_REC_FENCED), "fenced");
-	qw_rec_free(&rs, a);
+	assert_string_equal(qw_record_state_name(QW_REC_FENCED), "fenced");
+	qw_record_free(&rs, a);
 	assert_int_equal(rs.n[QW_REC_FENCED], 1);
 	assert_ptr_equal(TAILQ_FIRST(&rs.list[QW_REC_FENCED]), b);
-	qw_rec_free(&rs, b);
+	qw_record_free(&rs, b);
 	assert_int_equal(rs.count, 0);
-	qw_recset_fini(&rs);
+	qw_record_set_fini(&rs);
 }
 
 int
