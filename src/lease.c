@@ -497,7 +497,7 @@ qw_lease_holder_printable(char *out, size_t len, const char *info)
 	char plain[201];
 	size_t n = 0;
 
-	for (; info[n] != '\0' && n < sizeof(plain) - 1; n++)
+	for (; n < sizeof(plain) - 1 && info[n] != '\0'; n++)
 		plain[n] = info[n] == '\t' ? ' ' : info[n];
 	qw_log_escape(out, len, plain, n);
 }
