@@ -10,6 +10,8 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import redis as redislib
@@ -239,3 +241,21 @@ def redis_ms(r):
     """Redis server time in Unix milliseconds (the clock qworkerd's scripts use)."""
     s, us = r.time()
     return int(s) * 1000 + int(us) // 1000
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(url):
+    """(status, body) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

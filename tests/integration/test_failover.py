@@ -13,15 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, RedisServer, read_lines, script, stats, wait_until
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import Daemon, RedisServer, free_port, read_lines, script, stats, wait_until
 
 
 def get(url):

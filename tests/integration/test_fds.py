@@ -10,25 +10,9 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import script, stats, wait_until
+from conftest import free_port, get, script, stats, wait_until
 
 O_CLOEXEC = 0o2000000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def sockets(pid):

@@ -9,15 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TOP, inflight, script, stats, wait_until
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import TOP, free_port, inflight, script, stats, wait_until
 
 
 def metrics(port):
