@@ -253,9 +253,12 @@ def free_port():
 
 
 def get(url):
-    """(status, body) of a GET, error statuses included."""
+    """(status, body) of a GET, error statuses included; (None, why) when
+    nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)

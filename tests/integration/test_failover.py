@@ -13,17 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Daemon, RedisServer, free_port, read_lines, script, stats, wait_until
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return None, str(e)
+from conftest import Daemon, RedisServer, free_port, get, read_lines, script, stats, wait_until
 
 
 class TcpRedis(RedisServer):
