@@ -170,7 +170,8 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN], maxp[QW_FMT_U64_LEN];
 	char maxj[QW_FMT_U64_LEN], deadmax[QW_FMT_U64_LEN];
 	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
-		q->key[K_DEAD], q->key[K_STATS], nb, seqb, pool->runid, maxp, maxj, deadmax };
+		q->key[K_DEAD], q->key[K_STATS], q->key[K_UNIQUE], nb, seqb, pool->runid, maxp, maxj,
+		deadmax };
 	unsigned n;
 
 	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
@@ -185,7 +186,7 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(maxp, q->qc.max_payload);
 	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 5, 11, argv, NULL) < 0)
+	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 6, 12, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
 	q->asked_us = qw_clock_mono_us();

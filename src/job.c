@@ -347,6 +347,11 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 		job->payload_len = len;
 	} else if (qw_job_envelope(job, qc) < 0) {
 		goto nomem;
+	} else {
+		/* Read even from a malformed envelope: its job goes to dead, and
+		 * its hold ends with it. */
+		json_t *u = json_object_get(job->env, "unique");
+		job->unique = json_is_string(u) ? json_string_value(u) : NULL;
 	}
 	if (job->error == NULL && job->payload_len > qc->max_payload) {
 		char size[64];

@@ -24,6 +24,9 @@ struct qw_job {
 	unsigned attempt;	/* failed runs so far */
 	unsigned interrupted;	/* runs cut short by a shutdown */
 	char *error;		/* why the job cannot run at all (goes to dead), or NULL */
+	/* Its unique_for hold: the envelope's "unique" member when that is a
+	 * string (qw_enqueue writes it; qworkerd-jobs(7)), or NULL. Into env. */
+	const char *unique;
 	/* Too large to rewrite: it goes to dead exactly as taken, since an
 	 * envelope around it could be more than Redis accepts in a command. */
 	bool verbatim;

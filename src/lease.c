@@ -182,7 +182,7 @@ qw_lease_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *
 		    dead ? "; no attempts left, moved to dead" : ", back on pending");
 		q->pool->recovered++;
 		qw_settle_add(q, field, dead ? QW_DEST_DEAD : QW_DEST_PENDING, out, olen,
-		    dead ? "recovered dead" : "recovered", owner);
+		    dead ? "recovered dead" : "recovered", owner, &job);
 	}
 	qw_job_clear(&job);
 }
@@ -258,7 +258,7 @@ qw_lease_recover_one(struct qw_queue *q, char *field, char *elem, size_t len, ch
 	}
 	qw_log_info("queue %s: job field %s was taken ahead by %s and never started: back on "
 	    "pending as it was", q->qc.name, field, owner ? owner : "an earlier qworkerd");
-	qw_settle_add(q, field, QW_DEST_PENDING, elem, len, "recovered", owner);
+	qw_settle_add(q, field, QW_DEST_PENDING, elem, len, "recovered", owner, NULL);
 }
 
 static unsigned
@@ -325,7 +325,7 @@ qw_lease_reconcile_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		if (f->len > rl && memcmp(f->str, q->pool->runid, rl) == 0)
 			/* Ours, taken by a fetch whose reply was lost: it never ran. */
-			qw_settle_add(q, field, QW_DEST_PENDING, elem, e->len, "", NULL);
+			qw_settle_add(q, field, QW_DEST_PENDING, elem, e->len, "", NULL, NULL);
 		else
 			qw_lease_recover_one(q, field, elem, e->len, NULL, started);
 	}

@@ -302,7 +302,7 @@ static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started" };
+		"dead", "stats", "leases", "holders", "started", "unique" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;

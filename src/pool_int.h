@@ -29,7 +29,7 @@
 #define QW_LEASE_TICK_MS 500
 
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
-	K_STARTED, K_COUNT };
+	K_STARTED, K_UNIQUE, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -252,9 +252,13 @@ void qw_run_fence(struct qw_rec *rec);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes
- * FIELD, ELEM and OWNER (NULL for our own jobs). */
+ * FIELD, ELEM and OWNER (NULL for our own jobs). JOB, when given, is the
+ * job parsed, whose unique_for hold the result may end (qw_settle_hold). */
 int qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, size_t len,
-    const char *counters, char *owner);
+    const char *counters, char *owner, const struct qw_job *job);
+/* REC's result (FINISHED) ends JOB's unique_for hold when it ends the job:
+ * done or dead. A retried or requeued job keeps its hold. */
+void qw_settle_hold(struct qw_rec *rec, const struct qw_job *job);
 /* REC moved to FINISHED: send it within QW_SETTLE_DELAY_US. */
 void qw_settle_soon(struct qw_queue *q);
 void qw_settle_flush_cb(evutil_socket_t fd, short what, void *arg);

@@ -67,6 +67,8 @@ qw_record_destroy(struct qw_rec *rec)
 	free(rec->field);
 	free(rec->owner);
 	free(rec->elem);
+	free(rec->hold_id);
+	free(rec->hold_token);
 	free(rec);
 }
 
@@ -181,6 +183,26 @@ qw_record_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, ch
 	rec->delay_ms = delay_ms;
 	rec->counters = counters;
 	rec->run = NULL;
+	free(rec->hold_id);
+	free(rec->hold_token);
+	rec->hold_id = rec->hold_token = NULL;
+	return 0;
+}
+
+int
+qw_record_hold(struct qw_rec *rec, const char *id, const char *token)
+{
+	char *i = strdup(id), *t = strdup(token);
+
+	if (i == NULL || t == NULL) {
+		free(i);
+		free(t);
+		return -1;
+	}
+	free(rec->hold_id);
+	free(rec->hold_token);
+	rec->hold_id = i;
+	rec->hold_token = t;
 	return 0;
 }
 

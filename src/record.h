@@ -76,6 +76,9 @@ struct qw_rec {
 	enum qw_dest dest;	/* FINISHED, SETTLING: the result */
 	uint64_t delay_ms;
 	const char *counters;	/* static string */
+	/* FINISHED, SETTLING: the unique_for hold its result ends with the job
+	 * (the job's id and its "unique" member), or NULL. Owned. */
+	char *hold_id, *hold_token;
 };
 TAILQ_HEAD(qw_recs, qw_rec);
 
@@ -98,9 +101,12 @@ struct qw_rec *qw_record_new(struct qw_recset *rs, struct qw_queue *q, char *fie
 /* Moves REC to state TO; returns -1 (and changes nothing) when that move is
  * not one of the moves above. */
 int qw_record_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to);
-/* Sets REC's result (taking ELEM) and moves it to FINISHED. */
+/* Sets REC's result (taking ELEM) and moves it to FINISHED, with no hold. */
 int qw_record_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, char *elem,
     size_t len, uint64_t delay_ms, const char *counters);
+/* Makes REC's result (FINISHED) end the unique_for hold TOKEN of job ID
+ * (both copied). -1 when out of memory: the hold then only runs out. */
+int qw_record_hold(struct qw_rec *rec, const char *id, const char *token);
 /* Unindexes and frees REC: its result is written, or it is left in Redis as
  * it is. Its run must have been detached. */
 void qw_record_free(struct qw_recset *rs, struct qw_rec *rec);

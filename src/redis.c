@@ -21,6 +21,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "library.h"
 #include "log.h"
 #include "redis.h"
 #include "scripts.h"
@@ -60,8 +61,12 @@ struct qw_redis {
 	char *address;
 	char *password;
 	unsigned db;
-	bool load_scripts;
+	bool load_scripts;	/* and the function library */
 	char sha[QW_SCRIPT_COUNT][41];
+	/* The function library: the version Redis held when we asked (0 none),
+	 * and why it could not be loaded, logged once (owned). */
+	long long lib_theirs;
+	char *lib_err;
 	long long client_id;	/* CLIENT ID, where Redis sends this connection's tracking */
 	char client_name[128];
 	unsigned backoff_ms;
@@ -291,6 +296,57 @@ qw_redis_handshake_step(redisAsyncContext *ac, void *rep, void *priv)
 	}
 }
 
+/* FUNCTION LOAD's reply. The library is for producers: a Redis that will
+ * not take it (before 7.0, an ACL, a renamed command) costs qw_enqueue,
+ * never the jobs, so the connection stays; the reason is logged once. */
+static void
+qw_redis_library_loaded(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = ac->data;
+	redisReply *reply = rep;
+	char held[40] = "none";
+
+	if (r == NULL || reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		char why[160];
+		qw_library_error(reply, why, sizeof(why));
+		qw_log(qw_log_changed(&r->lib_err, why) ? LOG_WARNING : LOG_DEBUG,
+		    "redis %s: cannot load the function library %s, so producers cannot use FCALL "
+		    "qw_enqueue (jobs run as usual): %s", r->name, QW_LIBRARY_NAME, why);
+		return;
+	}
+	if (r->lib_theirs != 0)
+		snprintf(held, sizeof(held), "version %lld", r->lib_theirs);
+	qw_log(qw_log_changed(&r->lib_err, NULL) || r->lib_theirs != QW_LIBRARY_VERSION ?
+	    LOG_NOTICE : LOG_DEBUG, "redis %s: loaded the function library %s version %d for "
+	    "FCALL qw_enqueue (Redis held %s)", r->name, QW_LIBRARY_NAME, QW_LIBRARY_VERSION, held);
+}
+
+/* The version of the library Redis holds: ours goes in unless it is newer
+ * (library.c). Asked in the handshake, so that the load is sent before
+ * anything that follows the connection coming up, and done before READY. */
+static void
+qw_redis_library_probed(redisAsyncContext *ac, void *rep, void *priv)
+{
+	struct qw_redis *r = ac->data;
+
+	if (r == NULL || rep == NULL || (ac->c.flags & REDIS_DISCONNECTING))
+		return;
+	if (qw_library_verdict(rep, &r->lib_theirs) == QW_LIBRARY_KEEP) {
+		char why[96];
+		snprintf(why, sizeof(why), "version %lld", r->lib_theirs);
+		if (qw_log_changed(&r->lib_err, why))
+			qw_log_notice("redis %s: Redis holds the function library %s version %lld, newer "
+			    "than this qworkerd's %d: left as it is", r->name, QW_LIBRARY_NAME,
+			    r->lib_theirs, QW_LIBRARY_VERSION);
+		return;
+	}
+	/* hiredis takes argv without the second const, and only reads it. */
+	redisAsyncCommandArgv(ac, qw_redis_library_loaded, NULL, 4,
+	    (const char **)qw_library_load, NULL);
+}
+
 /* Only a master counts as up: a daemon must never take jobs from a replica
  * (its writes fail, and a replica's data lags). A server that does not let
  * us ask (ACLs) is taken at its word: READONLY on the first write still
@@ -347,7 +403,8 @@ qw_redis_handshake_done(redisAsyncContext *ac, void *rep, void *priv)
 		r->state_fn(r, true, r->arg);
 }
 
-/* Queues AUTH, SELECT and SCRIPT LOAD; hiredis sends them once connected and
+/* Queues AUTH, SELECT, SCRIPT LOAD and the function library's version
+ * probe; hiredis sends them once connected and
  * Redis answers in order, so PING's reply means all of them went through. */
 static void
 qw_redis_handshake(struct qw_redis *r)
@@ -373,6 +430,8 @@ qw_redis_handshake(struct qw_redis *r)
 			snprintf(what[i], sizeof(what[i]), "SCRIPT LOAD %s", qw_script_names[i]);
 			redisAsyncCommandArgv(r->ac, qw_redis_handshake_step, what[i], 3, argv, NULL);
 		}
+		redisAsyncCommandArgv(r->ac, qw_redis_library_probed, NULL, 3,
+		    (const char **)qw_library_probe, NULL);
 	}
 	/* A name for CLIENT LIST: qworkerd/INSTANCE/CONNECTION. */
 	const char *setname[] = { "CLIENT", "SETNAME", r->client_name };
@@ -683,6 +742,7 @@ qw_redis_free(struct qw_redis *r)
 	if (r->watch_ev != NULL)
 		event_free(r->watch_ev);
 	free(r->sub_channel);
+	free(r->lib_err);
 	free(r->name);
 	free(r->address);
 	if (r->password != NULL)

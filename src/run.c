@@ -119,7 +119,8 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 		return;
 	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
-	qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters);
+	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0)
+		qw_settle_hold(run->rec, &run->job);
 	qw_settle_soon(q);
 	run->rec = NULL;
 	qw_run_release(run);

@@ -22,14 +22,10 @@
     "  end\n" \
     "end\n"
 
-/* Buries an element too large to run: moves it to dead as an envelope with
- * error and failed_at, inside Redis, so its bytes never reach the daemon
- * (qworkerd-jobs(7), "Oversized jobs"). An envelope keeps its text byte for
- * byte, the two members added before its closing brace; anything else is
- * wrapped as a raw job: a JSON string when it is ASCII that escaping keeps
- * short, else base64. Lua is slow per byte, so the cheap tests come first:
- * cjson does the escaping, and only binary elements take the Lua loop. */
-#define QW_LUA_BURY \
+/* Base64 (RFC 4648, with padding) of any bytes. Lua is slow per byte, so
+ * it works on 4096 precomputed pairs of output characters, three input
+ * bytes at a time, in chunks that unpack can take. */
+#define QW_LUA_BASE64 \
     "local function base64(s)\n" \
     "  local abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'\n" \
     "  local floor, byte, sub, concat = math.floor, string.byte, string.sub, table.concat\n" \
@@ -54,8 +50,34 @@
     "    chunks[#chunks + 1] = sub(q, 1, #s - m + 1) .. (#s - m == 1 and '==' or '=')\n" \
     "  end\n" \
     "  return concat(chunks)\n" \
-    "end\n" \
-    "local function bury(e, now)\n" \
+    "end\n"
+
+/* Ends the unique_for hold of a job that leaves for good (qw_enqueue's
+ * "unique" member, see qw_library_code): deletes field ID of the unique
+ * hash K only while it still holds TOKEN, this very job's hold. A later
+ * enqueue of the same id, once this hold had run out, has a hold of its
+ * own that this job must leave alone. A unique hash of the wrong type is
+ * left alone too: its holds then only run out. */
+#define QW_LUA_RELEASE \
+    "local function release(k, id, token)\n" \
+    "  if type(id) == 'string' and type(token) == 'string'\n" \
+    "      and redis.call('TYPE', k)['ok'] == 'hash' and redis.call('HGET', k, id) == token then\n" \
+    "    redis.call('HDEL', k, id)\n" \
+    "  end\n" \
+    "end\n"
+
+/* Buries an element too large to run: moves it to dead as an envelope with
+ * error and failed_at, inside Redis, so its bytes never reach the daemon
+ * (qworkerd-jobs(7), "Oversized jobs"), and ends its unique_for hold in
+ * the unique hash UKEY. An envelope keeps its text byte for byte, the two
+ * members added before its closing brace; anything else is wrapped as a
+ * raw job: a JSON string when it is ASCII that escaping keeps short, else
+ * base64. Lua is slow per byte, so the cheap tests come first: cjson does
+ * the escaping, and only binary elements take the Lua loop. */
+#define QW_LUA_BURY \
+    QW_LUA_BASE64 \
+    QW_LUA_RELEASE \
+    "local function bury(e, now, ukey)\n" \
     "  local env = string.find(e, '^%s*{') ~= nil\n" \
     "  local why = (env and 'job of ' or 'payload of ') .. #e .. ' bytes is larger than max_payload'\n" \
     "    .. (env and ' allows (' or ' (') .. ARGV[4] .. ' bytes)'\n" \
@@ -63,6 +85,7 @@
     "  if env then\n" \
     "    local ok, t = pcall(cjson.decode, e)\n" \
     "    if ok and type(t) == 'table' and t['payload'] ~= nil then\n" \
+    "      release(ukey, t['id'], t['unique'])\n" \
     "      t = nil\n" \
     "      local j = #e\n" \
     "      while string.byte(e, j) ~= 125 do j = j - 1 end\n" \
@@ -76,7 +99,7 @@
     "  return '{\"payload_encoding\":\"base64\",\"payload\":\"' .. base64(e) .. '\",' .. tail\n" \
     "end\n"
 
-/* KEYS: pending, claim, active, dead, stats. ARGV: n (at most 1000), first
+/* KEYS: pending, claim, active, dead, stats, unique. ARGV: n (at most 1000), first
  * sequence number, field prefix, max_payload, the longest element that can
  * still be an envelope within max_payload (JSON escapes make one longer
  * than its payload), dead_max. Takes up to n jobs, those a blocking pop of
@@ -139,7 +162,7 @@ static const char qw_lua_fetch[] =
     "  local t = redis.call('TIME')\n"
     "  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "  for i = 1, #big do\n"
-    "    redis.call('LPUSH', KEYS[4], bury(big[i], now))\n"
+    "    redis.call('LPUSH', KEYS[4], bury(big[i], now, KEYS[6]))\n"
     "    big[i] = false\n"
     "  end\n"
     "  local cap = tonumber(ARGV[6])\n"
@@ -159,16 +182,23 @@ static const char qw_lua_fetch[] =
     "  if t ~= 'none' and t ~= want then return k .. ' holds a ' .. t .. ', not a ' .. want end\n" \
     "end\n"
 
-/* KEYS: active, pending, scheduled, dead, stats, leases. ARGV: dead_max,
- * guard, the number N of owed counts, N pairs (counter, count), the number
- * of succeeded jobs K, their K fields, then per other job five values:
- * field, where ('p' pending tail, 's' scheduled, 'd' dead, '' nowhere),
- * element, delay in ms, counters to bump (space separated). A job whose
- * field is gone (settled already, or recovered by another instance) is
- * skipped, so a batch sent twice changes nothing the second time. GUARD
- * names the dead instance whose jobs these are: when its lease is live
- * again the batch does nothing and returns -1. Succeeded jobs, the bulk of
- * the work, cost one HDEL for the lot.
+/* KEYS: active, pending, scheduled, dead, stats, leases, unique. ARGV:
+ * dead_max, guard, the number N of owed counts, N pairs (counter, count),
+ * the number U of holds to end, U triples (field, id, token), the number of
+ * succeeded jobs K, their K fields, then per other job five values: field,
+ * where ('p' pending tail, 's' scheduled, 'd' dead, '' nowhere), element,
+ * delay in ms, counters to bump (space separated). A job whose field is
+ * gone (settled already, or recovered by another instance) is skipped, so
+ * a batch sent twice changes nothing the second time. GUARD names the dead
+ * instance whose jobs these are: when its lease is live again the batch
+ * does nothing and returns -1. Succeeded jobs, the bulk of the work, cost
+ * one HDEL for the lot.
+ *
+ * A job that leaves for good (done or dead) with a unique_for hold comes
+ * with a triple: its hold ends in the same step that removes it, and only
+ * when it does (release, above). Such a job goes with the five values
+ * even when it succeeded, so that the script knows it was there. Plain
+ * jobs pay nothing for this: U is 0 and no job is looked up.
  *
  * A key of the wrong type breaks only what needs it (SPEC 10): the active
  * hash, which every result needs, fails the call with an error naming it;
@@ -179,6 +209,7 @@ static const char qw_lua_fetch[] =
  * count, ...} owed}. */
 static const char qw_lua_settle[] =
     QW_LUA_WRONG
+    QW_LUA_RELEASE
     "local w = wrong(KEYS[1], 'hash')\n"
     "if w then return redis.error_reply('WRONGTYPE ' .. w) end\n"
     "local t = redis.call('TIME')\n"
@@ -199,6 +230,12 @@ static const char qw_lua_settle[] =
     "local n = tonumber(ARGV[3])\n"
     "for i = 4, 3 + 2 * n, 2 do counts[ARGV[i]] = (counts[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end\n"
     "local base = 4 + 2 * n\n"
+    "local u, rel = tonumber(ARGV[base]), nil\n"
+    "if u > 0 then\n"
+    "  rel = {}\n"
+    "  for j = base + 1, base + 3 * u, 3 do rel[ARGV[j]] = j end\n"
+    "end\n"
+    "base = base + 1 + 3 * u\n"
     "local k = tonumber(ARGV[base])\n"
     "if k > 0 then\n"
     "  done = redis.call('HDEL', KEYS[1], unpack(ARGV, base + 1, base + k))\n"
@@ -218,6 +255,8 @@ static const char qw_lua_settle[] =
     "        dead = dead + 1\n"
     "      end\n"
     "      redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "      local j = rel and rel[ARGV[i]]\n"
+    "      if j then release(KEYS[7], ARGV[j + 1], ARGV[j + 2]) end\n"
     "      for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
     "      done = done + 1\n"
     "    end\n"
@@ -362,6 +401,189 @@ static const char qw_lua_forget[] =
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "redis.call('HDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
+
+/* The Redis function library "qworkerd" (Redis 7, SPEC 11): the producers'
+ * function qw_enqueue, and qw_version, which says which version of the
+ * library Redis holds (library.c loads ours only over an older one).
+ *
+ * FCALL qw_enqueue 1 PENDING-KEY PAYLOAD [OPTION VALUE]... enqueues PAYLOAD
+ * on the queue whose pending key is given, as an envelope (SPEC 3), and
+ * returns its id; see qworkerd-jobs(7), "THE qw_enqueue FUNCTION". Every
+ * option is checked before anything is written: a bad one is an error that
+ * names it and its value, and adds nothing. The other keys of the queue
+ * are derived from the pending key, so they share its hash tag (a Redis
+ * Cluster slot).
+ *
+ * Only the library's top level runs at FUNCTION LOAD, where Redis offers
+ * no standard library (string, math): it only defines functions. */
+#define QW_LUA_STR(x) #x
+#define QW_LUA_NUM(x) QW_LUA_STR(x)
+const char qw_library_code[] =
+    "#!lua name=" QW_LIBRARY_NAME "\n"
+    "local VERSION = " QW_LUA_NUM(QW_LIBRARY_VERSION) "\n"
+    QW_LUA_CHECK
+    QW_LUA_BASE64
+    "local MAX_MS = 315360000000\n"
+    "local function fail(why)\n"
+    "  return redis.error_reply('ERR qw_enqueue: ' .. why)\n"
+    "end\n"
+    /* An option's value, in an error: quoted, cut at 64 bytes, control and
+     * non-ASCII bytes as \xNN, so the error reads well whatever was sent. */
+    "local function shown(v)\n"
+    "  local s = string.gsub(string.sub(v, 1, 64), \"[%c'\\\\\\128-\\255]\", function(c)\n"
+    "    return string.format('\\\\x%02x', string.byte(c))\n"
+    "  end)\n"
+    "  return \"'\" .. s .. (#v > 64 and \"'...\" or \"'\")\n"
+    "end\n"
+    /* Whether S is UTF-8 as jansson takes it (no overlong forms, no
+     * surrogates, nothing past U+10FFFF). Anything that is not goes in
+     * base64: cjson copies such bytes as they are, and the daemon would
+     * then not read the envelope as JSON at all. */
+    "local function utf8_ok(s)\n"
+    "  local i = 1\n"
+    "  while true do\n"
+    "    i = string.find(s, '[\\128-\\255]', i)\n"
+    "    if not i then return true end\n"
+    "    local c, c2 = string.byte(s, i, i + 1)\n"
+    "    local n, lo, hi = 0, 128, 191\n"
+    "    if c >= 194 and c <= 223 then n = 2\n"
+    "    elseif c >= 224 and c <= 239 then n = 3\n"
+    "    elseif c >= 240 and c <= 244 then n = 4\n"
+    "    else return false end\n"
+    "    if c == 224 then lo = 160 elseif c == 237 then hi = 159\n"
+    "    elseif c == 240 then lo = 144 elseif c == 244 then hi = 143 end\n"
+    "    if not c2 or c2 < lo or c2 > hi then return false end\n"
+    "    for j = i + 2, i + n - 1 do\n"
+    "      local cj = string.byte(s, j)\n"
+    "      if not cj or cj < 128 or cj > 191 then return false end\n"
+    "    end\n"
+    "    i = i + n\n"
+    "  end\n"
+    "end\n"
+    /* A payload goes in base64 when it is not UTF-8, holds a NUL byte, or
+     * has so many control bytes that JSON escapes (six bytes each) would
+     * make it more than half as long again, as qworkerd does (job.c). */
+    "local function binary(s)\n"
+    "  if string.find(s, '%z') or not utf8_ok(s) then return true end\n"
+    "  local _, nc = string.gsub(s, '%c', '')\n"
+    "  return nc * 5 > #s / 2 + 16\n"
+    "end\n"
+    /* Each option: what reads its value (nil when it is bad) and what the
+     * value must be, for the error. Timeouts and ranges as SPEC 3; delays
+     * and holds up to ten years. */
+    "local function whole(lo, hi)\n"
+    "  return function(v)\n"
+    "    local n = string.match(v, '^%d+$') and #v <= 15 and tonumber(v)\n"
+    "    if n and n >= lo and n <= hi then return n end\n"
+    "  end\n"
+    "end\n"
+    "local options = {\n"
+    "  id = { function(v)\n"
+    "    if #v >= 1 and #v <= 200 and not string.find(v, '%c') and utf8_ok(v) then return v end\n"
+    "  end, 'a string of 1 to 200 bytes of UTF-8 without control characters' },\n"
+    "  delay = { whole(0, MAX_MS), 'an integer of milliseconds from 0 to ' .. MAX_MS },\n"
+    "  timeout = { function(v)\n"
+    "    local n = (string.match(v, '^%d+$') or string.match(v, '^%d+%.%d+$')) and #v <= 32 and tonumber(v)\n"
+    "    if n and n > 0 and n <= 31536000 then return n end\n"
+    "  end, 'a number of seconds > 0 and <= 31536000' },\n"
+    "  max_attempts = { whole(1, 1000000), 'an integer from 1 to 1000000' },\n"
+    "  unique_for = { whole(1, MAX_MS), 'an integer of milliseconds from 1 to ' .. MAX_MS },\n"
+    "}\n"
+    /* The options after the payload, in any order and any case; nil and the
+     * error when one is bad. */
+    "local function parse(args)\n"
+    "  local o = {}\n"
+    "  for i = 2, #args, 2 do\n"
+    "    local name = string.lower(args[i])\n"
+    "    local opt = options[name]\n"
+    "    if not opt then\n"
+    "      return nil, fail('unknown option ' .. shown(args[i]) ..\n"
+    "        ' (options: id, delay, timeout, max_attempts, unique_for)')\n"
+    "    end\n"
+    "    if args[i + 1] == nil then return nil, fail('option ' .. name .. ' needs a value') end\n"
+    "    if o[name] ~= nil then return nil, fail('option ' .. name .. ' given twice') end\n"
+    "    o[name] = opt[1](args[i + 1])\n"
+    "    if o[name] == nil then\n"
+    "      return nil, fail('option ' .. name .. ' ' .. shown(args[i + 1]) .. ' must be ' .. opt[2])\n"
+    "    end\n"
+    "  end\n"
+    "  if o.unique_for and not o.id then return nil, fail('option unique_for needs option id') end\n"
+    "  return o\n"
+    "end\n"
+    /* Redis 7.0 has no expiry per hash field: a hold whose time passed
+     * counts as absent, and each enqueue with unique_for deletes the ones
+     * of a few fields picked at random, so that the hash stays as small as
+     * the holds that live. */
+    "local function sweep(ukey, id, now)\n"
+    "  local f = redis.call('HRANDFIELD', ukey, 3, 'WITHVALUES')\n"
+    "  for i = 1, #f, 2 do\n"
+    "    if f[i] ~= id and (tonumber(string.match(f[i + 1], '^%d+')) or 0) <= now then\n"
+    "      redis.call('HDEL', ukey, f[i])\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    /* The envelope, members in a fixed order. "unique" is the job's hold,
+     * the value it has in the unique hash (its end, a colon, and a number
+     * unique in the queue), by which the daemon ends it (release, above);
+     * "seq" keeps two delayed jobs with one id apart in the sorted set. */
+    "local function envelope(payload, id, o, now, n)\n"
+    "  local e\n"
+    "  if binary(payload) then\n"
+    "    e = { '{\"payload_encoding\":\"base64\",\"payload\":\"', base64(payload), '\"' }\n"
+    "  else\n"
+    "    e = { '{\"payload\":', cjson.encode(payload) }\n"
+    "  end\n"
+    "  e[#e + 1] = ',\"id\":' .. cjson.encode(id) .. ',\"enqueued_at\":' .. string.format('%d', now)\n"
+    "  if o.timeout then e[#e + 1] = ',\"timeout\":' .. cjson.encode(o.timeout) end\n"
+    "  if o.max_attempts then e[#e + 1] = ',\"max_attempts\":' .. string.format('%d', o.max_attempts) end\n"
+    "  if o.unique_for then e[#e + 1] = string.format(',\"unique\":\"%d:%d\"', now + o.unique_for, n) end\n"
+    "  if o.id and o.delay then e[#e + 1] = string.format(',\"seq\":%d', n) end\n"
+    "  e[#e + 1] = '}'\n"
+    "  return table.concat(e)\n"
+    "end\n"
+    /* The seq counter gives generated ids (with the server time, so a
+     * deleted counter repeats none), holds their token, and delayed jobs
+     * with a given id their seq. */
+    "local function enqueue(keys, args)\n"
+    "  if #keys ~= 1 then return fail('takes 1 key, the pending key of a queue, not ' .. #keys) end\n"
+    "  local base, q = string.match(keys[1], '^(.*:{([^{}]*)}):pending$')\n"
+    "  if not base or #q > 64 or not string.match(q, '^[%w_.%-]+$') then\n"
+    "    return fail(shown(keys[1]) .. ' is not the pending key of a queue (PREFIX:{QUEUE}:pending,' ..\n"
+    "      ' QUEUE 1 to 64 of A-Z a-z 0-9 _ . -)')\n"
+    "  end\n"
+    "  if args[1] == nil then return fail('no payload') end\n"
+    "  local o, why = parse(args)\n"
+    "  if not o then return why end\n"
+    "  if o.delay == 0 then o.delay = nil end\n"
+    "  local ukey, skey = base .. ':unique', base .. ':seq'\n"
+    "  local dest = o.delay and base .. ':scheduled' or keys[1]\n"
+    "  local counted = not o.id or o.unique_for or o.delay\n"
+    "  local err = check(dest, o.delay and 'zset' or 'list') or\n"
+    "    (o.unique_for and check(ukey, 'hash')) or (counted and check(skey, 'string'))\n"
+    "  if err then return err end\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "  if o.unique_for then\n"
+    "    local held = redis.call('HGET', ukey, o.id)\n"
+    "    if held and (tonumber(string.match(held, '^%d+')) or 0) > now then\n"
+    "      sweep(ukey, o.id, now)\n"
+    "      return o.id\n"
+    "    end\n"
+    "  end\n"
+    "  local n = counted and redis.call('INCR', skey)\n"
+    "  local id = o.id or string.format('%d-%d', now, n)\n"
+    "  local e = envelope(args[1], id, o, now, n)\n"
+    "  if o.delay then redis.call('ZADD', dest, now + o.delay, e)\n"
+    "  else redis.call('LPUSH', dest, e) end\n"
+    "  if o.unique_for then\n"
+    "    sweep(ukey, o.id, now)\n"
+    "    redis.call('HSET', ukey, o.id, string.format('%d:%d', now + o.unique_for, n))\n"
+    "  end\n"
+    "  return id\n"
+    "end\n"
+    "redis.register_function('qw_enqueue', enqueue)\n"
+    "redis.register_function{function_name = 'qw_version', callback = function() return VERSION end,\n"
+    "  flags = { 'no-writes' }}\n";
 
 const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_FETCH] = qw_lua_fetch,

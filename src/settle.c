@@ -29,7 +29,7 @@ struct qw_batch {
 	struct qw_rec *rec[];
 };
 
-#define QW_SETTLE_FIXED 8	/* 6 keys, dead_max, guard */
+#define QW_SETTLE_FIXED 9	/* 7 keys, dead_max, guard */
 /* Held results go again after 0.5 s, then less and less often: a key a
  * producer broke may stay broken for hours. */
 #define QW_SETTLE_RETRY_MS 500
@@ -177,9 +177,19 @@ qw_settle_soon(struct qw_queue *q)
 		event_add(pool->flush_ev, &(struct timeval){ 0, QW_SETTLE_DELAY_US });
 }
 
+void
+qw_settle_hold(struct qw_rec *rec, const struct qw_job *job)
+{
+	if (job->unique == NULL || (rec->dest != QW_DEST_DONE && rec->dest != QW_DEST_DEAD))
+		return;
+	if (qw_record_hold(rec, job->id, job->unique) < 0)
+		qw_log_err("job %s/%s: out of memory keeping its unique_for hold; it ends only when "
+		    "its time runs out", rec->q->qc.name, job->id);
+}
+
 int
 qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, size_t len,
-    const char *counters, char *owner)
+    const char *counters, char *owner, const struct qw_job *job)
 {
 	struct qw_rec *rec = qw_record_new(&q->recs, q, field, owner);
 
@@ -188,6 +198,8 @@ qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, si
 			free(elem);
 		return -1;
 	}
+	if (job != NULL)
+		qw_settle_hold(rec, job);
 	qw_settle_soon(q);
 	return 0;
 }
@@ -331,22 +343,25 @@ qw_settle_batch_take(struct qw_queue *q)
 	return b;
 }
 
+/* A success that goes in the one HDEL for the lot: not one that ends a
+ * hold, which the script must know was there (see qw_lua_settle). */
 static bool
 qw_settle_is_success(const struct qw_rec *rec)
 {
-	return rec->dest == QW_DEST_DONE && strcmp(rec->counters, "succeeded") == 0;
+	return rec->dest == QW_DEST_DONE && strcmp(rec->counters, "succeeded") == 0 &&
+	    rec->hold_id == NULL;
 }
 
 /* The settle script's arguments after the fixed ones for batch B: the owed
- * counts, the succeeded jobs as a list of fields, the others as five values
- * each. ARGV and LENS have room for all; NUM for b->n + 2 + b->nowed
- * numbers. Returns argc. */
+ * counts, the holds to end, the succeeded jobs as a list of fields, the
+ * others as five values each. ARGV and LENS have room for all; NUM for
+ * b->n + 3 + b->nowed numbers. Returns argc. */
 static size_t
 qw_settle_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
     char (*num)[QW_FMT_U64_LEN])
 {
 	static const char *const wheres[] = { "", "p", "s", "d" };
-	size_t k = QW_SETTLE_FIXED, nsucc = 0, inum = b->n, at;
+	size_t k = QW_SETTLE_FIXED, nsucc = 0, nholds = 0, inum = b->n, at;
 
 	lens[k] = qw_fmt_u64(num[inum], b->nowed);
 	argv[k++] = num[inum++];
@@ -356,6 +371,21 @@ qw_settle_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
 		lens[k] = qw_fmt_u64(num[inum], b->owed[i].n);
 		argv[k++] = num[inum++];
 	}
+	at = k++;
+	for (unsigned i = 0; i < b->n; i++) {
+		const struct qw_rec *rec = b->rec[i];
+		if (rec->hold_id == NULL)
+			continue;
+		argv[k] = rec->field;
+		argv[k + 1] = rec->hold_id;
+		argv[k + 2] = rec->hold_token;
+		for (size_t j = k; j < k + 3; j++)
+			lens[j] = strlen(argv[j]);
+		k += 3;
+		nholds++;
+	}
+	lens[at] = qw_fmt_u64(num[inum], nholds);
+	argv[at] = num[inum++];
 	at = k++;
 	for (unsigned i = 0; i < b->n; i++)
 		if (qw_settle_is_success(b->rec[i])) {
@@ -392,10 +422,10 @@ static int
 qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 {
 	const struct qw_conf *c = q->pool->conf;
-	size_t max = QW_SETTLE_FIXED + 2 + 2 * (size_t)b->nowed + 5 * (size_t)b->n, argc;
+	size_t max = QW_SETTLE_FIXED + 3 + 2 * (size_t)b->nowed + 8 * (size_t)b->n, argc;
 	const char **argv = malloc(max * sizeof(*argv));
 	size_t *lens = malloc(max * sizeof(*lens));
-	char (*num)[QW_FMT_U64_LEN] = malloc((b->n + 2 + b->nowed) * sizeof(*num));
+	char (*num)[QW_FMT_U64_LEN] = malloc((b->n + 3 + b->nowed) * sizeof(*num));
 	char deadmax[QW_FMT_U64_LEN], *akey = NULL;
 	const char *owner = b->n > 0 ? b->rec[0]->owner : NULL;
 	int rc = -1;
@@ -412,13 +442,14 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	argv[3] = q->key[K_DEAD];
 	argv[4] = q->key[K_STATS];
 	argv[5] = q->key[K_LEASES];
+	argv[6] = q->key[K_UNIQUE];
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	argv[6] = deadmax;
-	argv[7] = owner ? owner : "";
+	argv[7] = deadmax;
+	argv[8] = owner ? owner : "";
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 6,
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 7,
 	    (int)argc, argv, lens) < 0)
 		goto out;
 	b = NULL;

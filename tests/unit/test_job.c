@@ -478,6 +478,40 @@ test_unknown_members_accepted(void **state)
 	qw_job_clear(&job);
 }
 
+/* The unique_for hold (qw_enqueue's "unique" member) is read from every
+ * envelope, a malformed one too (it goes to dead, and its hold ends with
+ * it), kept when the job is written back, and ignored when not a string. */
+static void
+test_member_unique(void **state)
+{
+	struct qw_job job;
+	json_t *obj;
+
+	(void)state;
+	expect_valid(&job, "{\"payload\":\"x\",\"id\":\"u-1\",\"unique\":\"1700000000000:7\"}");
+	assert_string_equal(job.unique, "1700000000000:7");
+	assert_string_equal(job.id, "u-1");
+	job.attempt = 1;
+	obj = encode_json(&job, "exit status 1", 5);
+	assert_string_equal(json_string_value(json_object_get(obj, "unique")), "1700000000000:7");
+	json_decref(obj);
+	qw_job_clear(&job);
+
+	parse(&job, "{\"payload\":\"x\",\"id\":\"u-2\",\"timeout\":-1,\"unique\":\"9:1\"}");
+	assert_non_null(job.error);
+	assert_string_equal(job.unique, "9:1");
+	assert_string_equal(job.id, "u-2");
+	qw_job_clear(&job);
+
+	expect_valid(&job, "{\"payload\":\"x\",\"unique\":5}");
+	assert_null(job.unique);
+	qw_job_clear(&job);
+	parse(&job, "{\"unique\":\"9:1\"}");	/* no payload: a raw job */
+	assert_null(job.env);
+	assert_null(job.unique);
+	qw_job_clear(&job);
+}
+
 /* ------------------------------------------------------------------------ */
 /* max_payload */
 
@@ -1201,6 +1235,7 @@ main(void)
 		cmocka_unit_test(test_member_attempt_interrupted),
 		cmocka_unit_test(test_member_enqueued_at),
 		cmocka_unit_test(test_unknown_members_accepted),
+		cmocka_unit_test(test_member_unique),
 		cmocka_unit_test(test_max_payload_raw),
 		cmocka_unit_test(test_max_payload_envelope),
 		cmocka_unit_test(test_oversize_goes_verbatim),

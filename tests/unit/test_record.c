@@ -145,6 +145,38 @@ test_fenced_job(void **state)
 	qw_record_set_fini(&rs);
 }
 
+/* A result may end the job's unique_for hold; a new result (the record
+ * finished again) starts without one, and freeing the record frees it. */
+static void
+test_hold(void **state)
+{
+	struct qw_recset rs;
+	struct qw_rec *rec;
+
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
+	rec = new_rec(&rs, "abc-5");
+	assert_int_equal(qw_record_finish(&rs, rec, QW_DEST_DONE, NULL, 0, 0, "succeeded"), 0);
+	assert_null(rec->hold_id);
+	assert_int_equal(qw_record_hold(rec, "u-1", "1700000000000:7"), 0);
+	assert_string_equal(rec->hold_id, "u-1");
+	assert_string_equal(rec->hold_token, "1700000000000:7");
+	assert_int_equal(qw_record_hold(rec, "u-2", "1:2"), 0);
+	assert_string_equal(rec->hold_id, "u-2");
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_SETTLING), 0);
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_FINISHED), 0);
+	assert_string_equal(rec->hold_token, "1:2");	/* sent again as it was */
+	qw_record_free(&rs, rec);
+
+	rec = new_rec(&rs, "abc-6");
+	assert_int_equal(qw_record_move(&rs, rec, QW_REC_BUFFERED), 0);
+	assert_int_equal(qw_record_hold(rec, "u-3", "1:3"), 0);
+	assert_int_equal(qw_record_finish(&rs, rec, QW_DEST_PENDING, strdup("e"), 1, 0, ""), 0);
+	assert_null(rec->hold_id);
+	assert_null(rec->hold_token);
+	qw_record_free(&rs, rec);
+	qw_record_set_fini(&rs);
+}
+
 int
 main(void)
 {
@@ -153,6 +185,7 @@ main(void)
 		cmocka_unit_test(test_give_back_keeps_the_element),
 		cmocka_unit_test(test_index_grows_and_finds),
 		cmocka_unit_test(test_fenced_job),
+		cmocka_unit_test(test_hold),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
