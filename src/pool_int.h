@@ -27,6 +27,9 @@
 #define QW_PROMOTE_MS 200
 #define QW_PROMOTE_LIMIT 1000
 #define QW_LEASE_TICK_MS 500
+/* How many buffered jobs past the next one a started mark covers, at least
+ * (qw_pool_say_started). */
+#define QW_STARTED_AHEAD 32
 
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
 	K_STARTED, K_UNIQUE, K_COUNT };
