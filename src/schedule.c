@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include "clock.h"
 #include "conf.h"
@@ -365,6 +366,7 @@ qw_schedule_reconfigure(struct qw_schedule *s, const struct qw_conf *conf)
 
 	if (s->stopped)
 		return 0;
+	tzset();	/* timezone = local: a changed TZ file applies on reload */
 	for (e = LIST_FIRST(&s->entries); e != NULL; e = next) {
 		next = LIST_NEXT(e, link);
 		if (qw_schedule_find_conf(conf, e->name) == NULL) {
