@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <time.h>
 
 #include "clock.h"
@@ -54,7 +53,7 @@ enum qw_sched_state {
 };
 
 struct qw_sched_entry {
-	LIST_ENTRY(qw_sched_entry) link;
+	struct qw_sched_entry *next;
 	struct qw_schedule *s;
 	char *name, *queue, *payload;
 	char *key_cron, *key_pending;
@@ -69,7 +68,7 @@ struct qw_sched_entry {
 struct qw_schedule {
 	struct event_base *base;
 	struct qw_redis *redis;
-	LIST_HEAD(, qw_sched_entry) entries;
+	struct qw_sched_entry *entries;
 	bool stopped;
 };
 
@@ -253,7 +252,8 @@ qw_schedule_timer_cb(evutil_socket_t fd, short what, void *arg)
 		qw_schedule_problem(e, LOG_WARNING, "ticks are missed while Redis is not up");
 	else if (cur != e->tick)
 		qw_log_warn("cron %s: ticks from %" PRId64 " to before %" PRId64 " missed: the "
-		    "process did not run", e->name, e->tick, cur);
+		    "timer fired late (the process was stopped, or the clock jumped)", e->name,
+		    e->tick, cur);
 	e->tick = cur;
 	qw_schedule_send(e);
 }
@@ -335,21 +335,19 @@ qw_schedule_find_conf(const struct qw_conf *conf, const char *name)
 static struct qw_sched_entry *
 qw_schedule_find(struct qw_schedule *s, const char *name)
 {
-	struct qw_sched_entry *e;
-
-	LIST_FOREACH(e, &s->entries, link)
+	for (struct qw_sched_entry *e = s->entries; e != NULL; e = e->next)
 		if (strcmp(e->name, name) == 0)
 			return e;
 	return NULL;
 }
 
-/* Stops E and frees it, now or (SENDING) when its reply comes. */
+/* Stops E, unlinked from the list, and frees it, now or (SENDING) when its
+ * reply comes. */
 static void
 qw_schedule_entry_remove(struct qw_sched_entry *e)
 {
 	bool sending = e->state == QW_SCHED_SENDING;
 
-	LIST_REMOVE(e, link);
 	qw_schedule_move(e, QW_SCHED_STOPPED);
 	event_del(e->ev);
 	if (sending)
@@ -361,18 +359,20 @@ qw_schedule_entry_remove(struct qw_sched_entry *e)
 int
 qw_schedule_reconfigure(struct qw_schedule *s, const struct qw_conf *conf)
 {
-	struct qw_sched_entry *e, *next;
+	struct qw_sched_entry *e, **link = &s->entries;
 	int rc = 0;
 
 	if (s->stopped)
 		return 0;
 	tzset();	/* timezone = local: a changed TZ file applies on reload */
-	for (e = LIST_FIRST(&s->entries); e != NULL; e = next) {
-		next = LIST_NEXT(e, link);
-		if (qw_schedule_find_conf(conf, e->name) == NULL) {
-			qw_log_info("cron %s: removed", e->name);
-			qw_schedule_entry_remove(e);
+	while ((e = *link) != NULL) {
+		if (qw_schedule_find_conf(conf, e->name) != NULL) {
+			link = &e->next;
+			continue;
 		}
+		*link = e->next;
+		qw_log_info("cron %s: removed", e->name);
+		qw_schedule_entry_remove(e);
 	}
 	for (size_t i = 0; i < conf->ncrons; i++) {
 		const struct qw_cron_conf *cc = &conf->crons[i];
@@ -381,7 +381,8 @@ qw_schedule_reconfigure(struct qw_schedule *s, const struct qw_conf *conf)
 			if (qw_schedule_entry_update(e, conf, cc) == 0)
 				continue;
 		} else if ((e = qw_schedule_entry_new(s, conf, cc)) != NULL) {
-			LIST_INSERT_HEAD(&s->entries, e, link);
+			e->next = s->entries;
+			s->entries = e;
 			continue;
 		}
 		qw_log_err("cron %s: cannot start it: out of memory", cc->name);
@@ -399,7 +400,6 @@ qw_schedule_new(struct event_base *base, struct qw_redis *redis, const struct qw
 		return NULL;
 	s->base = base;
 	s->redis = redis;
-	LIST_INIT(&s->entries);
 	if (qw_schedule_reconfigure(s, conf) < 0) {
 		qw_schedule_free(s);
 		return NULL;
@@ -415,7 +415,7 @@ qw_schedule_stop(struct qw_schedule *s)
 	if (s == NULL)
 		return;
 	s->stopped = true;
-	LIST_FOREACH(e, &s->entries, link) {
+	for (e = s->entries; e != NULL; e = e->next) {
 		qw_schedule_move(e, QW_SCHED_STOPPED);
 		event_del(e->ev);
 	}
@@ -428,8 +428,8 @@ qw_schedule_free(struct qw_schedule *s)
 
 	if (s == NULL)
 		return;
-	while ((e = LIST_FIRST(&s->entries)) != NULL) {
-		LIST_REMOVE(e, link);
+	while ((e = s->entries) != NULL) {
+		s->entries = e->next;
 		qw_schedule_entry_free(e);
 	}
 	free(s);
