@@ -27,8 +27,8 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN,
-	T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
+enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR,
+	T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
