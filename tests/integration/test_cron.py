@@ -5,10 +5,11 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
-from conftest import QWORKERD, read_lines, redis_ms, script, wait_until
+from conftest import QWORKERD, Daemon, RedisServer, read_lines, redis_ms, script, wait_until
 
 EX_CONFIG = 78
 
@@ -82,6 +83,40 @@ def test_no_job_while_no_instance_runs(r, daemon, tmp):
     assert len(ts) == len(set(ts))
     # Nothing caught up: no tick between the stop and the restart.
     assert [t for t in ts if last < t < restart - 1000] == [], (last, restart, ts)
+
+
+def test_ticks_while_redis_is_away_are_not_caught_up(tmp):
+    """Only the tick current when Redis answers again is sent: no burst."""
+    srv = RedisServer(os.path.join(tmp, "r"))
+    os.makedirs(srv.dir)
+    srv.start()
+    out, h = recorder(tmp)
+    d = Daemon(os.path.join(tmp, "d"), srv.sock)
+    os.makedirs(d.tmp)
+    try:
+        cron_conf(d, h, {"beat": "schedule = @every 1s\nqueue = cq"}, "solo")
+        d.start()
+        wait_until(lambda: read_lines(out), 15, what="a first job")
+        srv.stop()
+        gone = int(time.time() * 1000)
+        d.wait_log("ticks are missed while Redis is not up", 15)
+        wait_until(lambda: time.time() * 1000 > gone + 2500, 10, what="two more ticks")
+        back = int(time.time() * 1000)
+        srv.start()         # empty: what was enqueued before went with it
+        d.wait_log("cron beat: ticks are enqueued again", 30)
+        c = srv.client()
+        assert d.stop() == 0
+        ids = [json.loads(e)["id"] for e in c.lrange("qw:{cq}:pending", 0, -1)]
+        ids += [l.split()[0] for l in read_lines(out)]
+        ts = ticks(ids)
+        assert len(ts) == len(set(ts))
+        assert any(t >= back - 1000 for t in ts), (back, ts)
+        # Between the outage and the tick current when Redis came back: none.
+        assert [t for t in ts if gone < t < back - 1000] == [], (gone, back, sorted(ts))
+        c.close()
+    finally:
+        d.kill()
+        srv.stop()
 
 
 def test_envelope_of_a_tick(r, daemon, tmp):
