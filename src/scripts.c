@@ -289,6 +289,28 @@ static const char qw_lua_promote[] =
     "end\n"
     "return #due\n";
 
+/* KEYS: cron hash, pending. ARGV: cron name, tick (Unix ms), the job's
+ * envelope without its closing brace, how far ahead of the Redis clock a
+ * tick may be (ms). Enqueues the tick's job only when the tick is later
+ * than the one the hash holds for the name, and records it, in one step:
+ * every instance calls it at every tick and exactly one job results. A
+ * tick further ahead of the Redis clock than allowed is refused, so an
+ * instance whose clock runs fast cannot take later ticks from the others.
+ * Returns {1 enqueued | 0 done by another | -1 refused, Redis time}. */
+static const char qw_lua_cron[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'list')\n"
+    "if err then return err end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local tick = tonumber(ARGV[2])\n"
+    "if tick > now + tonumber(ARGV[4]) then return {-1, now} end\n"
+    "local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')\n"
+    "if last and last >= tick then return {0, now} end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('LPUSH', KEYS[2], ARGV[3] .. ',\"enqueued_at\":' .. string.format('%d', now) .. '}')\n"
+    "return {1, now}\n";
+
 /* KEYS: claim, pending. Gives never-started jobs back to the tail of
  * pending, oldest nearest the tail, so they run next (pending is needed
  * only when there are some). */
@@ -594,6 +616,7 @@ const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_TAKE] = qw_lua_take,
 	[QW_SCRIPT_FORGET] = qw_lua_forget,
 	[QW_SCRIPT_INFLIGHT] = qw_lua_inflight,
+	[QW_SCRIPT_CRON] = qw_lua_cron,
 };
 
 const char *const qw_script_names[QW_SCRIPT_COUNT] = {
@@ -605,4 +628,5 @@ const char *const qw_script_names[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_TAKE] = "take",
 	[QW_SCRIPT_FORGET] = "forget",
 	[QW_SCRIPT_INFLIGHT] = "inflight",
+	[QW_SCRIPT_CRON] = "cron",
 };
