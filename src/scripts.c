@@ -99,7 +99,7 @@
     "  return '{\"payload_encoding\":\"base64\",\"payload\":\"' .. base64(e) .. '\",' .. tail\n" \
     "end\n"
 
-/* KEYS: pending, claim, active, dead, stats, unique. ARGV: n (at most 1000), first
+/* KEYS: pending, claim, active, dead, stats, unique, paused. ARGV: n (at most 1000), first
  * sequence number, field prefix, max_payload, the longest element that can
  * still be an envelope within max_payload (JSON escapes make one longer
  * than its payload), dead_max. Takes up to n jobs, those a blocking pop of
@@ -111,10 +111,13 @@
  * are checked only then: when either has the wrong type, the element stays
  * where it is with everything behind it, the jobs in front of it are taken,
  * and a call that can take none returns the error. A broken dead key so
- * stops only a queue whose next job must be buried, and reorders nothing. */
+ * stops only a queue whose next job must be buried, and reorders nothing.
+ * While the paused key exists (of any type) it takes nothing and returns
+ * the status PAUSED: a fetch never takes a job of a paused queue. */
 static const char qw_lua_fetch[] =
     QW_LUA_CHECK
     QW_LUA_BURY
+    "if redis.call('EXISTS', KEYS[7]) == 1 then return {ok = 'PAUSED'} end\n"
     "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list') or check(KEYS[3], 'hash')\n"
     "if err then return err end\n"
     "local n = tonumber(ARGV[1])\n"
