@@ -21,6 +21,7 @@
 #include "redis.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
+#define QW_CANCEL_TEXT_MAX 500	/* bytes of an operator's cancel reason kept */
 #define QW_SETTLE_BATCH 512
 #define QW_FETCH_MAX 1000
 #define QW_SETTLE_DELAY_US 1000
@@ -44,6 +45,7 @@ struct qw_run {
 	bool in_thread;		/* work is with a worker thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
+	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
 	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
 };
 
@@ -262,6 +264,16 @@ void qw_run_drop(struct qw_run *run);
  * process: cancel its handler; the record (FENCED) holds its slot until the
  * handler ends, then goes with nothing written. */
 void qw_run_fence(struct qw_rec *rec);
+/* An operator cancelled the job of REC with the reason TEXT (LEN bytes,
+ * may be empty): a running job's token fires (QW_CANCEL_CANCELLED), and the
+ * job goes to dead once its handler has ended; a buffered one goes to dead
+ * at once. Nothing for a record in another state. */
+void qw_run_cancel(struct qw_rec *rec, const char *text, size_t len);
+
+/* cancel.c */
+/* The lease tick: reads the queue's cancel requests for this process's
+ * jobs and cancels them; drops the requests of its jobs that are gone. */
+void qw_cancel_poll(struct qw_queue *q);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes
