@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <jansson.h>
+
 #include "decide.h"
 #include "exec.h"
 #include "log.h"
@@ -523,10 +525,14 @@ qw_run_start(struct qw_rec *rec)
 /* ---- an operator's cancel ---------------------------------------------- */
 
 /* The reason text as it is kept: at most QW_CANCEL_TEXT_MAX bytes, cut
- * before a UTF-8 sequence rather than inside one. */
+ * before a UTF-8 sequence rather than inside one. The error in the dead
+ * envelope is JSON, so a reason that is not UTF-8 (or holds a NUL byte) is
+ * replaced by a note that says so. */
 static char *
 qw_run_cancel_text(const char *text, size_t len)
 {
+	static const char not_text[] = "(the reason given is not UTF-8 text)";
+	json_t *check;
 	char *s;
 
 	if (len > QW_CANCEL_TEXT_MAX) {
@@ -534,6 +540,11 @@ qw_run_cancel_text(const char *text, size_t len)
 		while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
 			len--;
 	}
+	if ((check = json_stringn(text, len)) == NULL || memchr(text, '\0', len) != NULL) {
+		text = not_text;
+		len = sizeof(not_text) - 1;
+	}
+	json_decref(check);
 	if ((s = malloc(len + 1)) == NULL)
 		return NULL;
 	memcpy(s, text, len);

@@ -191,8 +191,11 @@ def test_cancel_job_taken_ahead_and_stale_requests(r, daemon, tmp):
     # The others run on: cancel the first, the third starts and is cancelled too.
     r.hset("qw:{c}:cancel", field_of(r, "c", "first"), "")
     wait_until(lambda: read_lines(os.path.join(marks, "third.pids")), what="third running")
-    r.hset("qw:{c}:cancel", field_of(r, "c", "third"), "")
+    r.hset("qw:{c}:cancel", field_of(r, "c", "third"), b"\xff\x00 not text")
     wait_until(lambda: len(dead_jobs(r, "c")) == 3, what="all three in dead")
+    assert dead_jobs(r, "c")["third"]["error"] == \
+        "cancelled: (the reason given is not UTF-8 text)"
+    assert dead_jobs(r, "c")["first"]["error"] == "cancelled"
     assert not os.path.exists(os.path.join(marks, "second.pids"))
     st = stats(r, "c")
     assert st.get("cancelled") == 3 and st.get("dead") == 3
