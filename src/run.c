@@ -278,7 +278,8 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_run *run = arg;
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
-		 * untouched, its own deadline counts as a timeout. */
+		 * untouched, its own deadline counts as a timeout, an operator's
+		 * cancel puts it in dead. */
 		if (qw_run_reason(run) == QW_CANCEL_SHUTDOWN)
 			qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
 		else
@@ -294,8 +295,9 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The job's token fired: its deadline, the shutdown deadline or an
- * operator's cancel, whichever came first. An exec handler gets SIGTERM, then SIGKILL after kill_grace;
- * a plugin sees its token and gets kill_grace to return. */
+ * operator's cancel, whichever came first. An exec handler gets SIGTERM,
+ * then SIGKILL after kill_grace; a plugin sees its token and gets
+ * kill_grace to return. */
 static void
 qw_run_cancelled(void *arg, int reason)
 {

@@ -108,23 +108,25 @@ def test_pause_two_daemons(r, daemon, tmp):
     assert a.stop() == 0 and b.stop() == 0
 
 
-def test_paused_before_start_and_any_value(r, daemon, tmp):
-    """A queue paused before the daemon starts takes nothing, whatever the
-    key holds (here a JSON text, as an operator's tool may set); a job
-    pushed while it waits idle is not started either, and resume runs it."""
+def test_pause_idle_queue_any_value(r, daemon, tmp):
+    """A queue that waits idle for new jobs learns of the pause too,
+    whatever the key holds (here a JSON text, as an operator's tool may
+    set): a job pushed then is not started, and resume runs it."""
     marks = os.path.join(tmp, "marks")
     h = handler(tmp, os.path.join(tmp, "nogate"), marks)
-    r.set("qw:{p}:paused", json.dumps({"by": "ops", "reason": "deploy"}))
     d = daemon()
     d.conf({"p": "handler = %s\n" % h, "o": "handler = /bin/true\n"})
     d.start()
+    r.lpush("qw:{p}:pending", "before")
+    wait_until(lambda: stats(r, "p").get("succeeded", 0) == 1, what="a job before the pause")
+    r.set("qw:{p}:paused", json.dumps({"by": "ops", "reason": "deploy"}))
     d.wait_log(PAUSED)
     r.lpush("qw:{p}:pending", "x")
     r.lpush("qw:{o}:pending", "y")
     wait_until(lambda: stats(r, "o").get("succeeded", 0) == 1, what="queue o runs")
-    assert r.llen("qw:{p}:pending") == 1 and read_lines(marks) == []
+    assert r.llen("qw:{p}:pending") == 1 and read_lines(marks) == ["1 before"]
     r.delete("qw:{p}:paused")
-    wait_until(lambda: stats(r, "p").get("succeeded", 0) == 1, what="the job after resume")
+    wait_until(lambda: stats(r, "p").get("succeeded", 0) == 2, what="the job after resume")
     d.wait_log(RESUMED)
     assert starts_while_paused(d.log()) == []
     assert d.log().count(PAUSED) == 1
