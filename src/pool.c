@@ -148,7 +148,7 @@ qw_pool_room(const struct qw_queue *q)
 	unsigned cap = qw_pool_cap(q), room = used < cap ? cap - used : 0;
 	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_pool_settle_room(q);
 
-	if (q->lease != QW_LEASE_HELD)
+	if (q->lease != QW_LEASE_HELD || q->fetch == QW_FETCH_PAUSED)
 		return 0;
 	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
 		room = nbuf;
@@ -305,7 +305,7 @@ static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started", "unique" };
+		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -358,6 +358,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 	free(q->reaping);
 	free(q->promote_err);
 	free(q->fetch_err);
+	free(q->pause_err);
+	free(q->cancel_err);
 	free(q->lease_wait);
 	qw_settle_fini(q);
 	for (int k = 0; k < K_COUNT; k++)
@@ -595,6 +597,10 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 			    "written: %s", q->qc.name, qw_pool_settle_room(q) == 0 ?
 			    "fetching stopped: " : "", held, why);
 	}
+	for (size_t i = 0; i < pool->nqueues && off < len; i++)
+		if (pool->queues[i].paused_seen)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused",
+			    pool->queues[i].qc.name);
 	if (pool->policy_warning != NULL && off < len)
 		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++)
@@ -819,4 +825,5 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
 	    q->recs.n[QW_REC_FENCED];
 	qi->pending = q->pending;
+	qi->paused = q->paused_seen;
 }

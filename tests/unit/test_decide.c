@@ -86,6 +86,23 @@ test_timeout_is_a_failure_whatever_the_exit(void **state)
 }
 
 static void
+test_cancelled_goes_dead_whatever_the_exit(void **state)
+{
+	static const enum qw_result rs[] = { QW_RESULT_OK, QW_RESULT_FAILED,
+		QW_RESULT_PERMANENT };
+
+	for (size_t i = 0; i < 3; i++) {
+		struct qw_outcome o = decide(rs[i], QW_CANCEL_CANCELLED, 0, 5, 1);
+		assert_true(o.cancelled);
+		assert_false(o.timed_out);
+		assert_int_equal(o.dest, QW_DEST_DEAD);
+		assert_string_equal(o.counters, "cancelled dead");
+		assert_int_equal(o.attempt, 1);
+		assert_int_equal(o.interrupted, 1);
+	}
+}
+
+static void
 test_shutdown_requeues_without_an_attempt(void **state)
 {
 	struct qw_outcome o = decide(QW_RESULT_FAILED, QW_CANCEL_SHUTDOWN, 1, 2, 0);
@@ -275,6 +292,7 @@ main(void)
 		cmocka_unit_test(test_failure_retries_until_the_last_attempt),
 		cmocka_unit_test(test_permanent_goes_dead_at_once),
 		cmocka_unit_test(test_timeout_is_a_failure_whatever_the_exit),
+		cmocka_unit_test(test_cancelled_goes_dead_whatever_the_exit),
 		cmocka_unit_test(test_shutdown_requeues_without_an_attempt),
 		cmocka_unit_test(test_done_after_shutdown_is_a_success),
 		cmocka_unit_test(test_share_follows_weights),
