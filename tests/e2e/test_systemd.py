@@ -309,7 +309,7 @@ def test_template_instances_side_by_side(box):
         for inst, n in (("mail", 3), ("thumbs", 2)):
             u = "qworkerd@%s.service" % inst
             assert box.run("systemctl", "is-active", u).stdout.strip() == "active"
-            box.wait_journal(u, r"^ready: 1 queues, %d workers, instance %s:%s$"
+            box.wait_journal(u, r"^ready: 1 queue, %d workers, instance %s:%s$"
                              % (n, box.name, inst), c)
         assert main_pid(box, "qworkerd@mail") != main_pid(box, "qworkerd@thumbs")
         push(box, "mail", "m-1", "hello mail")
