@@ -36,6 +36,10 @@ ALWAYS_PACKAGES = ["man-db"]
 IN_EVERY_BOX = {"libc6", "libcap2", "libgcrypt20", "libgpg-error0", "liblzma5", "libzstd1",
                 "liblz4-1", "libsystemd0"}
 
+# configure --prefix=/usr puts plugins under Debian's multiarch libdir.
+MULTIARCH = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                           text=True).stdout.strip()
+PLUGIN_DIR = "/usr/lib/%s/qworkerd/plugins" % MULTIARCH
 PASSWORD = "e2e-secret"
 HANDLER = "/usr/local/libexec/qw-e2e-handler"
 CONF_PATH = "/etc/qworkerd/qworkerd.conf"
@@ -263,8 +267,8 @@ def box(request):
     # make install's tree, as it is, at / of the box
     b.tool("install", *[os.path.join(STAGE, d) for d in sorted(os.listdir(STAGE))],
            "--to", "/")
-    missing = b.sh("ldd /usr/sbin/qworkerd /usr/lib/qworkerd/plugins/*.so | grep 'not found' "
-                   "|| true").stdout
+    missing = b.sh("ldd /usr/sbin/qworkerd %s/*.so | grep 'not found' "
+                   "|| true" % PLUGIN_DIR).stdout
     if missing:
         pytest.fail("e2e: libraries missing in the box (add their packages to "
                     "ALWAYS_PACKAGES in tests/e2e/conftest.py):\n" + missing, pytrace=False)

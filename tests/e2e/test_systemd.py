@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import CONF_PATH, STAGE, conf, wait_until
+from conftest import CONF_PATH, PLUGIN_DIR, STAGE, conf, wait_until
 
 UNIT = "qworkerd.service"
 SHUTDOWN_TIMEOUT, KILL_GRACE = 4, 2
@@ -364,7 +364,7 @@ def test_handler_sandbox_and_dropin_example(box):
 def test_plugin_handler_in_sandbox(box):
     """An installed example plugin loads and runs under the unit's sandbox."""
     ensure_running(box)
-    plugin = "/usr/lib/qworkerd/plugins/noop.so"
+    plugin = PLUGIN_DIR + "/noop.so"
     box.run("test", "-f", plugin)
     box.write(CONF_PATH, conf() + "[queue plug]\nplugin = %s\n" % plugin)
     try:
