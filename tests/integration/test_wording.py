@@ -2,14 +2,18 @@
 agree with their number ("1 queue", not "1 queues") and durations in the
 log are written the way the configuration writes them ("25s", not
 "25000ms"); the man pages render as written (no "afterNs", no "BSD" in
-the footer)."""
+the footer); the README says where the man pages are, and promises what
+qworkerd-jobs(7) promises; ./test.sh and ./demo.sh say what they are doing."""
 import glob
 import os
+import re
 import subprocess
 
 import pytest
 
-from conftest import BUILD, QWORKERD, script, stats, wait_until
+from conftest import BUILD, QWORKERD, TOP, script, stats, wait_until
+
+SRC = os.environ.get("QW_SRCDIR", TOP)
 
 
 def test_one_queue_one_worker_singular(r, daemon):
@@ -82,3 +86,51 @@ def test_man_footers_name_qworkerd_not_bsd(tool):
     for page in pages:
         footer = [l for l in render(page, tool).splitlines() if l.strip()][-1]
         assert "BSD" not in footer and "qworkerd" in footer, (page, footer)
+
+
+def readme():
+    return open(os.path.join(SRC, "README.md"), encoding="utf-8").read()
+
+
+def test_readme_man_command_works():
+    """The README's way to read a man page before installing works as printed
+    (from the top of the tree, after a build into build/)."""
+    text = readme()
+    assert "built into `man/`" not in text
+    cmds = re.findall(r"`(man -l [^`]+)`", text)
+    assert cmds == ["man -l build/man/qworkerd-jobs.7"], cmds
+    page = os.path.join(BUILD, "man", "qworkerd-jobs.7")
+    p = subprocess.run(["man", "-l", page], capture_output=True, env=dict(os.environ,
+                                                                          MANWIDTH="80"))
+    assert p.returncode == 0 and b"DELIVERY" in p.stdout, p.stderr
+
+
+def test_readme_promise_matches_the_losses_in_qworkerd_jobs_7():
+    """No unconditional 'no job is ever lost': the README says what is
+    promised, and names the losses qworkerd-jobs(7) DELIVERY lists."""
+    text = " ".join(readme().split())
+    assert "no job is ever lost" not in text.lower()
+    assert "at least once" in text
+    page = open(os.path.join(SRC, "man", "qworkerd-jobs.7.in")).read()
+    delivery = " ".join(page[page.index(".Sh DELIVERY"):page.index(".Sh EXAMPLES")].split())
+    for loss, readme_words in (("dead_max", "`dead_max`"), ("evicts keys", "evicted"),
+                               ("restart without persistence", "without persistence")):
+        assert loss in delivery, loss
+        assert readme_words in text, readme_words
+
+
+@pytest.mark.parametrize("script,phases", [
+    ("test.sh", ["sh tests/deps.sh", "sh tests/build.sh build", "make -s -C build check"]),
+    ("demo.sh", ["sh tests/deps.sh", "sh tests/build.sh build", "setsid build/qworkerd"]),
+])
+def test_scripts_announce_each_phase(script, phases):
+    """Each slow phase of ./test.sh and ./demo.sh is announced with a
+    progress line ('say') before it starts, so neither is silent."""
+    lines = [l.strip() for l in open(os.path.join(SRC, script))]
+    for cmd in phases:
+        i = next(n for n, l in enumerate(lines) if l.startswith(cmd))
+        before = [l for l in lines[:i] if l.startswith("say ")]
+        assert len(before) >= phases.index(cmd) + 1, (script, cmd)
+    if script == "test.sh":
+        text = "\n".join(lines)
+        assert "229 MB" in text and "tests/summary.py build" in lines[-2], lines[-2:]
