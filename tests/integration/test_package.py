@@ -2,7 +2,8 @@
 from a copy of the tree and `lintian --fail-on error` (tests/package.sh),
 then what is in them: qworkerd has what `make install` installs (daemon,
 units, man pages, the example config as a conffile, plugins, completion)
-and libqworkerd-plugin-dev the header; the plugin directory that the
+and libqworkerd-plugin-dev the header (a file that make install installs
+and no package takes fails the build: dh_missing --fail-missing, compat 13); the plugin directory that the
 config and the man pages name is the one the plugins are in; the
 maintainer scripts start, enable and create nothing. The .debs stay in
 BUILD/tests/deb for the end-to-end test, which installs them."""
