@@ -166,6 +166,7 @@ qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const c
     uint64_t delay)
 {
 	const char *qn = run->q->qc.name, *id = run->job.id;
+	char d[32];
 
 	if (o->dest == QW_DEST_DONE)
 		qw_log_debug("job %s/%s: succeeded", qn, id);
@@ -176,8 +177,8 @@ qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const c
 	else if (o->cancelled)
 		qw_log_notice("job %s/%s: %s, moved to dead", qn, id, error);
 	else if (o->dest == QW_DEST_SCHEDULED)
-		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %llums", qn, id, error,
-		    o->attempt, run->job.max_attempts, (unsigned long long)delay);
+		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %s", qn, id, error,
+		    o->attempt, run->job.max_attempts, qw_fmt_duration(d, sizeof(d), delay));
 	else
 		qw_log_err("job %s/%s: %s (attempt %u of %u), moved to dead", qn, id, error,
 		    o->attempt, run->job.max_attempts);
@@ -302,6 +303,7 @@ static void
 qw_run_cancelled(void *arg, int reason)
 {
 	struct qw_run *run = arg;
+	char d[32];
 
 	if (run->rec != NULL && run->rec->state == QW_REC_RUNNING)
 		qw_record_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
@@ -310,8 +312,8 @@ qw_run_cancelled(void *arg, int reason)
 	else if (reason == QW_CANCEL_CANCELLED)
 		;	/* qw_run_cancel said why */
 	else if (reason == QW_CANCEL_TIMEOUT)
-		qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
-		    run->job.id, (unsigned long long)run->job.timeout_ms);
+		qw_log_warn("job %s/%s: timeout of %s reached, cancelling", run->q->qc.name,
+		    run->job.id, qw_fmt_duration(d, sizeof(d), run->job.timeout_ms));
 	else
 		qw_log_notice("job %s/%s: shutdown deadline reached, cancelling", run->q->qc.name,
 		    run->job.id);

@@ -269,6 +269,16 @@ test_fmt_u64(void **state)
 }
 
 static void
+test_fmt_count(void **state)
+{
+	char b[40];
+
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 1, "queue", "queues"), "1 queue");
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 0, "queue", "queues"), "0 queues");
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 12, "worker", "workers"), "12 workers");
+}
+
+static void
 test_fmt_duration(void **state)
 {
 	char b[40];
@@ -280,6 +290,8 @@ test_fmt_duration(void **state)
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 1500), "1.5s");
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 500), "500ms");
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 0), "0ms");
+	assert_string_equal(qw_fmt_duration(b, sizeof(b), 86400000), "1d");
+	assert_string_equal(qw_fmt_duration(b, sizeof(b), 365 * 86400000ULL), "365d");
 	assert_string_equal(qw_fmt_seconds(b, sizeof(b), 31536000000ULL), "31536000");
 	assert_string_equal(qw_fmt_seconds(b, sizeof(b), 2500), "2.5");
 }
@@ -304,6 +316,7 @@ main(void)
 		cmocka_unit_test(test_smooth),
 		cmocka_unit_test(test_fmt_u64),
 		cmocka_unit_test(test_fmt_duration),
+		cmocka_unit_test(test_fmt_count),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
