@@ -19,6 +19,7 @@
 #include "pool.h"
 #include "record.h"
 #include "redis.h"
+#include "worker.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
 #define QW_SETTLE_BATCH 512
@@ -39,6 +40,7 @@ struct qw_run {
 	struct qw_rec *rec;	/* NULL once detached */
 	struct qw_job job;
 	struct qw_exec *exec;
+	struct qw_worker_job *wjob;	/* a job out to a persistent worker */
 	struct qw_cts *cts;	/* linked to the shutdown source, with the job's deadline */
 	struct qw_work work;	/* a plugin job on a worker thread */
 	bool in_thread;		/* work is with a worker thread */
@@ -165,6 +167,7 @@ struct qw_queue {
 	struct qw_writable wr;	/* settle.c's: whether results can be written */
 	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
 	void *plugin_state;
+	struct qw_worker_group *worker;	/* worker = queues: their processes, or NULL */
 	struct event *promote_ev, *lease_ev;
 	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
 	struct event *fetch_retry_ev, *settle_retry_ev;
@@ -249,6 +252,9 @@ void qw_run_drop(struct qw_run *run);
  * process: cancel its handler; the record (FENCED) holds its slot until the
  * handler ends, then goes with nothing written. */
 void qw_run_fence(struct qw_rec *rec);
+
+/* The program or plugin that runs the queue's jobs, for log lines. */
+const char *qw_pool_handler_name(const struct qw_queue *q);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes
