@@ -174,8 +174,12 @@ class _Runner:
         if ev is not None:
             ev.cancel(body[8:].decode("ascii", "replace"))
 
+    def busy(self):
+        with self.lock:
+            return bool(self.threads)
+
     def finish(self):
-        """Waits for the jobs still running (S, or EOF)."""
+        """Waits for the jobs still running (EOF: nothing can cancel them)."""
         with self.lock:
             threads = list(self.threads)
         for t in threads:
@@ -197,15 +201,23 @@ def run(handler, fd=None, inflight=None):
     runner = _Runner(handler, conn, max(1, inflight))
     conn.send(frame(b"R", json.dumps({"protocol": PROTOCOL, "pid": os.getpid(),
                                       "library": "qworkerd-python"}).encode()))
-    while True:
-        f = conn.recv()
-        if f is None or f[0] == b"S":
+    stopping = False
+    while not stopping or runner.busy():
+        try:
+            f = conn.recv()
+        except socket.timeout:
+            continue                    # stopping: look whether the jobs are done
+        if f is None:
             break
         kind, body = f
         if kind == b"J":
             runner.start(body)
         elif kind == b"C":
             runner.cancel(body)
+        elif kind == b"S":
+            # Finish what we have; cancels for it may still come.
+            stopping = True
+            sock.settimeout(0.05)
         else:
             raise ProtocolError("unknown frame type %r" % kind)
     runner.finish()
