@@ -93,7 +93,7 @@ struct qw_worker {
 	struct qw_worker_group *g;
 	struct qw_worker_slot *slot;	/* NULL once retired */
 	enum qw_worker_state state;
-	bool was_ready;			/* it sent R: its death is not a startup failure */
+	bool was_ready;			/* it sent R: it may answer jobs */
 	struct qw_exec *x;
 	pid_t pid;
 	int fd;				/* -1 after EOF or a write error */
@@ -265,19 +265,17 @@ qw_worker_write_cb(evutil_socket_t fd, short what, void *arg)
 static void
 qw_worker_retire(struct qw_worker *w)
 {
-	uint64_t wait = w->g->kill_grace_ms;
-
 	if (w->state != QW_WORKER_STARTING && w->state != QW_WORKER_READY)
 		return;
-	if (w->state == QW_WORKER_STARTING)
-		wait += QW_WORKER_READY_MS;	/* it reads S only after its R */
+	/* One still starting reads S after its R, within kill_grace; one that
+	 * never says ready is stopped then. */
 	if (w->slot != NULL)
 		w->slot->w = NULL;
 	w->slot = NULL;
 	qw_worker_move(w, QW_WORKER_STOPPING);
 	qw_worker_frame(w, 'S', NULL, 0, NULL, 0);
 	if (w->njobs == 0)
-		qw_worker_arm(w, wait, "did not exit within kill_grace of its S frame");
+		qw_worker_arm(w, w->g->kill_grace_ms, "did not exit within kill_grace of its S frame");
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -641,7 +639,7 @@ qw_worker_kill(struct qw_worker *w, const char *why)
 		return;
 	qw_log_err("worker %s[%d] %s; SIGTERM to its process group, SIGKILL after kill_grace",
 	    w->g->queue, (int)w->pid, why);
-	if (!w->was_ready)
+	if (w->state == QW_WORKER_STARTING)
 		qw_worker_set_trouble(w->g, why);
 	free(w->why);
 	w->why = strdup(why);
@@ -699,7 +697,7 @@ qw_worker_log_exit(const struct qw_worker *w, int ws, const char *status)
 		qw_log_info("worker %s[%d]: stopped", q, (int)w->pid);
 	else if (w->why != NULL)
 		qw_log_notice("worker %s[%d]: %s", q, (int)w->pid, status);
-	else if (!w->was_ready)
+	else if (w->state == QW_WORKER_STARTING)
 		qw_log_err("worker %s[%d]: did not start: it %s before it sent R", q, (int)w->pid,
 		    status);
 	else
@@ -760,7 +758,7 @@ qw_worker_exited(struct qw_exec *x, int ws, void *arg)
 	qw_worker_status_text(ws, status, sizeof(status));
 	qw_worker_log_exit(w, ws, status);
 	snprintf(text, sizeof(text), "the worker %s", w->why ? w->why : status);
-	if (!w->was_ready && w->why == NULL) {
+	if (w->state == QW_WORKER_STARTING) {
 		char t[140];
 		snprintf(t, sizeof(t), "it %s before it sent R", status);
 		qw_worker_set_trouble(g, t);
