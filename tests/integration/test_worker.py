@@ -7,6 +7,7 @@ qworkerd-worker(7). No job may be lost in any of them."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -19,6 +20,8 @@ import pytest
 from conftest import TOP, inflight, read_lines, stats, wait_until
 
 PYLIB = os.path.join(TOP, "python")
+NODELIB = os.path.join(TOP, "node")
+NODE = shutil.which("node")
 PAGE = os.path.join(TOP, "man", "qworkerd-worker.7.in")
 
 # A worker on the reference library, driven by the payload (JSON):
@@ -479,4 +482,29 @@ def test_man_page_worker_as_printed(r, daemon, tmp):
     (job,) = dead(r, "w")
     assert job["payload"] == "" and "empty payload" in job["error"]
     assert re.search(r"worker w\[\d+\]: job \S+: 5 bytes", d.log())
+    assert d.stop() == 0
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (tests/deps.sh installs it)")
+def test_node_library_unit_tests():
+    p = subprocess.run([NODE, "--test", os.path.join(NODELIB, "test")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (tests/deps.sh installs it)")
+def test_node_example_as_shipped(r, daemon, tmp):
+    d = daemon()
+    d.conf({"w": "worker = %s %s\nworker_inflight = 4\nmax_attempts = 1\ntimeout = 1s"
+            % (NODE, os.path.join(NODELIB, "examples", "worker.js"))})
+    d.start(env={"NODE_PATH": NODELIB})
+    body = bytes(range(256)) * 64
+    r.lpush("qw:{w}:pending", "hello", "fail", "bad", "sleep 30", body)
+    wait_until(lambda: stats(r, "w").get("dead") == 3 and stats(r, "w").get("succeeded") == 2,
+               20, what="5 jobs")
+    errors = sorted(j["error"] for j in dead(r, "w"))
+    assert errors == ["asked to fail", "asked to fail for good (permanent failure)",
+                      "timed out after 1s"]
+    assert re.search(r"worker w\[\d+\]: job \S+ attempt 1 of 1: 16384 bytes", d.log())
+    assert len(worker_pids(d)) == 1
     assert d.stop() == 0
