@@ -508,3 +508,56 @@ def test_node_example_as_shipped(r, daemon, tmp):
     assert re.search(r"worker w\[\d+\]: job \S+ attempt 1 of 1: 16384 bytes", d.log())
     assert len(worker_pids(d)) == 1
     assert d.stop() == 0
+
+
+DUMPER = r'''
+import os, socket, struct
+s = socket.socket(fileno=3)
+s.sendall(struct.pack(">I", 15) + b'R{"protocol":1}')
+buf = b""
+while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+    buf += s.recv(65536)
+n = struct.unpack(">I", buf[:4])[0]
+with open(os.environ["DUMP"], "wb") as f:
+    f.write(buf[:4 + n])
+s.sendall(struct.pack(">I", 9) + b"D" + buf[5:13])
+s.recv(65536)   # S: stop
+'''
+
+
+def man_hex_blocks():
+    """Each literal block of the page's EXAMPLES as the bytes its hex lines
+    spell."""
+    text = open(PAGE).read()
+    section = text[text.index(".Sh EXAMPLES"):text.index(".Sh SEE ALSO")]
+    blocks = re.findall(r"^\.Bd -literal[^\n]*\n(.*?)^\.Ed$", section, re.S | re.M)
+    out = []
+    for b in blocks:
+        data = b""
+        for line in b.splitlines():
+            tokens = line.split()
+            if tokens and all(re.fullmatch(r"[0-9a-f]{2}", t) for t in tokens):
+                data += bytes(int(t, 16) for t in tokens)
+        out.append(data)
+    return out
+
+
+def test_man_page_hex_is_what_the_daemon_sends(r, daemon, tmp):
+    """The J frame of the worked example is byte for byte what a daemon
+    sends for that job (its deadline aside), and the page's R and D frames
+    are what a worker may send."""
+    ready, job, done = man_hex_blocks()[:3]
+    assert ready == frame(b"R", b'{"protocol":1}')
+    assert done == frame(b"D", struct.pack(">Q", 1))
+    dump = os.path.join(tmp, "dump")
+    path = write(tmp, "dumper.py", DUMPER)
+    d = daemon()
+    d.conf({"mail": "worker = %s %s" % (sys.executable, path)})
+    d.start(env={"DUMP": dump})
+    r.lpush("qw:{mail}:pending", json.dumps({"payload": "hello", "id": "a1", "max_attempts": 5}))
+    wait_until(lambda: stats(r, "mail").get("succeeded") == 1, what="the job")
+    sent = open(dump, "rb").read()
+    deadline = re.search(rb'"deadline":(\d+)', sent).group(1)
+    assert len(deadline) == len(b"1893456000000")
+    assert sent.replace(deadline, b"1893456000000") == job
+    assert d.stop() == 0
