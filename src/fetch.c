@@ -318,7 +318,8 @@ qw_fetch_open_wake(struct qw_queue *q)
 	if (q->blk != NULL)
 		return 0;
 	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
-	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->conf, name, false, qw_fetch_wake_state, q);
+	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->sentinel, q->pool->conf, name,
+	    false, qw_fetch_wake_state, q);
 	return q->blk == NULL ? -1 : 0;
 }
 

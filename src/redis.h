@@ -16,6 +16,7 @@ struct event_base;
 struct evdns_base;
 struct qw_conf;
 struct qw_redis;
+struct qw_sentinel;
 
 enum qw_script {
 	QW_SCRIPT_FETCH,	/* claim list, then pending -> active hash */
@@ -36,10 +37,12 @@ typedef void qw_redis_reply_fn(struct qw_redis *r, redisReply *reply, void *priv
 typedef void qw_redis_state_fn(struct qw_redis *r, bool up, void *arg);
 
 /* Host names in the address are looked up through DNS (owned by the caller,
- * and freed after every connection that uses it). */
+ * and freed after every connection that uses it). With SENTINEL (owned by
+ * the caller, freed after every connection that uses it) the address is
+ * the master it names, and the connection follows it; else conf's. */
 struct qw_redis *qw_redis_new(struct event_base *base, struct evdns_base *dns,
-    const struct qw_conf *conf, const char *name, bool load_scripts,
-    qw_redis_state_fn *state_fn, void *arg);
+    struct qw_sentinel *sentinel, const struct qw_conf *conf, const char *name,
+    bool load_scripts, qw_redis_state_fn *state_fn, void *arg);
 /* Drops the connection now: outstanding commands get a NULL reply. No
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);
@@ -51,6 +54,11 @@ const char *qw_redis_down_reason(const struct qw_redis *r);
 /* The next reconnect's delay: between half of BACKOFF_MS and all of it, as
  * R in [0, 1) says. */
 unsigned qw_redis_jitter_ms(unsigned backoff_ms, double r);
+/* What the connection is pointed at, for STATUS= and /health: the
+ * address, or with Sentinel which master and why it moved there. */
+const char *qw_redis_target(const struct qw_redis *r);
+/* With Sentinel, the same; NULL without. */
+const char *qw_redis_master_info(const struct qw_redis *r);
 /* The server's CLIENT ID for this connection; 0 while not up. */
 long long qw_redis_client_id(const struct qw_redis *r);
 /* Points the connection at another address/password after a reload; it
