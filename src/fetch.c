@@ -114,6 +114,16 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_fetch_move(q, QW_FETCH_OFF);
 		return;
 	}
+	if (qw_redis_unconfirmed(reply)) {
+		/* wait_replicas: the claim may not outlive a failover, so its
+		 * jobs do not start. They are in the active hash: the reconcile
+		 * after the next lease renewal puts them back on pending. */
+		if (qw_log_changed(&q->fetch_err, reply->str))
+			qw_log_err("queue %s: jobs taken are not started: %s; they go back to "
+			    "pending", q->qc.name, reply->str);
+		qw_fetch_move(q, QW_FETCH_OFF);
+		return;
+	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
 		const char *err = qw_redis_errstr(r, reply);
 		if (qw_log_changed(&q->fetch_err, err))
@@ -186,7 +196,8 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(maxp, q->qc.max_payload);
 	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 6, 12, argv, NULL) < 0)
+	if (qw_redis_script_wait(pool->redis, QW_SCRIPT_FETCH, pool->conf->wait_replicas,
+	    pool->conf->wait_timeout_ms, qw_fetch_reply, q, 6, 12, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
 	q->asked_us = qw_clock_mono_us();

@@ -1019,6 +1019,137 @@ qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn, voi
 	return qw_redis_cmd(r, fn, priv, argc + 3, sv, sl);
 }
 
+/* ---- WAIT ---------------------------------------------------------------- */
+
+#define QW_UNCONFIRMED "UNCONFIRMED "
+
+/* A script call waiting for its WAIT: the script's reply is kept (hiredis
+ * frees it after its callback) until WAIT says whether it counts. */
+struct qw_redis_wait {
+	qw_redis_reply_fn *fn;
+	void *priv;
+	unsigned replicas;
+	uint64_t timeout_ms;
+	bool wait_sent;
+	redisReply *kept;	/* a copy (freeReplyObject frees it); NULL: none came */
+};
+
+/* A deep copy of REPLY, laid out as hiredis lays out its own. */
+static redisReply *
+qw_redis_reply_dup(const redisReply *reply)
+{
+	redisReply *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->type = reply->type;
+	c->integer = reply->integer;
+	c->len = reply->len;
+	if (reply->str != NULL && (c->str = malloc(reply->len + 1)) != NULL) {
+		memcpy(c->str, reply->str, reply->len);
+		c->str[reply->len] = '\0';
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    (c->element = calloc(reply->elements, sizeof(*c->element))) != NULL) {
+		for (c->elements = 0; c->elements < reply->elements; c->elements++)
+			if ((c->element[c->elements] = qw_redis_reply_dup(
+			    reply->element[c->elements])) == NULL)
+				break;
+	}
+	if ((reply->str != NULL && c->str == NULL) || c->elements != reply->elements) {
+		freeReplyObject(c);
+		return NULL;
+	}
+	return c;
+}
+
+bool
+qw_redis_unconfirmed(const redisReply *reply)
+{
+	return reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	    reply->len >= strlen(QW_UNCONFIRMED) &&
+	    memcmp(reply->str, QW_UNCONFIRMED, strlen(QW_UNCONFIRMED)) == 0;
+}
+
+/* Gives FN the kept reply, or the error saying why it does not count. */
+static void
+qw_redis_wait_deliver(struct qw_redis *r, struct qw_redis_wait *w, const redisReply *wait)
+{
+	char msg[200];
+	redisReply err = { .type = REDIS_REPLY_ERROR, .str = msg };
+
+	if (w->kept == NULL || w->kept->type == REDIS_REPLY_ERROR ||
+	    (wait != NULL && wait->type == REDIS_REPLY_INTEGER &&
+	    wait->integer >= (long long)w->replicas)) {
+		w->fn(r, w->kept, w->priv);
+		return;
+	}
+	if (wait != NULL && wait->type == REDIS_REPLY_INTEGER)
+		snprintf(msg, sizeof(msg), "%sonly %lld of %u replicas confirmed the write within "
+		    "%llums", QW_UNCONFIRMED, wait->integer, w->replicas,
+		    (unsigned long long)w->timeout_ms);
+	else
+		snprintf(msg, sizeof(msg), "%sWAIT failed: %.*s", QW_UNCONFIRMED,
+		    wait ? (int)(wait->len > 120 ? 120 : wait->len) : 0, wait ? wait->str : "");
+	err.len = strlen(msg);
+	w->fn(r, &err, w->priv);
+}
+
+static void
+qw_redis_wait_script_cb(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_redis_wait *w = priv;
+
+	/* NULL: WAIT's callback gets NULL too, and says so. */
+	if (reply != NULL)
+		w->kept = qw_redis_reply_dup(reply);
+	if (w->wait_sent)
+		return;
+	qw_redis_wait_deliver(r, w, NULL);	/* WAIT could not be sent */
+	if (w->kept != NULL)
+		freeReplyObject(w->kept);
+	free(w);
+}
+
+static void
+qw_redis_wait_cb(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_redis_wait *w = priv;
+
+	if (reply == NULL)
+		w->fn(r, NULL, w->priv);
+	else
+		qw_redis_wait_deliver(r, w, reply);
+	if (w->kept != NULL)
+		freeReplyObject(w->kept);
+	free(w);
+}
+
+int
+qw_redis_script_wait(struct qw_redis *r, enum qw_script s, unsigned replicas,
+    uint64_t timeout_ms, qw_redis_reply_fn *fn, void *priv, int nkeys, int argc,
+    const char **argv, const size_t *lens)
+{
+	struct qw_redis_wait *w;
+	char nb[16], tb[24];
+	const char *wv[] = { "WAIT", nb, tb };
+
+	if (replicas == 0)
+		return qw_redis_script(r, s, fn, priv, nkeys, argc, argv, lens);
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return -1;
+	*w = (struct qw_redis_wait){ .fn = fn, .priv = priv, .replicas = replicas,
+		.timeout_ms = timeout_ms };
+	if (qw_redis_script(r, s, qw_redis_wait_script_cb, w, nkeys, argc, argv, lens) < 0) {
+		free(w);
+		return -1;
+	}
+	snprintf(nb, sizeof(nb), "%u", replicas);
+	snprintf(tb, sizeof(tb), "%llu", (unsigned long long)timeout_ms);
+	w->wait_sent = qw_redis_cmd(r, qw_redis_wait_cb, w, 3, wv, NULL) == 0;
+	return 0;
+}
+
 /* hiredis calls a subscription's callback for every message and every
  * confirmation, and once with NULL when the connection goes; PRIV is the
  * connection, which outlives its context. */

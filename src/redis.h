@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The longest a connection waits on purpose for an answer: how often a
  * subscribed connection subscribes again. A connection is given up when a
@@ -71,6 +72,17 @@ int qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 /* ARGV holds the keys first, then the arguments. */
 int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
     void *priv, int nkeys, int argc, const char **argv, const size_t *lens);
+
+/* As qw_redis_script, with WAIT REPLICAS TIMEOUT_MS pipelined right after
+ * it (REPLICAS 0: qw_redis_script). FN gets the script's reply only once
+ * WAIT has answered; when fewer replicas confirmed it, an error reply that
+ * qw_redis_unconfirmed recognizes instead (the script ran on the master,
+ * but a failover may still lose what it wrote); NULL when the connection
+ * went before WAIT answered. */
+int qw_redis_script_wait(struct qw_redis *r, enum qw_script s, unsigned replicas,
+    uint64_t timeout_ms, qw_redis_reply_fn *fn, void *priv, int nkeys, int argc,
+    const char **argv, const size_t *lens);
+bool qw_redis_unconfirmed(const redisReply *reply);
 
 /* Subscribes to CHANNEL for as long as the connection lasts (call it again
  * after it comes back up). FN gets each message and each confirmation: the

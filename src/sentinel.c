@@ -305,6 +305,7 @@ qw_sentinel_confirmed(struct qw_sentinel *s)
 	bool first = s->known[0] == '\0', moved = !first && strcmp(s->known, s->candidate) != 0;
 
 	qw_sentinel_close(&s->ac);
+	event_del(s->step_ev);
 	qw_sentinel_move(s, QW_SENT_KNOWN);
 	snprintf(s->master, sizeof(s->master), "%s", s->candidate);
 	s->backoff_ms = QW_SENTINEL_BACKOFF_MIN_MS;
@@ -360,8 +361,10 @@ qw_sentinel_step_connected(const redisAsyncContext *ac, int status)
 
 	if (s == NULL || status == REDIS_OK)
 		return;
-	/* hiredis frees the context after this callback. */
+	/* hiredis frees the context after this callback, and first calls the
+	 * commands' callbacks with NULL: they must find no data. */
 	snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr[0] ? ac->errstr : "failed");
+	((redisAsyncContext *)ac)->data = NULL;
 	s->ac = NULL;
 	qw_sentinel_step_failed(s, why);
 }
@@ -542,7 +545,8 @@ qw_sentinel_sub_connected(const redisAsyncContext *ac, int status)
 
 	if (s == NULL || status == REDIS_OK)
 		return;
-	s->sub = NULL;		/* hiredis frees it */
+	((redisAsyncContext *)ac)->data = NULL;	/* as in qw_sentinel_step_connected */
+	s->sub = NULL;
 	qw_sentinel_sub_lost(s, ac->errstr[0] ? ac->errstr : "cannot connect");
 }
 
