@@ -469,12 +469,12 @@ static int
 qw_conf_set_sentinels(struct qw_conf_parser *p, const char *val)
 {
 	struct qw_conf *c = p->conf;
-	char *copy = strdup(val), *save = NULL, *tok;
+	char *copy = strdup(val), *rest = copy, *tok;
 	int rc = -1;
 
 	if (copy == NULL)
 		return qw_conf_fail(p, p->line, "sentinels: out of memory");
-	for (tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+	while ((tok = strsep(&rest, ",")) != NULL) {
 		char *a = qw_conf_trim(tok), **more;
 		if (*a == '\0' || qw_conf_check_ip_port(a) < 0) {
 			qw_conf_fail(p, p->line, "sentinels: '%s' is not IP:PORT (IPv6 as "

@@ -735,10 +735,20 @@ qw_redis_master_cb(void *arg, const char *master)
 		return;
 	case QW_R_HANDSHAKE:
 	case QW_R_UP:
-		if (!elsewhere || (r->ac->c.flags & REDIS_DISCONNECTING))
+		if (!elsewhere)
 			return;
+		/* At once, not after the replies outstanding: the old master
+		 * may hold them for long (a WAIT no replica will answer), and
+		 * what it still writes a failover may lose anyway. Callers take
+		 * a NULL reply as "may or may not have run". */
 		snprintf(r->drop_why, sizeof(r->drop_why), "the master moved to %s", master);
-		qw_redis_disconnect(r);
+		if (r->state == QW_R_UP) {
+			redisAsyncFree(r->ac);	/* calls qw_redis_on_disconnect */
+			evtimer_del(r->retry_ev);
+			qw_redis_connect(r);
+		} else {
+			qw_redis_disconnect(r);
+		}
 		return;
 	}
 }

@@ -9,9 +9,10 @@ import textwrap
 
 import pytest
 
-from conftest import (Daemon, RedisServer, SLOW, free_port, get, read_lines, script, stats, synced,
+from conftest import (Daemon, QWORKERD, RedisServer, SLOW, free_port, get, read_lines, script, stats, synced,
                       wait_until)
 import redis as redislib
+from test_cli import EX_CONFIG, run
 
 NAME = "mymaster"
 
@@ -20,8 +21,9 @@ class Sentinels:
     """Three redis-sentinel processes watching one master, quorum 2, which
     call a master down after 1 s without an answer."""
 
-    def __init__(self, tmp, master_port):
+    def __init__(self, tmp, master_port, password=None):
         self.tmp = tmp
+        self.password = password
         self.master_port = master_port
         self.procs = []
         self.ports = []
@@ -41,12 +43,16 @@ class Sentinels:
                     sentinel failover-timeout %s 5000
                     """ % (port, self.tmp, os.path.join(self.tmp, "sentinel-%d.log" % i),
                            NAME, self.master_port, NAME, NAME)))
+                if self.password:
+                    f.write("requirepass %s\nsentinel sentinel-pass %s\n"
+                            % (self.password, self.password))
             self.procs.append(subprocess.Popen(["redis-sentinel", conf]))
             self.ports.append(port)
         wait_until(self.ready, 60, interval=0.1, what="sentinels that know each other")
 
     def client(self, i=0):
-        return redislib.Redis(host="127.0.0.1", port=self.ports[i], decode_responses=True)
+        return redislib.Redis(host="127.0.0.1", port=self.ports[i], password=self.password,
+                              decode_responses=True)
 
     def ready(self):
         """Every sentinel knows the replica and the other sentinels."""
@@ -71,14 +77,19 @@ class Sentinels:
                 p.wait(10)
 
 
-@pytest.fixture
-def ha(servers, tmp):
+def start_ha(servers, tmp, password=None):
     """(master, replica, sentinels), the replica in sync."""
     master = servers()
     replica = servers()
     replica.client().execute_command("REPLICAOF", "127.0.0.1", master.port)
     wait_until(lambda: synced(replica), 30, what="replica in sync")
-    s = Sentinels(tmp, master.port)
+    s = Sentinels(tmp, master.port, password)
+    return master, replica, s
+
+
+@pytest.fixture
+def ha(servers, tmp):
+    master, replica, s = start_ha(servers, tmp)
     try:
         s.start()
         yield master, replica, s
@@ -185,6 +196,11 @@ def duplicates(ran):
 def test_a_planned_failover_is_followed_without_a_restart(ha, make_daemon, tmp):
     def fail_over(master, replica, s):
         s.client(1).execute_command("SENTINEL", "FAILOVER", NAME)
+        # The new master needs a replica to confirm anything: the old
+        # master becomes one (as the sentinels make it, only sooner).
+        wait_until(lambda: s.master() == "127.0.0.1:%d" % replica.port, 60,
+                   what="the failover")
+        master.client().execute_command("REPLICAOF", "127.0.0.1", replica.port)
 
     d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 600,
                                       redis_extra="wait_replicas = 1")
@@ -225,3 +241,118 @@ def test_without_wait_a_killed_master_may_cost_duplicates_only(ha, make_daemon, 
     print("wait_replicas = 0: %d acknowledged results lost in the failover, so as many "
           "jobs ran twice" % duplicates(ran))
     assert d.stop() == 0
+
+
+def test_an_unconfirmed_claim_starts_nothing_until_a_replica_confirms(ha, make_daemon, tmp):
+    """wait_replicas = 1 with the replica stopped: jobs are taken (WAIT
+    has to follow a write) but none starts; they go back to pending and
+    run once each when the replica is back."""
+    master, replica, s = ha
+    h, runs = recorder(tmp)
+    d = make_daemon(s, "handler = %s" % h, redis_extra="wait_replicas = 1\n"
+                    "wait_timeout = 200ms")
+    d.start()
+    rm = master.client()
+    rm.lpush("qw:{work}:pending", *["before-%d" % i for i in range(5)])
+    wait_until(lambda: succeeded(rm) == 5, 30, what="5 confirmed and run")
+
+    replica.stop()
+    rm.lpush("qw:{work}:pending", *["held-%d" % i for i in range(5)])
+    d.wait_log("jobs taken are not started: UNCONFIRMED only 0 of 1 replicas confirmed "
+               "the write within 200ms; they go back to pending", 30)
+    # Given back, not run: taken again and given back while the replica is away.
+    wait_until(lambda: rm.llen("qw:{work}:pending") == 5, 30, what="given back")
+    d.wait_log("results cannot be written: UNCONFIRMED", 30)
+    assert sorted(read_lines(runs)) == sorted("before-%d" % i for i in range(5))
+
+    RedisServer.start(replica, "--port", str(replica.port), "--bind", "127.0.0.1",
+                      "--replicaof", "127.0.0.1", str(master.port))
+    wait_until(lambda: succeeded(rm) == 10, 60, what="the held jobs run")
+    wait_until(lambda: settled(rm), 30, what="nothing left in flight")
+    ran = read_lines(runs)
+    assert sorted(ran) == sorted(["before-%d" % i for i in range(5)] +
+                                 ["held-%d" % i for i in range(5)])
+    d.wait_log("results can be written again", 30)
+    assert d.stop() == 0
+
+
+def test_a_sentinel_password_from_the_credentials_directory(servers, make_daemon, tmp):
+    master, replica, s = start_ha(servers, tmp, password="s3cret")
+    try:
+        s.start()
+        creds = os.path.join(tmp, "creds")
+        os.makedirs(creds)
+        with open(os.path.join(creds, "sentinel.pass"), "w") as f:
+            f.write("s3cret\n")
+        h, runs = recorder(tmp)
+        d = make_daemon(s, "handler = %s" % h)
+        d.start(env={"CREDENTIALS_DIRECTORY": creds})
+        d.wait_log("sentinel: master %s at 127.0.0.1:%d" % (NAME, master.port))
+        d.wait_log("sentinel: listening for +switch-master")
+        master.client().lpush("qw:{work}:pending", "x")
+        wait_until(lambda: read_lines(runs) == ["x"], 30, what="x ran")
+        assert d.stop() == 0
+    finally:
+        s.stop()
+
+
+# config text (with {h} for a handler, {d} for the test's directory) -> (line, words)
+BAD = {
+    "sentinels_alone": ("[redis]\nsentinels = 127.0.0.1:26379\n", 2,
+                        ["sentinels", "master_name must be set"]),
+    "master_name_alone": ("[redis]\nprefix = qw\nmaster_name = m\n", 3,
+                          ["master_name", "sentinels must be set"]),
+    "with_address": ("[redis]\nsentinels = 127.0.0.1:26379\nmaster_name = m\n"
+                     "address = 127.0.0.1:6379\n", 4, ["address and sentinels"]),
+    "host_name": ("[redis]\nsentinels = 127.0.0.1:26379, sentinel.example:26379\n"
+                  "master_name = m\n", 2, ["sentinels", "'sentinel.example:26379'",
+                                           "not IP:PORT"]),
+    "no_port": ("[redis]\nsentinels = 127.0.0.1\nmaster_name = m\n", 2,
+                ["sentinels", "'127.0.0.1'"]),
+    "twice": ("[redis]\nsentinels = 127.0.0.1:1, 127.0.0.1:1\nmaster_name = m\n", 2,
+              ["127.0.0.1:1 is named twice"]),
+    "empty_entry": ("[redis]\nsentinels = 127.0.0.1:1,,127.0.0.1:2\nmaster_name = m\n", 2,
+                    ["sentinels", "''"]),
+    "bad_name": ("[redis]\nsentinels = 127.0.0.1:1\nmaster_name = my\x01master\n", 3,
+                 ["master_name"]),
+    "password_file": ("[redis]\nsentinels = 127.0.0.1:1\nmaster_name = m\n"
+                      "sentinel_password_file = {d}/nope.pass\n", 4,
+                      ["sentinel_password_file", "{d}/nope.pass"]),
+    "password_without_sentinels": ("[redis]\nsentinel_password_file = {d}/nope.pass\n", 2,
+                                   ["sentinel_password_file", "sentinels are not set"]),
+    "wait_timeout": ("[redis]\nwait_timeout = 5s\n[workers]\nlease_timeout = 10s\n", 2,
+                     ["wait_timeout", "quarter of lease_timeout"]),
+    "wait_replicas": ("[redis]\nwait_replicas = -1\n", 2, ["wait_replicas"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_sentinel_config(tmp, case):
+    text, line, words = BAD[case]
+    h = script(tmp, "h.sh", "exit 0\n")
+    path = os.path.join(tmp, "bad.conf")
+    with open(path, "w") as f:
+        f.write(text.format(h=h, d=tmp) + "[queue q]\nhandler = %s\n" % h)
+    p = run("-t", "-c", path)
+    err = p.stderr.decode()
+    assert p.returncode == EX_CONFIG, (p.returncode, err)
+    assert "%s:%d: " % (path, line) in err, err
+    for w in words:
+        assert w.format(d=tmp) in err, (w, err)
+
+
+def test_an_empty_sentinel_pass_credential_is_named(tmp):
+    h = script(tmp, "h.sh", "exit 0\n")
+    path = os.path.join(tmp, "q.conf")
+    with open(path, "w") as f:
+        f.write("[redis]\nsentinels = 127.0.0.1:1\nmaster_name = m\n[queue q]\n"
+                "handler = %s\n" % h)
+    open(os.path.join(tmp, "sentinel.pass"), "w").close()
+    p = subprocess.run([QWORKERD, "-t", "-c", path],
+                       env=dict(os.environ, CREDENTIALS_DIRECTORY=tmp),
+                       stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.returncode == EX_CONFIG
+    assert "sentinel_password_file: %s/sentinel.pass: empty first line" % tmp in \
+        p.stderr.decode()
+    p = run("-t", "-c", path)
+    assert p.returncode == 0, p.stderr.decode()
