@@ -173,13 +173,14 @@ qw_sentinel_parse_switch(const redisReply *reply, const char *name, char *buf, s
 		return 1;
 	if ((msg = reply->element[2])->type != REDIS_REPLY_STRING)
 		return -1;
-	for (p = msg->str, end = msg->str + msg->len; p < end && n < 5; n++) {
+	/* Exactly five words, one space apart. */
+	for (p = msg->str, end = msg->str + msg->len; p != NULL && n < 5; n++) {
 		const char *sp = memchr(p, ' ', (size_t)(end - p));
 		w[n] = p;
 		wl[n] = sp ? (size_t)(sp - p) : (size_t)(end - p);
-		p = sp ? sp + 1 : end;
+		p = sp ? sp + 1 : NULL;
 	}
-	if (n != 5 || p != end)
+	if (n != 5 || p != NULL)
 		return -1;
 	if (wl[0] != strlen(name) || memcmp(w[0], name, wl[0]) != 0)
 		return 1;
