@@ -79,6 +79,7 @@ struct qw_redis {
 	char client_name[128];
 	unsigned backoff_ms;
 	struct event *retry_ev;
+	int64_t retry_ms;	/* when the backoff after the last loss ends */
 	/* The watch: commands sent and answered on this connection, how many
 	 * were answered at the last look, and since when nothing moved. */
 	struct event *watch_ev;
@@ -209,6 +210,7 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 	tv.tv_sec = delay_ms / 1000;
 	tv.tv_usec = (delay_ms % 1000) * 1000;
 	evtimer_add(r->retry_ev, &tv);
+	r->retry_ms = qw_clock_mono_ms() + delay_ms;
 	r->backoff_ms = r->backoff_ms * 2 > QW_REDIS_BACKOFF_MAX_MS ?
 	    QW_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
 	if (was_up && r->state_fn != NULL)
@@ -720,15 +722,21 @@ qw_redis_master_cb(void *arg, const char *master)
 {
 	struct qw_redis *r = arg;
 	bool elsewhere = strcmp(r->address, master) != 0;
+	int64_t wait_ms = r->retry_ms - qw_clock_mono_ms();
 
 	switch (r->state) {
 	case QW_R_AWAIT:
+		/* The backoff still holds for the same server: one that
+		 * refuses us (a wrong password) must not be asked in a loop. */
 		r->state = QW_R_DOWN;
-		qw_redis_connect(r);
+		if (!elsewhere && wait_ms > 0)
+			qw_clock_arm(r->retry_ev, (uint64_t)wait_ms);
+		else
+			qw_redis_connect(r);
 		return;
 	case QW_R_DOWN:
-		if (r->lookup != NULL && !elsewhere)
-			return;
+		if (!elsewhere)
+			return;		/* its backoff, or its lookup, goes on */
 		qw_redis_forget_lookup(r);
 		evtimer_del(r->retry_ev);
 		qw_redis_connect(r);

@@ -95,6 +95,8 @@ struct qw_sentinel {
 	char master[QW_SENTINEL_ADDR_MAX];	/* confirmed; "" while searching */
 	char known[QW_SENTINEL_ADDR_MAX];	/* the last confirmed, for the log */
 	char cause[256];	/* why the search started, or the master moved */
+	char last_why[200];	/* why the last step failed, for STATUS= */
+	char *err;		/* the last error reply, logged once (owned) */
 	char where[640];	/* where the master is, and why it moved there */
 	char desc[640];		/* that, or what the search is doing */
 	struct qw_sentinel_listener *listeners;
@@ -310,6 +312,7 @@ qw_sentinel_confirmed(struct qw_sentinel *s)
 	qw_sentinel_move(s, QW_SENT_KNOWN);
 	snprintf(s->master, sizeof(s->master), "%s", s->candidate);
 	s->backoff_ms = QW_SENTINEL_BACKOFF_MIN_MS;
+	qw_log_changed(&s->err, NULL);
 	if (first || moved) {
 		if (moved)
 			snprintf(s->where, sizeof(s->where), "master %.100s at %.100s (moved from %.100s: %.200s)",
@@ -333,10 +336,10 @@ qw_sentinel_backoff(struct qw_sentinel *s)
 
 	qw_sentinel_close(&s->ac);
 	qw_sentinel_move(s, QW_SENT_BACKOFF);
-	snprintf(s->desc, sizeof(s->desc), "no sentinel named a reachable master %.100s "
-	    "(asked %zu); asking again", s->name, s->n);
+	snprintf(s->desc, sizeof(s->desc), "master %.100s (no sentinel of %zu named one that "
+	    "answers; last: %.200s)", s->name, s->n, s->last_why);
 	qw_log(s->backoff_ms >= QW_SENTINEL_BACKOFF_MAX_MS ? LOG_DEBUG : LOG_WARNING,
-	    "sentinel: %s", s->desc);
+	    "sentinel: %s; asking again", s->desc);
 	qw_clock_arm(s->step_ev, ms);
 	s->backoff_ms = s->backoff_ms * 2 > QW_SENTINEL_BACKOFF_MAX_MS ?
 	    QW_SENTINEL_BACKOFF_MAX_MS : s->backoff_ms * 2;
@@ -350,6 +353,7 @@ qw_sentinel_step_failed(struct qw_sentinel *s, const char *why)
 
 	qw_log_info("sentinel: %s %s: %s", s->state == QW_SENT_CHECKING ? "master candidate" :
 	    "sentinel", who, why);
+	snprintf(s->last_why, sizeof(s->last_why), "%.100s: %.90s", who, why);
 	qw_sentinel_close(&s->ac);
 	qw_sentinel_ask(s);
 }
@@ -398,6 +402,12 @@ qw_sentinel_step_error(struct qw_sentinel *s, const char *what, const redisReply
 		return;
 	}
 	snprintf(why, sizeof(why), "%s failed: %s", what, esc);
+	/* A refusal (a wrong password, an unknown command) lasts: said
+	 * loudly once, then at info with every retry. */
+	if (qw_log_changed(&s->err, why))
+		qw_log_err("sentinel: %s %s: %s", s->state == QW_SENT_CHECKING ?
+		    "master candidate" : "sentinel", s->state == QW_SENT_CHECKING ?
+		    s->candidate : s->addrs[s->cur], why);
 	qw_sentinel_step_failed(s, why);
 }
 
@@ -516,7 +526,7 @@ qw_sentinel_suspect(struct qw_sentinel *s, const char *addr, const char *why)
 	snprintf(cause, sizeof(cause), "%.100s: %.150s", addr, why);
 	qw_log_notice("sentinel: master %s at %s: %s; asking the sentinels", s->name, addr, why);
 	s->master[0] = '\0';
-	snprintf(s->desc, sizeof(s->desc), "asking the sentinels for master %.100s (%.200s)",
+	snprintf(s->desc, sizeof(s->desc), "master %.100s (asking the sentinels: %.200s)",
 	    s->name, cause);
 	qw_sentinel_search(s, cause);
 }
@@ -714,7 +724,7 @@ qw_sentinel_new(struct event_base *base, const struct qw_conf *conf)
 	for (; s->n < conf->nsentinels; s->n++)
 		if ((s->addrs[s->n] = strdup(conf->sentinels[s->n])) == NULL)
 			goto fail;
-	snprintf(s->desc, sizeof(s->desc), "asking the sentinels for master %.100s", s->name);
+	snprintf(s->desc, sizeof(s->desc), "master %.100s (asking the sentinels)", s->name);
 	snprintf(s->cause, sizeof(s->cause), "at start");
 	event_add(s->tick_ev, &(struct timeval){ 0, QW_SENTINEL_TICK_MS * 1000 });
 	qw_sentinel_ask(s);
@@ -748,6 +758,7 @@ qw_sentinel_free(struct qw_sentinel *s)
 	free(s->name);
 	free(s->listeners);
 	s->nlisteners = 0;
+	free(s->err);
 	qw_sentinel_set_passwords(s, &(struct qw_conf){ 0 });
 	free(s);
 }

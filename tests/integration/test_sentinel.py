@@ -356,3 +356,24 @@ def test_an_empty_sentinel_pass_credential_is_named(tmp):
         p.stderr.decode()
     p = run("-t", "-c", path)
     assert p.returncode == 0, p.stderr.decode()
+
+
+def test_a_master_that_refuses_our_password_is_named_and_left(ha, make_daemon, tmp):
+    """The master is checked with AUTH and ROLE before any connection goes
+    there: a wrong password is logged once at err, STATUS= says why, and
+    the daemon waits (it is not ready) until it can work."""
+    master, replica, s = ha
+    pw = os.path.join(tmp, "redis.pass")
+    with open(pw, "w") as f:
+        f.write("wrong\n")
+    h, runs = recorder(tmp)
+    d = make_daemon(s, "handler = %s" % h, redis_extra="password_file = %s" % pw)
+    d.start(wait_ready=False)
+    d.wait_log("error: sentinel: master candidate 127.0.0.1:%d: AUTH failed: ERR AUTH"
+               % master.port, 30)
+    d.wait_message("STATUS=waiting for Redis at master %s (no sentinel of 3 named one "
+                   "that answers; last: 127.0.0.1:%d: AUTH failed" % (NAME, master.port), 30)
+    # Said loudly once, however often it is tried.
+    d.wait_log("sentinel: master %s (no sentinel of 3" % NAME, 30)
+    assert d.log().count("error: sentinel:") == 1
+    assert not any("READY=1" in m for m in d.read_messages())
