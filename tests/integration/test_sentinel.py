@@ -4,6 +4,7 @@ follows it through a failover (a planned SENTINEL FAILOVER, or the master
 killed) without a restart, and every job is accounted for. With
 wait_replicas, a claim or result no replica confirmed holds work back."""
 import os
+import signal
 import subprocess
 import textwrap
 
@@ -169,7 +170,7 @@ def run_through_failover(ha, make_daemon, tmp, fail_over, n, redis_extra=""):
     master, replica, s = ha
     h, runs = recorder(tmp)
     d = make_daemon(s, "handler = %s\nretry_base = 100ms" % h, redis_extra=redis_extra,
-                    workers="concurrency = 4")
+                    workers="concurrency = 4\nmetrics_listen = 127.0.0.1:%d" % free_port())
     d.start()
     rm = master.client()
     want = ["job-%d" % i for i in range(n)]
@@ -206,6 +207,14 @@ def test_a_planned_failover_is_followed_without_a_restart(ha, make_daemon, tmp):
                                       redis_extra="wait_replicas = 1")
     d.wait_log("+switch-master from sentinel")
     assert duplicates(ran) == 0, "nothing runs twice"
+    # /health and STATUS= say where the master went, and why.
+    master, replica, s = ha
+    moved = "master %s at 127.0.0.1:%d (moved from 127.0.0.1:%d: +switch-master from " \
+        "sentinel" % (NAME, replica.port, master.port)
+    listen = [l for l in open(d.conf_path) if l.startswith("metrics_listen")][0]
+    status, body = get("http://%s/health" % listen.split("=")[1].strip())
+    assert status == 200 and body.startswith("ok\n" + moved), body
+    d.wait_message(moved)
     assert d.stop() == 0
 
 
@@ -377,3 +386,20 @@ def test_a_master_that_refuses_our_password_is_named_and_left(ha, make_daemon, t
     d.wait_log("sentinel: master %s (no sentinel of 3" % NAME, 30)
     assert d.log().count("error: sentinel:") == 1
     assert not any("READY=1" in m for m in d.read_messages())
+
+
+def test_a_reload_may_not_change_the_sentinels(ha, make_daemon, tmp):
+    master, replica, s = ha
+    h, runs = recorder(tmp)
+    d = make_daemon(s, "handler = %s" % h)
+    d.start()
+    with open(d.conf_path) as f:
+        text = f.read()
+    with open(d.conf_path, "w") as f:
+        f.write(text.replace("master_name = %s" % NAME, "master_name = other"))
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload refused, old configuration kept: sentinels and master_name cannot "
+               "change without a restart")
+    master.client().lpush("qw:{work}:pending", "still")
+    wait_until(lambda: read_lines(runs) == ["still"], 30, what="the job run")
+    assert d.stop() == 0
