@@ -24,7 +24,8 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN };
+enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER,
+	T_ADDR, T_LISTEN, T_PLUGIN };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
 
 struct qw_conf_key {
@@ -880,7 +881,7 @@ qw_conf_check_redis(struct qw_conf_parser *p)
 			return qw_conf_fail(p, 0, "out of memory");
 		}
 	}
-	if (c->wait_timeout_ms * 4 > c->lease_timeout_ms)
+	if (c->wait_replicas > 0 && c->wait_timeout_ms * 4 > c->lease_timeout_ms)
 		return qw_conf_fail(p, p->wtline, "wait_timeout: %llums is more than a quarter of "
 		    "lease_timeout (%llums): a WAIT holds up the lease renewals behind it",
 		    (unsigned long long)c->wait_timeout_ms, (unsigned long long)c->lease_timeout_ms);

@@ -664,8 +664,8 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 		qw_redis_send_subscribe(r);
 	if (r->ac != NULL)
 		(void)ioctl(r->ac->c.fd, FIONREAD, &unread);
-	if (r->state == QW_R_DOWN || r->state == QW_R_AWAIT || held_up || unread > 0 || (r->state == QW_R_UP &&
-	    (r->answered != r->seen || r->sent == r->answered))) {
+	if (r->state == QW_R_DOWN || r->state == QW_R_AWAIT || held_up || unread > 0 ||
+	    (r->state == QW_R_UP && (r->answered != r->seen || r->sent == r->answered))) {
 		r->seen = r->answered;
 		r->still_ms = now;
 		return;

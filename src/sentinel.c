@@ -315,10 +315,11 @@ qw_sentinel_confirmed(struct qw_sentinel *s)
 	qw_log_changed(&s->err, NULL);
 	if (first || moved) {
 		if (moved)
-			snprintf(s->where, sizeof(s->where), "master %.100s at %.100s (moved from %.100s: %.200s)",
-			    s->name, s->master, s->known, s->cause);
+			snprintf(s->where, sizeof(s->where), "master %.100s at %.100s (moved from "
+			    "%.100s: %.200s)", s->name, s->master, s->known, s->cause);
 		else
-			snprintf(s->where, sizeof(s->where), "master %.100s at %.100s", s->name, s->master);
+			snprintf(s->where, sizeof(s->where), "master %.100s at %.100s", s->name,
+			    s->master);
 		qw_log_notice("sentinel: %s", s->where);
 	} else {
 		qw_log_info("sentinel: master %s is still at %s (%s)", s->name, s->master, s->cause);
@@ -486,7 +487,23 @@ qw_sentinel_ask(struct qw_sentinel *s)
 	qw_clock_arm(s->step_ev, QW_SENTINEL_STEP_MS);
 }
 
-/* Asks ADDR, named as the master, whether it is one. */
+/* Whether ADDR ("IP:PORT", "[IP6]:PORT" or "NAME:PORT") names an IP. */
+static bool
+qw_sentinel_is_ip(const char *addr)
+{
+	char host[QW_SENTINEL_ADDR_MAX];
+	unsigned char bin[sizeof(struct in6_addr)];
+	int port;
+
+	return qw_sentinel_split(addr, host, sizeof(host), &port) == 0 &&
+	    (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1);
+}
+
+/* Asks ADDR, named as the master, whether it is one. A host name (the
+ * sentinels' announce-hostnames) is not looked up here, where hiredis
+ * would wait on the name server: it is taken as named, and redis.c, which
+ * looks names up without waiting, asks ROLE in its handshake and comes
+ * back here if it is no master. */
 static void
 qw_sentinel_check(struct qw_sentinel *s, const char *addr)
 {
@@ -494,6 +511,10 @@ qw_sentinel_check(struct qw_sentinel *s, const char *addr)
 
 	snprintf(s->candidate, sizeof(s->candidate), "%s", addr);
 	qw_sentinel_move(s, QW_SENT_CHECKING);
+	if (!qw_sentinel_is_ip(addr)) {
+		qw_sentinel_confirmed(s);
+		return;
+	}
 	s->ac = qw_sentinel_open(s, addr, qw_sentinel_step_connected,
 	    qw_sentinel_step_disconnected, s->redis_password, qw_sentinel_step_reply);
 	if (s->ac == NULL) {

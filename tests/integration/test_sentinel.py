@@ -329,8 +329,8 @@ BAD = {
                       ["sentinel_password_file", "{d}/nope.pass"]),
     "password_without_sentinels": ("[redis]\nsentinel_password_file = {d}/nope.pass\n", 2,
                                    ["sentinel_password_file", "sentinels are not set"]),
-    "wait_timeout": ("[redis]\nwait_timeout = 5s\n[workers]\nlease_timeout = 10s\n", 2,
-                     ["wait_timeout", "quarter of lease_timeout"]),
+    "wait_timeout": ("[redis]\nwait_replicas = 1\nwait_timeout = 5s\n[workers]\n"
+                     "lease_timeout = 10s\n", 3, ["wait_timeout", "quarter of lease_timeout"]),
     "wait_replicas": ("[redis]\nwait_replicas = -1\n", 2, ["wait_replicas"]),
 }
 
@@ -348,6 +348,16 @@ def test_bad_sentinel_config(tmp, case):
     assert "%s:%d: " % (path, line) in err, err
     for w in words:
         assert w.format(d=tmp) in err, (w, err)
+
+
+def test_wait_timeout_is_checked_only_with_wait_replicas(tmp):
+    h = script(tmp, "h.sh", "exit 0\n")
+    path = os.path.join(tmp, "q.conf")
+    with open(path, "w") as f:
+        f.write("[redis]\nwait_timeout = 1s\n[workers]\nlease_timeout = 2s\n[queue q]\n"
+                "handler = %s\n" % h)
+    p = run("-t", "-c", path)
+    assert p.returncode == 0, p.stderr.decode()
 
 
 def test_an_empty_sentinel_pass_credential_is_named(tmp):
