@@ -1106,9 +1106,13 @@ qw_redis_wait_deliver(struct qw_redis *r, struct qw_redis_wait *w, const redisRe
 		snprintf(msg, sizeof(msg), "%sonly %lld of %u replicas confirmed the write within "
 		    "%llums", QW_UNCONFIRMED, wait->integer, w->replicas,
 		    (unsigned long long)w->timeout_ms);
-	else
-		snprintf(msg, sizeof(msg), "%sWAIT failed: %.*s", QW_UNCONFIRMED,
-		    wait ? (int)(wait->len > 120 ? 120 : wait->len) : 0, wait ? wait->str : "");
+	else {
+		/* The reply reaches the log: escaped here, once. */
+		char esc[128] = "";
+		if (wait != NULL && wait->str != NULL)
+			qw_log_escape(esc, sizeof(esc), wait->str, wait->len);
+		snprintf(msg, sizeof(msg), "%sWAIT failed: %s", QW_UNCONFIRMED, esc);
+	}
 	err.len = strlen(msg);
 	w->fn(r, &err, w->priv);
 }

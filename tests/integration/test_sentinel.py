@@ -160,6 +160,14 @@ def test_the_daemon_finds_the_master_through_the_sentinels(ha, make_daemon, tmp)
     d.wait_message("master %s at 127.0.0.1:%d" % (NAME, master.port))
     # Nothing was ever taken from the replica.
     assert replica.client().llen("qw:{work}:pending") == 0
+
+    # A lost connection has the sentinels asked again: the same master.
+    rm.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    d.wait_log("sentinel: master %s at 127.0.0.1:%d: " % (NAME, master.port))
+    d.wait_log("sentinel: master %s is still at 127.0.0.1:%d (127.0.0.1:%d: "
+               % (NAME, master.port, master.port))
+    rm.lpush("qw:{work}:pending", "after")
+    wait_until(lambda: succeeded(rm) == 21, 30, what="a job after the reconnect")
     assert d.stop() == 0
 
 
