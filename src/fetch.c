@@ -117,7 +117,13 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (qw_redis_unconfirmed(reply)) {
 		/* wait_replicas: the claim may not outlive a failover, so its
 		 * jobs do not start. They are in the active hash: the reconcile
-		 * after the next lease renewal puts them back on pending. */
+		 * after the next lease renewal puts them back on pending, as for
+		 * a fetch whose reply was lost, and that result is confirmed in
+		 * turn (settle.c). If the master fails over first, either the
+		 * new one has the claim (reconcile gives the jobs back there) or
+		 * it does not (they are still in its pending, and the result is
+		 * skipped, the job not being in the active hash): each job is
+		 * in pending once, and none ran. */
 		if (qw_log_changed(&q->fetch_err, reply->str))
 			qw_log_err("queue %s: jobs taken are not started: %s; they go back to "
 			    "pending", q->qc.name, reply->str);
