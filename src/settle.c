@@ -295,9 +295,11 @@ qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		 * could hold, as with any result that cannot be written. Sent
 		 * again after a failover, it finds the job in the new master's
 		 * active hash (the claim was confirmed before the job started)
-		 * and writes it there: the job does not run again. WAIT counts
-		 * the connection's last write, so a resend that finds nothing
-		 * left to write still waits for the first one. */
+		 * and writes it there: the job does not run again. WAIT waits
+		 * for the connection's last write, so a resend that finds
+		 * nothing left to write still waits for the first one; on a new
+		 * connection, for the lease take (a ZADD) that every connect
+		 * sends before any result (qw_pool_redis_state). */
 		qw_settle_keys_move(q, QW_KEYS_WRONG, QW_BAD_CALL, reply->str);
 		b->nowed = 0;	/* added on the master; not owed again */
 		qw_settle_batch_unsend(b, false);
