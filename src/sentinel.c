@@ -63,13 +63,18 @@ enum qw_sentinel_state {
 	QW_SENT_NSTATES
 };
 
-/* The subscription to +switch-master on one sentinel:
- *   DOWN -> OPENING -> UP -> DOWN, OPENING -> DOWN (connect or AUTH failed).
+/* The subscription to +switch-master on one sentinel, moved only by
+ * qw_sentinel_sub_move:
+ *   DOWN    -> OPENING  connecting, AUTH and SUBSCRIBE sent (tick, when due)
+ *   OPENING -> UP       the first confirmation came
+ *   OPENING -> DOWN     connecting or AUTH failed, or no confirmation
+ *   UP      -> DOWN     lost, or a confirmation of a new SUBSCRIBE overdue
  * DOWN waits for sub_retry_ms, then opens to the next sentinel. */
 enum qw_sentinel_sub {
 	QW_SUB_DOWN,
 	QW_SUB_OPENING,
 	QW_SUB_UP,
+	QW_SUB_NSTATES
 };
 
 struct qw_sentinel_listener {
@@ -555,12 +560,33 @@ qw_sentinel_suspect(struct qw_sentinel *s, const char *addr, const char *why)
 /* ---- the subscription -------------------------------------------------- */
 
 static void
+qw_sentinel_sub_move(struct qw_sentinel *s, enum qw_sentinel_sub to)
+{
+	static const char *const names[QW_SUB_NSTATES] = { "down", "opening", "up" };
+	static const unsigned moves[QW_SUB_NSTATES] = {
+		[QW_SUB_DOWN] = 1u << QW_SUB_OPENING,
+		[QW_SUB_OPENING] = 1u << QW_SUB_UP | 1u << QW_SUB_DOWN,
+		[QW_SUB_UP] = 1u << QW_SUB_DOWN,
+	};
+
+	if (!(moves[s->sub_state] & (1u << to))) {
+		qw_log_err("sentinel: subscription cannot move from %s to %s (a bug)",
+		    names[s->sub_state], names[to]);
+		assert(!"illegal subscription move");
+		return;
+	}
+	qw_log_debug("sentinel: subscription %s -> %s", names[s->sub_state], names[to]);
+	s->sub_state = to;
+}
+
+static void
 qw_sentinel_sub_lost(struct qw_sentinel *s, const char *why)
 {
 	bool was_up = s->sub_state == QW_SUB_UP;
 
 	qw_sentinel_close(&s->sub);
-	s->sub_state = QW_SUB_DOWN;
+	if (s->sub_state != QW_SUB_DOWN)
+		qw_sentinel_sub_move(s, QW_SUB_DOWN);
 	qw_log(was_up ? LOG_WARNING : LOG_INFO, "sentinel: subscription to +switch-master on "
 	    "%s lost: %s; trying the next sentinel", s->addrs[s->sub_idx], why);
 	s->sub_idx = (s->sub_idx + 1) % s->n;
@@ -647,7 +673,7 @@ qw_sentinel_sub_reply(redisAsyncContext *ac, void *rep, void *priv)
 	s->sub_confirmed_ms = qw_clock_mono_ms();
 	if (s->sub_state != QW_SUB_OPENING)
 		return;
-	s->sub_state = QW_SUB_UP;
+	qw_sentinel_sub_move(s, QW_SUB_UP);
 	s->sub_backoff_ms = QW_SENTINEL_BACKOFF_MIN_MS;
 	qw_log_info("sentinel: listening for +switch-master on %s", s->addrs[s->sub_idx]);
 	/* A switch while nobody listened went unheard: ask once more. */
@@ -672,7 +698,7 @@ qw_sentinel_sub_open(struct qw_sentinel *s)
 		qw_sentinel_sub_lost(s, "cannot connect");
 		return;
 	}
-	s->sub_state = QW_SUB_OPENING;
+	qw_sentinel_sub_move(s, QW_SUB_OPENING);
 	s->sub_confirmed_ms = 0;
 	qw_sentinel_sub_send(s);
 }
