@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from conftest import (Daemon, QWORKERD, RedisServer, SLOW, free_port, get, read_lines, script, stats, synced,
-                      wait_until)
+from conftest import (TOP, Daemon, QWORKERD, RedisServer, SLOW, free_port, get, read_lines,
+                      script, stats, synced, wait_until)
 import redis as redislib
 from test_cli import EX_CONFIG, run
 
@@ -125,10 +125,6 @@ def recorder(tmp):
     runs = os.path.join(tmp, "runs.txt")
     h = script(tmp, "h.sh", 'p=$(cat)\necho "$p" >> %s\n' % runs)
     return h, runs
-
-
-def role(srv):
-    return srv.client().execute_command("ROLE")[0].decode()
 
 
 def succeeded(client):
@@ -421,3 +417,15 @@ def test_a_reload_may_not_change_the_sentinels(ha, make_daemon, tmp):
     master.client().lpush("qw:{work}:pending", "still")
     wait_until(lambda: read_lines(runs) == ["still"], 30, what="the job run")
     assert d.stop() == 0
+
+
+def test_the_example_configuration_checks(tmp):
+    """etc/qworkerd-sentinel.conf passes -t (with a handler that exists here)."""
+    h = script(tmp, "h.sh", "exit 0\n")
+    with open(os.path.join(TOP, "etc", "qworkerd-sentinel.conf")) as f:
+        text = f.read()
+    path = os.path.join(tmp, "sentinel.conf")
+    with open(path, "w") as f:
+        f.write(text.replace("/usr/libexec/send-mail", h))
+    p = run("-t", "-c", path)
+    assert p.returncode == 0, p.stderr.decode()
