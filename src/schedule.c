@@ -117,17 +117,6 @@ qw_schedule_entry_free(struct qw_sched_entry *e)
 	free(e);
 }
 
-/* The latest tick at or before NOW, starting from TICK (itself due). */
-static int64_t
-qw_schedule_current(const struct qw_sched_entry *e, int64_t tick, int64_t now)
-{
-	int64_t next;
-
-	while ((next = qw_cron_next(&e->cron, tick)) >= 0 && next <= now)
-		tick = next;
-	return tick;
-}
-
 /* Waits for e->tick, in naps of at most QW_SCHEDULE_NAP_MS. */
 static void
 qw_schedule_arm(struct qw_sched_entry *e)
@@ -247,7 +236,7 @@ qw_schedule_timer_cb(evutil_socket_t fd, short what, void *arg)
 		qw_schedule_arm(e);	/* a nap ended, or the wall clock went back */
 		return;
 	}
-	cur = qw_schedule_current(e, e->tick, now);
+	cur = qw_cron_latest(&e->cron, e->tick, now);
 	if (cur != e->tick && e->state == QW_SCHED_RETRYING)
 		qw_schedule_problem(e, LOG_WARNING, "ticks are missed while Redis is not up");
 	else if (cur != e->tick)
