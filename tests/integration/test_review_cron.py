@@ -3,6 +3,7 @@ wall clock, tested with a preloaded clock_gettime() that adds an offset,
 read from a file, to CLOCK_REALTIME (the monotonic clock, which the loop's
 timers and the leases' renewal run on, is left alone)."""
 import os
+import re
 import subprocess
 
 from conftest import read_lines, redis_ms, script, wait_until
@@ -83,3 +84,37 @@ def test_clock_jump_forward_goes_straight_to_the_current_tick(r, daemon, tmp):
                what="a job of a tick after the jump")
     assert "fenced" not in d.log(), d.log()
     assert d.stop() == 0
+
+
+def test_a_problem_is_logged_once_not_at_every_tick(r, daemon, tmp):
+    """A cron hash a producer broke, or a host clock too far ahead of
+    Redis's, was logged again at every tick (each line named its tick):
+    with @every 1s, a line a second for as long as it lasted. Now once,
+    like every other problem that repeats, and once more when it ends."""
+    r.set("qw:{cq}:cron", "not a hash")
+    d = daemon()
+    d.conf({"cq": "handler = /bin/true\n[cron beat]\nschedule = @every 1s\nqueue = cq\n",
+            "ok": "handler = /bin/true\n[cron good]\nschedule = @every 1s\nqueue = ok\n"})
+    d.start()
+    d.wait_log("WRONGTYPE key qw:{cq}:cron", 15)
+    seen = int(r.hget("qw:{ok}:cron", "good") or 0)
+    wait_until(lambda: int(r.hget("qw:{ok}:cron", "good")) >= seen + 3000, 15,
+               what="three more ticks")
+    assert d.log().count("WRONGTYPE key qw:{cq}:cron") == 1, d.log()
+    r.delete("qw:{cq}:cron")
+    d.wait_log("cron beat: ticks are enqueued again", 15)
+    assert d.stop() == 0
+
+    env, move = fake_clock(tmp, 8000)
+    fast = daemon("fast")
+    fast.conf({"cq": "handler = /bin/true\n[cron beat]\nschedule = @every 1s\nqueue = cq\n"},
+              instance="fast")
+    fast.start(env=env)
+    fast.wait_log("refused", 15)
+    first = redis_ms(r)
+    wait_until(lambda: redis_ms(r) > first + 3000, 15, what="three more ticks")
+    assert fast.log().count("refused") == 1, fast.log()
+    assert re.search(r"tick \d+: (79\d\d|8000)ms ahead", fast.log()), fast.log()
+    move(0)
+    fast.wait_log("cron beat: ticks are enqueued again", 30)
+    assert fast.stop() == 0
