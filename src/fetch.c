@@ -54,7 +54,8 @@ qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
 /* A record of a job taken from Redis that waits here for a slot. Takes
  * ownership of FIELD and ELEM. */
 static int
-qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
+qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len,
+    int64_t seen_ms)
 {
 	struct qw_rec *rec = qw_record_new(&q->recs, q, field, NULL);
 
@@ -63,6 +64,7 @@ qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_
 		return -1;
 	}
 	rec->seq = seq;
+	rec->seen_ms = seen_ms;
 	rec->elem = elem;
 	rec->len = len;
 	return qw_record_move(&q->recs, rec, QW_REC_BUFFERED);
@@ -104,6 +106,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	unsigned asked = q->asked;
 	bool lost = false, woken = q->woken;
 	size_t got;
+	int64_t seen_ms;
 
 	q->asked = q->asked_slots = 0;
 	q->woken = false;
@@ -132,6 +135,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
 		    q->qc.name, reply->element[--got]->integer);
 	}
+	seen_ms = qw_clock_wall_ms();
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_fetch_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
@@ -143,7 +147,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len) < 0)
+		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len, seen_ms) < 0)
 			lost = true;
 	}
 	if (lost)

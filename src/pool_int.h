@@ -19,6 +19,7 @@
 #include "pool.h"
 #include "record.h"
 #include "redis.h"
+#include "tally.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
 #define QW_SETTLE_BATCH 512
@@ -32,7 +33,7 @@
 #define QW_STARTED_AHEAD 32
 
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
-	K_STARTED, K_UNIQUE, K_COUNT };
+	K_STARTED, K_UNIQUE, K_PAUSED, K_BREAKER, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -178,7 +179,11 @@ struct qw_queue {
 	 * only once it is lease_timeout plus a tick old (SPEC 10). */
 	int64_t lease_ok_ms;
 	char *reaping;		/* the dead instance being recovered, if any */
-	int64_t pending;	/* LLEN of pending at the last status tick; -1 unknown */
+	/* At the last status tick (qw_pool_poll), -1 unknown: LLEN of pending
+	 * and dead, ZCARD of scheduled, whether the paused and breaker keys
+	 * exist. */
+	int64_t pending, scheduled, dead, paused, breaker;
+	struct qw_tally tally;	/* for /metrics; kept across reloads */
 };
 
 struct qw_pool {

@@ -117,6 +117,7 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 
 	if (qw_run_end_fenced(run))
 		return;
+	qw_tally_outcomes(&q->tally, counters);
 	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
 	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0)
@@ -178,6 +179,8 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 		return;
 	qw_decide_outcome(&in, &o);
 	qw_fetch_job_ran(q, run->started_us);
+	qw_tally_observe(&q->tally.duration, &qw_tally_job_bounds,
+	    qw_clock_mono_us() - run->started_us);
 	pool->processed++;
 	if (o.attempt != run->job.attempt)
 		pool->failed++;
@@ -443,6 +446,19 @@ qw_run_new(struct qw_rec *rec)
 	return run;
 }
 
+/* From the job's enqueued_at, or when a fetch brought it here (a raw job,
+ * or an envelope without one), to now: its handler starts. A clock that
+ * went back counts as no wait. */
+static void
+qw_run_tally_wait(struct qw_run *run, int64_t seen_ms)
+{
+	int64_t from = run->job.enqueued_at_ms >= 0 ? run->job.enqueued_at_ms : seen_ms;
+	int64_t waited = qw_clock_wall_ms() - from;
+
+	qw_tally_observe(&run->q->tally.wait, &qw_tally_job_bounds,
+	    waited > 0 ? (uint64_t)waited * 1000 : 0);
+}
+
 void
 qw_run_start(struct qw_rec *rec)
 {
@@ -476,6 +492,7 @@ qw_run_start(struct qw_rec *rec)
 		qw_run_requeue_unstarted(run, rc);
 		return;
 	}
+	qw_run_tally_wait(run, rec->seen_ms);
 	if (rc != 0) {
 		snprintf(error, sizeof(error), "could not start %s: %s",
 		    q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0], strerror(rc));

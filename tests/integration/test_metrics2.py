@@ -1,0 +1,271 @@
+"""The metric families of SPEC 13 against the jobs actually run: outcomes,
+histograms, queue gauges against Redis, counters across a reload,
+promtool's verdict on the live output, and the Grafana dashboard's
+expressions against the families qworkerd exports."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from conftest import free_port, get, redis_ms, script, stats, wait_until
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DASHBOARD = os.path.join(SRC, "etc", "qworkerd-grafana.json")
+OUTCOMES = ("succeeded", "failed", "retried", "timed_out", "requeued", "recovered", "dead",
+            "cancelled")
+SPEC_FAMILIES = {
+    "qworkerd_jobs_total": "counter", "qworkerd_job_duration_seconds": "histogram",
+    "qworkerd_job_wait_seconds": "histogram", "qworkerd_queue_pending": "gauge",
+    "qworkerd_queue_scheduled": "gauge", "qworkerd_queue_dead": "gauge",
+    "qworkerd_queue_running": "gauge", "qworkerd_queue_paused": "gauge",
+    "qworkerd_breaker_open": "gauge", "qworkerd_redis_up": "gauge",
+    "qworkerd_redis_command_seconds": "histogram",
+}
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+
+# The handler: the payload says what it does.
+HANDLER = """\
+p=$(cat)
+case "$p" in
+ok*) exit 0 ;;
+fail*) exit 1 ;;
+perm*) exit 65 ;;
+slow*) sleep 30 ;;
+hold*) while [ ! -e "$HOLD" ]; do sleep 0.05; done ;;
+esac
+"""
+
+
+class Scrape:
+    def __init__(self, text):
+        self.text = text
+        self.types = {}
+        self.samples = {}
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ")
+                self.types[name] = kind
+            elif line and not line.startswith("#"):
+                m = SAMPLE.match(line)
+                assert m, line
+                labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+                self.samples[(m.group(1), labels)] = float(m.group(3))
+
+    def value(self, name, **labels):
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def buckets(self, name, **labels):
+        """{le: cumulative count} of a histogram."""
+        out = {}
+        for (n, ls), v in self.samples.items():
+            d = dict(ls)
+            le = d.pop("le", None)
+            if n == name + "_bucket" and d == labels:
+                out[le] = v
+        return out
+
+
+def scrape(port):
+    status, body = get("http://127.0.0.1:%d/metrics" % port)
+    assert status == 200, body
+    return Scrape(body)
+
+
+def start(daemon, tmp, port, extra_queue=""):
+    h = script(tmp, "h.sh", HANDLER)
+    d = daemon()
+    d.conf({"mail": "handler = %s\nretry_base = 50ms\nretry_max = 100ms\nmax_attempts = 2\n%s"
+            % (h, extra_queue), "other": "handler = %s\nconcurrency = 2" % h},
+           workers="metrics_listen = 127.0.0.1:%d\nconcurrency = 4\n" % port)
+    d.start(env={"HOLD": os.path.join(tmp, "release")})
+    return d
+
+
+def run_the_mix(r, port):
+    """Runs one job of every kind on mail; returns how many runs that made."""
+    past = redis_ms(r) - 20000
+    r.lpush("qw:{mail}:pending", "ok 1", "ok 2",
+            json.dumps({"payload": "ok 3", "enqueued_at": past}),
+            "fail", "perm",
+            json.dumps({"payload": "slow", "timeout": 0.3, "max_attempts": 1}),
+            json.dumps({"payload": "bad", "timeout": -1}))
+    wait_until(lambda: stats(r, "mail").get("dead") == 4 and
+               stats(r, "mail").get("succeeded") == 3, timeout=30, what="every job settled")
+    # ok x3, fail twice, perm, slow: the bad envelope never runs.
+    return 7
+
+
+def test_every_family_against_the_jobs_run(r, daemon, tmp):
+    port = free_port()
+    d = start(daemon, tmp, port)
+    runs = run_the_mix(r, port)
+    st = stats(r, "mail")
+    assert st == {"succeeded": 3, "failed": 4, "retried": 1, "timed_out": 1, "dead": 4}, st
+
+    def settled():
+        s = scrape(port)
+        # The Redis gauges come from the first poll, a second after start.
+        return (s.value("qworkerd_jobs_total", queue="mail", outcome="dead") == 4 and
+                s.value("qworkerd_breaker_open", queue="mail") is not None and s)
+    s = wait_until(settled, what="dead counted, first poll")
+    for name, kind in SPEC_FAMILIES.items():
+        assert s.types.get(name) == kind, (name, s.types.get(name))
+    for o in OUTCOMES:
+        assert s.value("qworkerd_jobs_total", queue="mail", outcome=o) == st.get(o, 0), o
+        assert s.value("qworkerd_jobs_total", queue="other", outcome=o) == 0, o
+    # One duration and one wait per run; the bad envelope had neither.
+    for fam in ("qworkerd_job_duration_seconds", "qworkerd_job_wait_seconds"):
+        assert s.value(fam + "_count", queue="mail") == runs, fam
+        b = s.buckets(fam, queue="mail")
+        assert b["+Inf"] == runs and b["0.001"] <= b["3600"] <= runs, (fam, b)
+        assert s.value(fam + "_count", queue="other") == 0
+    # The slow job ran its 0.3 s before its timeout; the job enqueued 20 s
+    # ago waited at least that long.
+    assert s.buckets("qworkerd_job_duration_seconds", queue="mail")["0.25"] < runs
+    wait = s.buckets("qworkerd_job_wait_seconds", queue="mail")
+    assert wait["10"] <= runs - 1 and wait["30"] == runs, wait
+    assert s.value("qworkerd_job_wait_seconds_sum", queue="mail") >= 20
+    assert s.value("qworkerd_redis_up") == 1
+    assert s.value("qworkerd_redis_command_seconds_count") > 0
+    assert s.buckets("qworkerd_redis_command_seconds")["+Inf"] == \
+        s.value("qworkerd_redis_command_seconds_count")
+    assert s.value("qworkerd_breaker_open", queue="mail") == 0
+    assert s.value("qworkerd_queue_paused", queue="mail") == 0
+    assert s.value("qworkerd_queue_slots", queue="other") == 2
+    assert s.value("qworkerd_queue_slots", queue="mail") == 4
+
+    # Gauges against Redis: a delayed job, a running one, and jobs left
+    # pending while the daemon is quiet.
+    r.zadd("qw:{mail}:scheduled", {"later": redis_ms(r) + 3600000})
+    r.lpush("qw:{other}:pending", "hold")
+    wait_until(lambda: scrape(port).value("qworkerd_queue_running", queue="other") == 1,
+               what="one job running")
+    d.signal(signal.SIGUSR1)
+    d.wait_log("SIGUSR1")
+    r.lpush("qw:{mail}:pending", "ok a", "ok b", "ok c")
+    r.set("qw:{mail}:paused", "1")
+    r.set("qw:{mail}:breaker", "open")
+
+    def gauges_match():
+        s = scrape(port)
+        return (s.value("qworkerd_queue_pending", queue="mail") == r.llen("qw:{mail}:pending") == 3
+                and s.value("qworkerd_queue_scheduled", queue="mail") ==
+                r.zcard("qw:{mail}:scheduled") == 1
+                and s.value("qworkerd_queue_dead", queue="mail") == r.llen("qw:{mail}:dead") == 4
+                and s.value("qworkerd_queue_dead", queue="other") == 0
+                and s.value("qworkerd_queue_paused", queue="mail") == 1
+                and s.value("qworkerd_queue_paused", queue="other") == 0
+                and s.value("qworkerd_breaker_open", queue="mail") == 1
+                and s.value("qworkerd_queue_running", queue="other") == 1)
+    wait_until(gauges_match, what="gauges equal to Redis")
+    r.delete("qw:{mail}:breaker", "qw:{mail}:paused")
+    wait_until(lambda: scrape(port).value("qworkerd_breaker_open", queue="mail") == 0,
+               what="breaker closed")
+    open(os.path.join(tmp, "release"), "w").close()
+    wait_until(lambda: stats(r, "other").get("succeeded") == 1, what="held job done")
+    s = scrape(port)
+    assert s.value("qworkerd_queue_running", queue="other") == 0
+    assert s.value("qworkerd_job_duration_seconds_count", queue="other") == 1
+    assert d.stop() == 0
+
+
+def test_counters_survive_a_reload(r, daemon, tmp):
+    port = free_port()
+    d = start(daemon, tmp, port)
+    runs = run_the_mix(r, port)
+    wait_until(lambda: scrape(port).value("qworkerd_jobs_total", queue="mail",
+                                          outcome="dead") == 4, what="dead counted")
+    before = scrape(port)
+    redis_before = before.value("qworkerd_redis_command_seconds_count")
+    d.signal(signal.SIGHUP)
+    d.wait_log("reloaded ")
+    after = scrape(port)
+    for o in OUTCOMES:
+        assert after.value("qworkerd_jobs_total", queue="mail", outcome=o) == \
+            before.value("qworkerd_jobs_total", queue="mail", outcome=o), o
+    for fam in ("qworkerd_job_duration_seconds", "qworkerd_job_wait_seconds"):
+        assert after.buckets(fam, queue="mail") == before.buckets(fam, queue="mail")
+        assert after.value(fam + "_count", queue="mail") == runs
+    assert after.value("qworkerd_redis_command_seconds_count") >= redis_before
+    r.lpush("qw:{mail}:pending", "ok after")
+    wait_until(lambda: scrape(port).value("qworkerd_jobs_total", queue="mail",
+                                          outcome="succeeded") == 4, what="counted on")
+    assert d.stop() == 0
+
+
+def promtool():
+    return shutil.which("promtool")
+
+
+@pytest.mark.skipif(promtool() is None, reason="promtool not installed (tests/deps.sh installs "
+                    "Debian's prometheus)")
+def test_promtool_accepts_the_live_output(r, daemon, tmp):
+    port = free_port()
+    d = start(daemon, tmp, port)
+    run_the_mix(r, port)
+    body = scrape(port).text
+    p = subprocess.run([promtool(), "check", "metrics"], input=body, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip() == "" and p.stderr.strip() == "", p.stdout + p.stderr
+    assert d.stop() == 0
+
+
+def dashboard_queries(node):
+    """Every PromQL string of the dashboard: targets' expr and the template
+    variables' queries."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "expr" and isinstance(v, str):
+                yield v
+            elif k == "query" and isinstance(v, str):
+                yield v
+            elif k == "query" and isinstance(v, dict) and isinstance(v.get("query"), str):
+                yield v["query"]
+            else:
+                yield from dashboard_queries(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from dashboard_queries(v)
+
+
+def family_of(metric, types):
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = metric[:-len(suffix)]
+        if metric.endswith(suffix) and types.get(base) == "histogram":
+            return base
+    return metric
+
+
+def test_the_dashboard_names_only_families_qworkerd_exports(r, daemon, tmp):
+    port = free_port()
+    d = start(daemon, tmp, port)
+    exported = scrape(port).types
+    assert d.stop() == 0
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    queries = list(dashboard_queries(dash))
+    assert len(queries) >= 10
+    used = set()
+    for q in queries:
+        names = re.findall(r"\bqworkerd_[a-zA-Z0-9_]+", q)
+        assert names, "names no qworkerd metric: %s" % q
+        for n in names:
+            fam = family_of(n, exported)
+            assert fam in exported, "%s: %s is not a family qworkerd exports" % (q, n)
+            if exported[fam] == "histogram":
+                assert n != fam, "%s: a histogram is read by its _bucket, _sum or _count" % q
+            used.add(fam)
+    # It draws what issue 11 asks: throughput by outcome, duration and wait
+    # percentiles, running against slots, pending and dead, breakers.
+    assert {"qworkerd_jobs_total", "qworkerd_job_duration_seconds", "qworkerd_job_wait_seconds",
+            "qworkerd_queue_running", "qworkerd_queue_slots", "qworkerd_queue_pending",
+            "qworkerd_queue_dead", "qworkerd_breaker_open"} <= used, used
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            if "histogram_quantile" in t["expr"]:
+                assert "_bucket" in t["expr"] and "le" in t["expr"], t["expr"]
