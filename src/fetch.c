@@ -204,12 +204,12 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 /* ---- prefetch ---------------------------------------------------------- */
 
 void
-qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us)
+qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us)
 {
 	/* A longer run counts at once, a shorter one slowly: taking long jobs
 	 * ahead keeps them from idle instances, while too small a buffer for
 	 * short ones costs only some speed until it grows again. */
-	q->job_us = qw_decide_smooth(q->job_us, qw_clock_mono_us() - started_us, 1, 3);
+	q->job_us = qw_decide_smooth(q->job_us, ran_us, 1, 3);
 }
 
 /* How many jobs Q keeps taken ahead of its free slots: its prefetch, or

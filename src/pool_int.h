@@ -48,7 +48,7 @@ struct qw_run {
 	bool in_thread;		/* work is with a worker thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
-	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
+	uint64_t started_us;	/* monotonic: the run's duration, for prefetch = auto and /metrics */
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_fetch_move
@@ -243,9 +243,9 @@ unsigned qw_pool_cap(const struct qw_queue *q);
 /* How many jobs it takes ahead of its free slots now (prefetch, or auto's
  * current choice). */
 unsigned qw_fetch_prefetch(const struct qw_queue *q);
-/* A job of Q that started at STARTED_US (monotonic) has ended: prefetch =
- * auto learns how long jobs take. */
-void qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us);
+/* A job of Q has ended after RAN_US: prefetch = auto learns how long jobs
+ * take. */
+void qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */

@@ -69,7 +69,7 @@ qw_tally_word(const char *w, size_t len)
 		break;
 	default: return QW_TALLY_NOUTCOMES;
 	}
-	if (strlen(qw_tally_names[o]) != len || memcmp(qw_tally_names[o], w, len) != 0)
+	if (strncmp(qw_tally_names[o], w, len) != 0 || qw_tally_names[o][len] != '\0')
 		return QW_TALLY_NOUTCOMES;
 	return o;
 }
@@ -80,7 +80,9 @@ qw_tally_outcomes(struct qw_tally *t, const char *counters)
 	const char *p = counters;
 
 	while (*p != '\0') {
-		size_t len = strcspn(p, " ");
+		size_t len = 0;
+		while (p[len] != ' ' && p[len] != '\0')
+			len++;
 		enum qw_tally_outcome o = len ? qw_tally_word(p, len) : QW_TALLY_NOUTCOMES;
 		if (o != QW_TALLY_NOUTCOMES)
 			t->outcome[o]++;
