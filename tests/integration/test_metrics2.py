@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -297,3 +298,34 @@ def test_recovered_jobs_are_counted_by_the_successor(r, daemon, tmp):
     assert s.value("qworkerd_job_duration_seconds_count", queue="other") == 1
     assert s.value("qworkerd_jobs_recovered_total") == 1
     assert d2.stop() == 0
+
+
+def test_hundreds_of_connections_fail_no_job(r, daemon, tmp):
+    """300 connections at once: 64 are kept (then closed when idle), the
+    rest closed at once; jobs run meanwhile and none fails."""
+    port = free_port()
+    d = start(daemon, tmp, port)
+    conns = []
+    try:
+        for _ in range(300):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        r.lpush("qw:{mail}:pending", *["ok %d" % i for i in range(50)])
+        wait_until(lambda: stats(r, "mail").get("succeeded") == 50, 60, what="50 succeeded")
+        refused = 0
+        for c in conns:
+            c.settimeout(0.01)
+            try:
+                refused += c.recv(1) == b""
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                refused += 1
+        assert refused >= 300 - 64, refused
+    finally:
+        for c in conns:
+            c.close()
+    assert stats(r, "mail") == {"succeeded": 50}
+    s = scrape(port)
+    assert s.value("qworkerd_jobs_total", queue="mail", outcome="succeeded") == 50
+    assert s.value("qworkerd_jobs_total", queue="mail", outcome="failed") == 0
+    assert d.stop() == 0
