@@ -72,9 +72,10 @@ qw_http_now(void)
 	return (time_t)(qw_clock_mono_ms() / 1000);
 }
 
-/* The families of one value per queue, read from qw_pool_queue_info; a
- * queue whose figure is unknown (-1: Redis did not answer the last poll)
- * has no sample in that family. */
+/* The families of one value per queue, read from qw_pool_queue_info (each
+ * an int64_t field there); a queue whose figure is unknown (-1: Redis did
+ * not answer the last poll) has no sample in that family, rather than a 0
+ * a graph would take for the truth. */
 static const struct qw_metrics_gauge {
 	const char *name, *help;
 	size_t off;
