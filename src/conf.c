@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "fmt.h"
 #include "log.h"
 #include "plugin_host.h"
 
@@ -435,9 +436,12 @@ qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
 		if (qw_conf_parse_duration(val, &v) < 0)
 			return qw_conf_fail(p, p->line,
 			    "%s: '%s' is not a duration (a number with ms, s, m, h or d)", k->name, val);
-		if (v < k->min || v > k->max)
-			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llums to %llums)",
-			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
+		if (v < k->min || v > k->max) {
+			char lo[32], hi[32];
+			return qw_conf_fail(p, p->line, "%s: %s is out of range (%s to %s)", k->name,
+			    val, qw_fmt_duration(lo, sizeof(lo), k->min),
+			    qw_fmt_duration(hi, sizeof(hi), k->max));
+		}
 		*(uint64_t *)((char *)base + k->off) = v;
 		return 0;
 	case T_SIZE:

@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -84,9 +85,12 @@ static void
 qw_daemon_ready(struct qw_pool *pool, void *arg)
 {
 	struct qw_daemon *d = arg;
+	char nq[48], nw[48];
 
-	qw_log_notice("ready: %zu queues, %u workers, instance %s", d->conf->nqueues,
-	    d->conf->concurrency, d->conf->instance);
+	qw_log_notice("ready: %s, %s, instance %s",
+	    qw_fmt_count(nq, sizeof(nq), d->conf->nqueues, "queue", "queues"),
+	    qw_fmt_count(nw, sizeof(nw), d->conf->concurrency, "worker", "workers"),
+	    d->conf->instance);
 	qw_notify_ready();
 }
 
@@ -102,11 +106,12 @@ static void
 qw_daemon_stop(struct qw_daemon *d, int sig)
 {
 	const struct qw_conf *c = d->conf;
+	char dur[32];
 
 	d->terms++;
 	if (d->terms == 1) {
-		qw_log_notice("SIG%s: stopping; running jobs get up to %llums",
-		    sigabbrev_np(sig), (unsigned long long)c->shutdown_timeout_ms);
+		qw_log_notice("SIG%s: stopping; running jobs get up to %s", sigabbrev_np(sig),
+		    qw_fmt_duration(dur, sizeof(dur), c->shutdown_timeout_ms));
 		qw_notify_stopping();
 		qw_schedule_stop(d->schedule);
 		d->drain_end_ms = qw_clock_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
@@ -394,8 +399,13 @@ main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	if (test) {
-		printf("%s: configuration OK (%zu queues, %zu cron schedules)\n", d.conf_path,
-		    d.conf->nqueues, d.conf->ncrons);
+		char nq[48], nc[48] = "";
+
+		if (d.conf->ncrons > 0)
+			snprintf(nc, sizeof(nc), ", %s", qw_fmt_count(nq, sizeof(nq),
+			    d.conf->ncrons, "cron schedule", "cron schedules"));
+		printf("%s: configuration OK (%s%s)\n", d.conf_path,
+		    qw_fmt_count(nq, sizeof(nq), d.conf->nqueues, "queue", "queues"), nc);
 		qw_conf_free(d.conf);
 		return 0;
 	}

@@ -90,8 +90,8 @@ static const struct qw_metrics_gauge {
 	  offsetof(struct qw_pool_queue_info, running) },
 	{ "qworkerd_queue_slots", "Jobs of the queue this process may run at once "
 	  "(its concurrency).", offsetof(struct qw_pool_queue_info, slots) },
-	{ "qworkerd_queue_paused", "1 while the queue is paused (its paused key exists; "
-	  "polled once a second).", offsetof(struct qw_pool_queue_info, paused) },
+	{ "qworkerd_queue_paused", "1 while the queue is paused (its paused key exists), "
+	  "as last seen.", offsetof(struct qw_pool_queue_info, paused) },
 	{ "qworkerd_breaker_open", "1 while the queue's circuit breaker is open or half-open "
 	  "(its breaker key exists; polled once a second), else 0.",
 	  offsetof(struct qw_pool_queue_info, breaker) },

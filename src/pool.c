@@ -148,7 +148,7 @@ qw_pool_room(const struct qw_queue *q)
 	unsigned cap = qw_pool_cap(q), room = used < cap ? cap - used : 0;
 	unsigned nbuf = q->recs.n[QW_REC_BUFFERED], gate = qw_pool_settle_room(q);
 
-	if (q->lease != QW_LEASE_HELD)
+	if (q->lease != QW_LEASE_HELD || q->fetch == QW_FETCH_PAUSED)
 		return 0;
 	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
 		room = nbuf;
@@ -305,7 +305,8 @@ static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started", "unique", "paused", "breaker" };
+		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel",
+		"breaker" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -358,6 +359,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 	free(q->reaping);
 	free(q->promote_err);
 	free(q->fetch_err);
+	free(q->pause_err);
+	free(q->cancel_err);
 	free(q->lease_wait);
 	qw_settle_fini(q);
 	for (int k = 0; k < K_COUNT; k++)
@@ -434,7 +437,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 		goto fail;
 	for (size_t i = 0; i < conf->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		q->pending = q->scheduled = q->dead = q->paused = q->breaker = -1;
+		q->pending = q->scheduled = q->dead = q->breaker = -1;
 		pool->nqueues++;
 		if (qw_pool_init_queue(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
@@ -574,8 +577,7 @@ qw_pool_poll(struct qw_pool *pool)
 		struct qw_queue *q = &pool->queues[i];
 		const struct { const char *cmd; int k; int64_t *v; } ask[] = {
 			{ "LLEN", K_PENDING, &q->pending }, { "ZCARD", K_SCHEDULED, &q->scheduled },
-			{ "LLEN", K_DEAD, &q->dead }, { "EXISTS", K_PAUSED, &q->paused },
-			{ "EXISTS", K_BREAKER, &q->breaker },
+			{ "LLEN", K_DEAD, &q->dead }, { "EXISTS", K_BREAKER, &q->breaker },
 		};
 		for (size_t a = 0; a < sizeof(ask) / sizeof(ask[0]); a++) {
 			const char *argv[] = { ask[a].cmd, q->key[ask[a].k] };
@@ -608,6 +610,10 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 			    "written: %s", q->qc.name, qw_pool_settle_room(q) == 0 ?
 			    "fetching stopped: " : "", held, why);
 	}
+	for (size_t i = 0; i < pool->nqueues && off < len; i++)
+		if (pool->queues[i].paused_seen)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused",
+			    pool->queues[i].qc.name);
 	if (pool->policy_warning != NULL && off < len)
 		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++)
@@ -835,7 +841,7 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	qi->pending = q->pending;
 	qi->scheduled = q->scheduled;
 	qi->dead = q->dead;
-	qi->paused = q->paused;
+	qi->paused = q->paused_seen ? 1 : 0;
 	qi->breaker = q->breaker;
 	qi->tally = &q->tally;
 }

@@ -72,10 +72,10 @@ int qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const 
 void qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms);
 
 /* Asks Redis for each queue's pending, scheduled and dead lengths and its
- * paused and breaker keys, for the next status line and /metrics. */
+ * breaker key, for the next status line and /metrics. */
 void qw_pool_poll(struct qw_pool *pool);
 /* "busy/total busy, N processed, N failed; pending q=N ..." and warnings,
- * and the queues that wait for their lease. */
+ * the paused queues, and the queues that wait for their lease. */
 void qw_pool_status(const struct qw_pool *pool, char *buf, size_t len);
 /* Why a queue waits for its instance's lease (who holds it), or NULL. */
 const char *qw_pool_lease_wait(const struct qw_pool *pool);
@@ -91,8 +91,8 @@ struct qw_tally;
 struct qw_pool_queue_info {
 	const char *name;
 	int64_t running, slots;
-	/* At the last qw_pool_poll; -1 unknown. Paused and breaker: 1 while
-	 * the key exists. */
+	/* At the last qw_pool_poll; -1 unknown. Breaker: 1 while its key
+	 * exists. Paused: 1 while the queue is paused, as last seen. */
 	int64_t pending, scheduled, dead, paused, breaker;
 	const struct qw_tally *tally;	/* jobs by outcome, durations, waits */
 };

@@ -27,6 +27,7 @@ enum qw_script {
 	QW_SCRIPT_FORGET,	/* drop an instance's lease once it holds no job */
 	QW_SCRIPT_INFLIGHT,	/* an instance's in-flight jobs and started marks */
 	QW_SCRIPT_CRON,		/* a [cron] tick's job, once over all instances */
+	QW_SCRIPT_CANCELS,	/* cancel requests for our jobs; drop stale ones */
 	QW_SCRIPT_COUNT
 };
 

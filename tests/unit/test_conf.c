@@ -727,6 +727,9 @@ test_err_out_of_range(void **state)
 	    "max_attempts", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 0s\n", 3, "timeout", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 366d\n", 3, "timeout", "out of range", NULL);
+	/* Bounds said the way the file writes durations, not in milliseconds. */
+	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 366d\n", 3, "(1ms to 365d)", NULL);
+	load_fails(QUEUE_OK "[workers]\nlease_timeout = 500ms\n", 4, "(2s to 1d)", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 0\n", 3,
 	    "max_payload", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 1GiB\n", 3,
