@@ -329,3 +329,29 @@ def test_hundreds_of_connections_fail_no_job(r, daemon, tmp):
     assert s.value("qworkerd_jobs_total", queue="mail", outcome="succeeded") == 50
     assert s.value("qworkerd_jobs_total", queue="mail", outcome="failed") == 0
     assert d.stop() == 0
+
+
+def test_a_cancelled_job_is_counted(r, daemon, tmp):
+    """An operator's cancel (HSET PREFIX:{Q}:cancel FIELD TEXT) ends the run
+    as cancelled and dead: both counted, with the run's duration."""
+    port = free_port()
+    d = start(daemon, tmp, port)
+    r.lpush("qw:{other}:pending", json.dumps({"payload": "hold", "id": "c1"}))
+
+    def field():
+        for f, v in r.hgetall("qw:{other}:active:test-1").items():
+            if json.loads(v).get("id") == "c1":
+                return f.decode()
+        return None
+    wait_until(lambda: scrape(port).value("qworkerd_queue_running", queue="other") == 1,
+               what="one job running")
+    r.hset("qw:{other}:cancel", wait_until(field, what="its field"), "enough")
+    wait_until(lambda: stats(r, "other").get("cancelled") == 1, what="cancelled")
+    wait_until(lambda: scrape(port).value("qworkerd_jobs_total", queue="other",
+                                          outcome="cancelled") == 1, what="counted")
+    s = scrape(port)
+    for o in OUTCOMES:
+        assert s.value("qworkerd_jobs_total", queue="other", outcome=o) == \
+            stats(r, "other").get(o, 0), o
+    assert s.value("qworkerd_job_duration_seconds_count", queue="other") == 1
+    assert d.stop() == 0
