@@ -4,7 +4,8 @@
  *
  * Every count is made on the event loop: exec handlers end there, plugin
  * jobs are handed back to it by their worker threads (qw_workers_done_cb),
- * and replies come there. So recording is a few plain adds, with no lock
+ * persistent workers' answers are read there (worker.c), and replies come
+ * there. So recording is a few plain adds, with no lock
  * and no atomic, and a scrape, also on the loop, reads a consistent
  * picture. The counts live in the pool's queues and connections, which a
  * reload keeps, so they survive SIGHUP. */
