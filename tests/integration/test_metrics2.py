@@ -1,7 +1,9 @@
-"""The metric families of SPEC 13 against the jobs actually run: outcomes,
-histograms, queue gauges against Redis, counters across a reload,
-promtool's verdict on the live output, and the Grafana dashboard's
-expressions against the families qworkerd exports."""
+"""The metric families of SPEC 13 against the jobs actually run (exec
+handlers, a persistent worker; retried, dead, timed out, recovered,
+cancelled): outcomes, histograms, queue gauges against Redis, counters
+across a reload, promtool's verdict on the live output, the Grafana
+dashboard's expressions against the families qworkerd exports, and
+hundreds of connections to the endpoint."""
 import json
 import os
 import re
@@ -9,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -354,4 +357,28 @@ def test_a_cancelled_job_is_counted(r, daemon, tmp):
         assert s.value("qworkerd_jobs_total", queue="other", outcome=o) == \
             stats(r, "other").get(o, 0), o
     assert s.value("qworkerd_job_duration_seconds_count", queue="other") == 1
+    assert d.stop() == 0
+
+
+def test_persistent_worker_jobs_are_counted(r, daemon, tmp):
+    """Jobs of a queue served by persistent workers (the Python example as
+    shipped) are counted like any other: outcomes, durations, waits."""
+    pylib = os.path.join(SRC, "python")
+    port = free_port()
+    d = daemon()
+    d.conf({"w": "worker = %s %s\nworker_inflight = 2\nmax_attempts = 1\ntimeout = 1s"
+            % (sys.executable, os.path.join(pylib, "examples", "worker.py"))},
+           workers="metrics_listen = 127.0.0.1:%d\n" % port)
+    d.start(env={"PYTHONPATH": pylib})
+    r.lpush("qw:{w}:pending", "hello", "fail", "bad", "sleep 30")
+    wait_until(lambda: stats(r, "w").get("dead") == 3, 20, what="3 dead")
+    wait_until(lambda: scrape(port).value("qworkerd_jobs_total", queue="w",
+                                          outcome="dead") == 3, what="dead counted")
+    s = scrape(port)
+    st = stats(r, "w")
+    assert st == {"succeeded": 1, "failed": 3, "dead": 3, "timed_out": 1}, st
+    for o in OUTCOMES:
+        assert s.value("qworkerd_jobs_total", queue="w", outcome=o) == st.get(o, 0), o
+    assert s.value("qworkerd_job_duration_seconds_count", queue="w") == 4
+    assert s.value("qworkerd_job_wait_seconds_count", queue="w") == 4
     assert d.stop() == 0
