@@ -382,3 +382,23 @@ def test_persistent_worker_jobs_are_counted(r, daemon, tmp):
     assert s.value("qworkerd_job_duration_seconds_count", queue="w") == 4
     assert s.value("qworkerd_job_wait_seconds_count", queue="w") == 4
     assert d.stop() == 0
+
+
+@pytest.mark.skipif(promtool() is None, reason="promtool not installed (tests/deps.sh installs "
+                    "Debian's prometheus)")
+def test_the_dashboard_expressions_are_valid_promql(tmp):
+    """Each expression, with Grafana's variables given values, parses as
+    PromQL: promtool checks them as recording rules."""
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    exprs = [q for q in dashboard_queries(dash) if not q.startswith("label_values(")]
+    rules = os.path.join(tmp, "rules.yml")
+    with open(rules, "w") as f:
+        f.write("groups:\n- name: dashboard\n  rules:\n")
+        for i, e in enumerate(exprs):
+            e = e.replace("$__rate_interval", "5m").replace("$queue", ".*")
+            f.write("  - record: qworkerd_dashboard:%d\n    expr: %s\n" % (i, json.dumps(e)))
+    p = subprocess.run([promtool(), "check", "rules", rules], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS: %d rules found" % len(exprs) in p.stdout, p.stdout
