@@ -109,6 +109,15 @@ qw_metrics_body(struct qw_metrics *m, struct evbuffer *b)
 		evbuffer_add_printf(b, "qworkerd_queue_paused{queue=\"%s\"} %d\n", qi.name,
 		    qi.paused ? 1 : 0);
 	}
+	evbuffer_add_printf(b, "# HELP qworkerd_breaker_open 1 while the queue's circuit breaker "
+	    "is open or half-open, as this instance last saw it; else 0.\n"
+	    "# TYPE qworkerd_breaker_open gauge\n");
+	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {
+		struct qw_pool_queue_info qi;
+		qw_pool_queue_info(m->pool, i, &qi);
+		evbuffer_add_printf(b, "qworkerd_breaker_open{queue=\"%s\"} %d\n", qi.name,
+		    qi.breaker_open);
+	}
 	evbuffer_add_printf(b, "# HELP qworkerd_queue_pending Length of the queue's pending list "
 	    "at the last check (once a second).\n# TYPE qworkerd_queue_pending gauge\n");
 	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {

@@ -305,7 +305,8 @@ static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel" };
+		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel",
+		"breaker", "rate" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -325,6 +326,10 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 			q->key[k] = NULL;
 			return -1;
 		}
+	}
+	if (asprintf(&q->active_any, "%s:{%s}:active:", c->prefix, qc->name) < 0) {
+		q->active_any = NULL;
+		return -1;
 	}
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
@@ -359,6 +364,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 	free(q->promote_err);
 	free(q->fetch_err);
 	free(q->pause_err);
+	free(q->active_any);
+	free(q->flow_err);
 	free(q->cancel_err);
 	free(q->lease_wait);
 	qw_settle_fini(q);
@@ -601,6 +608,12 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 		if (pool->queues[i].paused_seen)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused",
 			    pool->queues[i].qc.name);
+	for (size_t i = 0; i < pool->nqueues && off < len; i++)
+		if (pool->queues[i].qc.breaker_failures > 0 &&
+		    pool->queues[i].breaker_seen != QW_BREAKER_CLOSED)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s breaker %s",
+			    pool->queues[i].qc.name,
+			    qw_flow_breaker_name(pool->queues[i].breaker_seen));
 	if (pool->policy_warning != NULL && off < len)
 		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++)
@@ -826,4 +839,6 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	    q->recs.n[QW_REC_FENCED];
 	qi->pending = q->pending;
 	qi->paused = q->paused_seen;
+	qi->breaker_open = q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED;
+	qi->breaker = q->qc.breaker_failures > 0 ? qw_flow_breaker_name(q->breaker_seen) : NULL;
 }

@@ -91,6 +91,10 @@ struct qw_pool_queue_info {
 	unsigned running;
 	int64_t pending;	/* at the last qw_pool_poll; -1 unknown */
 	bool paused;		/* its paused key, as last seen */
+	/* Its circuit breaker as last seen: 1 open or half-open, 0 closed or
+	 * off (the qworkerd_breaker_open gauge). */
+	int breaker_open;
+	const char *breaker;	/* "closed", "open" or "half-open"; NULL when off */
 };
 size_t qw_pool_nqueues(const struct qw_pool *pool);
 void qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_info *qi);
