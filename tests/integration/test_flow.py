@@ -122,3 +122,127 @@ def test_permanent_failures_do_not_count(r, daemon, tmp):
     wait_until(lambda: breaker(r).get("state") == "open", what="open after two in a row")
     d.wait_message("queue f breaker open")
     assert 'circuit breaker open after 2 failed runs in a row' in d.log()
+
+
+def test_rate_over_two_daemons(r, daemon, tmp):
+    """rate = 10/s, 40 jobs: at most 10 start in each window, and the window
+    after one ends starts with the next job, so they need 4 windows and the
+    first and last start lie at least 3 periods apart (less the time a
+    handler takes to note its start, which only the first one's can add)."""
+    marks = os.path.join(tmp, "marks")
+    h = script(tmp, "h.sh", 'echo "$(date +%%s%%3N) $(cat)" >> %s\n' % marks)
+    conf = {"r": "handler = %s\nconcurrency = 8\nrate = 10/s\n" % h}
+    a, b = daemon("a"), daemon("b")
+    a.conf(conf, instance="a")
+    b.conf(conf, instance="b")
+    a.start()
+    b.start()
+    r.lpush("qw:{r}:pending", *["j%d" % i for i in range(40)])
+    wait_until(lambda: stats(r, "r").get("succeeded", 0) == 40, 30, what="40 jobs")
+    starts = sorted(int(l.split()[0]) for l in read_lines(marks))
+    assert len(starts) == 40
+    assert starts[-1] - starts[0] >= 3000 - 500, starts
+    # Each daemon waited for the window to end rather than asking again.
+    assert "fetch asking -> limited" in a.log() + b.log()
+    assert r.pttl("qw:{r}:rate") <= 1000
+
+
+def counting_handler(tmp, gate):
+    """Counts the jobs running at once over every daemon (under a lock) and
+    writes each count to 'peaks'; holds while GATE exists."""
+    lock, cnt, peaks = (os.path.join(tmp, n) for n in ("lock", "cnt", "peaks"))
+    h = script(tmp, "c.sh", """\
+        cat >/dev/null
+        exec 9>>%(lock)s
+        flock 9; n=$(( $(cat %(cnt)s 2>/dev/null || echo 0) + 1 )); echo $n > %(cnt)s
+        echo $n >> %(peaks)s; flock -u 9
+        while [ -e %(gate)s ]; do sleep 0.02; done
+        sleep 0.05
+        flock 9; echo $(( $(cat %(cnt)s) - 1 )) > %(cnt)s; flock -u 9
+        """ % dict(lock=lock, cnt=cnt, peaks=peaks, gate=gate))
+    return h, peaks
+
+
+def test_global_concurrency_over_two_daemons(r, daemon, tmp):
+    gate = os.path.join(tmp, "gate")
+    h, peaks = counting_handler(tmp, gate)
+    conf = {"g": "handler = %s\nconcurrency = 4\nglobal_concurrency = 3\n" % h}
+    a, b = daemon("a"), daemon("b")
+    a.conf(conf, instance="a")
+    b.conf(conf, instance="b")
+    a.start()
+    b.start()
+    r.lpush("qw:{g}:pending", *["j%d" % i for i in range(30)])
+    wait_until(lambda: stats(r, "g").get("succeeded", 0) == 30, 60, what="30 jobs")
+    counts = [int(x) for x in read_lines(peaks)]
+    assert len(counts) == 30 and max(counts) <= 3, counts
+
+
+def test_global_concurrency_share_returns_and_other_queue_runs(r, daemon, tmp):
+    """A SIGKILLed instance's share comes back once its jobs are recovered;
+    while g is held back by its limit, queue o gets every other slot."""
+    gate, ogate = os.path.join(tmp, "gate"), os.path.join(tmp, "ogate")
+    h = script(tmp, "h.sh", "cat >/dev/null\nwhile [ -e %s ]; do sleep 0.02; done\n" % gate)
+    oh = script(tmp, "o.sh", "cat >/dev/null\nwhile [ -e %s ]; do sleep 0.02; done\n" % ogate)
+    open(gate, "w").close()
+    open(ogate, "w").close()
+    queues = {"g": "handler = %s\nglobal_concurrency = 3\n" % h, "o": "handler = %s\n" % oh}
+    a, b = daemon("a"), daemon("b")
+    a.conf(queues, instance="a", workers="concurrency = 2\nlease_timeout = 2s\n")
+    b.conf(queues, instance="b", workers="concurrency = 6\nlease_timeout = 2s\n")
+    a.start()
+    r.lpush("qw:{g}:pending", *["j%d" % i for i in range(10)])
+    wait_until(lambda: r.hlen("qw:{g}:active:a") == 2, what="a runs 2 jobs of g")
+    b.start()
+    wait_until(lambda: r.hlen("qw:{g}:active:b") == 1, what="b runs the third")
+    # b has 5 free slots but g may not use them: o gets them all.
+    r.lpush("qw:{o}:pending", *["o%d" % i for i in range(20)])
+    wait_until(lambda: r.hlen("qw:{o}:active:b") == 5, what="o takes b's other slots")
+    assert r.hlen("qw:{g}:active:b") == 1 and r.hlen("qw:{g}:active:a") == 2
+    os.unlink(ogate)
+    wait_until(lambda: stats(r, "o").get("succeeded", 0) == 20, 30, what="o's jobs done")
+    assert r.hlen("qw:{g}:active:b") == 1
+    # a dies; once its jobs are recovered, its share is b's to use.
+    a.signal(signal.SIGKILL)
+    a.proc.wait(10)
+    wait_until(lambda: r.hlen("qw:{g}:active:b") == 3, 30, what="b runs 3 after recovery")
+    assert r.hlen("qw:{g}:active:a") == 0
+    os.unlink(gate)
+    wait_until(lambda: r.llen("qw:{g}:pending") == 0 and inflight(r, "g") == 0, 30,
+               what="g drained")
+
+
+@pytest.mark.parametrize("body,line,words", [
+    ("rate = 0/s\n", 3, ["rate: '0/s' is not a rate"]),
+    ("rate = 5/d\n", 3, ["rate: '5/d' is not a rate", "N/s, N/m or N/h"]),
+    ("rate = 5\n", 3, ["rate: '5' is not a rate"]),
+    ("global_concurrency = 0\n", 3, ["global_concurrency: 0 is out of range (1 to 100000)"]),
+    ("global_concurrency = 100001\n", 3, ["global_concurrency: 100001 is out of range"]),
+    ("breaker_cooldown = 10s\n", 3, ["breaker_cooldown: [queue f] sets no breaker_failures"]),
+    ("breaker_failures = 0\nbreaker_cooldown = 10s\n", 4,
+     ["breaker_cooldown: [queue f] sets no breaker_failures"]),
+    ("breaker_failures = 3\nbreaker_cooldown = 0\n", 4, ["breaker_cooldown: 0 is out of range"]),
+    ("breaker_failures = many\n", 3, ["breaker_failures: 'many' is not a whole number"]),
+])
+def test_bad_flow_keys(tmp, body, line, words):
+    h = script(tmp, "h.sh", "exit 0\n")
+    path = os.path.join(tmp, "bad.conf")
+    setf(path, "[queue f]\nhandler = %s\n%s" % (h, body))
+    p = subprocess.run([QWORKERD, "-t", "-c", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10, stdin=subprocess.DEVNULL)
+    err = p.stderr.decode()
+    assert p.returncode == EX_CONFIG, (p.returncode, err)
+    assert err.startswith("%s:%d: " % (path, line)), err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_good_flow_keys_pass_the_check(tmp):
+    h = script(tmp, "h.sh", "exit 0\n")
+    path = os.path.join(tmp, "good.conf")
+    setf(path, "[queue f]\nhandler = %s\nbreaker_failures = 5\nrate = 100/m\n"
+         "global_concurrency = 20\n[queue g]\nhandler = %s\nbreaker_failures = 1\n"
+         "breaker_cooldown = 2m\nrate = 1/h\n" % (h, h))
+    p = subprocess.run([QWORKERD, "-t", "-c", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr.decode()
