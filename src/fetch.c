@@ -275,6 +275,10 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		/* Quiet, stopping or fenced since the fetch left: none of these
 		 * starts. */
 		qw_fetch_give_back(q);
+	else if (got == 0 && q->breaker_seen != QW_BREAKER_CLOSED && q->recs.n[QW_REC_BUFFERED] > 0)
+		/* Taken ahead before a reload turned the breaker on, say: they
+		 * wait in pending as the breaker says, untouched. */
+		qw_fetch_give_back(q);
 	/* A job we could not keep is in the active hash only: reconcile it. A
 	 * short reply waits for a wake-up, unless one came while it was on its
 	 * way: the push may have come after the script ran. Fenced since the
