@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from conftest import QWORKERD, inflight, read_lines, redis_ms, script, stats, wait_until
+from conftest import (QWORKERD, free_port, get, inflight, read_lines, redis_ms, script, stats,
+                      wait_until)
 
 EX_CONFIG = 78
 
@@ -50,10 +51,12 @@ def test_breaker_shared_by_two_daemons(r, daemon, tmp):
     conf = {"f": "handler = %s\nconcurrency = 1\nmax_attempts = 1\nbreaker_failures = 3\n"
                  "breaker_cooldown = 3s\n" % h}
     a, b = daemon("a"), daemon("b")
-    a.conf(conf, instance="a")
+    port = free_port()
+    a.conf(conf, instance="a", workers="metrics_listen = 127.0.0.1:%d\n" % port)
     b.conf(conf, instance="b")
     a.start()
     b.start()
+    assert 'qworkerd_breaker_open{queue="f"} 0' in get("http://127.0.0.1:%d/metrics" % port)[1]
     r.lpush("qw:{f}:pending", *["bad%d" % i for i in range(3)])
     wait_until(lambda: breaker(r).get("state") == "open", what="the breaker open")
     until = int(breaker(r)["until"])
@@ -65,6 +68,7 @@ def test_breaker_shared_by_two_daemons(r, daemon, tmp):
     r.lpush("qw:{f}:pending", *jobs)
     a.wait_message("queue f breaker open")
     b.wait_message("queue f breaker open")
+    assert 'qworkerd_breaker_open{queue="f"} 1' in get("http://127.0.0.1:%d/metrics" % port)[1]
     if redis_ms(r) < until - 100:
         assert r.lrange("qw:{f}:pending", 0, -1) == [j.encode() for j in reversed(jobs)]
         assert inflight(r, "f") == 0
@@ -86,6 +90,8 @@ def test_breaker_shared_by_two_daemons(r, daemon, tmp):
     wait_until(lambda: "circuit breaker closed" in both_logs(a, b), 20, what="closed")
     wait_until(lambda: stats(r, "f").get("succeeded", 0) == 4, what="the rest succeed")
     assert breaker(r)["state"] == "closed"
+    if "circuit breaker closed" in a.log():
+        assert 'qworkerd_breaker_open{queue="f"} 0' in get("http://127.0.0.1:%d/metrics" % port)[1]
     logs = both_logs(a, b)
     assert logs.count("circuit breaker open after 3 failed runs in a row") == 1
     assert logs.count("circuit breaker half-open") == 2
@@ -246,3 +252,34 @@ def test_good_flow_keys_pass_the_check(tmp):
     p = subprocess.run([QWORKERD, "-t", "-c", path], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=10, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr.decode()
+
+
+def test_trial_of_a_dead_instance_is_released_by_recovery(r, daemon, tmp):
+    marks, mode, gate = (os.path.join(tmp, n) for n in ("marks", "mode", "gate"))
+    h = flow_handler(tmp, marks, mode, gate)
+    setf(mode, "fail")
+    conf = {"f": "handler = %s\nconcurrency = 1\nmax_attempts = 5\nretry_base = 1h\n"
+                 "retry_max = 1h\nbreaker_failures = 1\nbreaker_cooldown = 500ms\n" % h}
+    a, b = daemon("a"), daemon("b")
+    a.conf(conf, instance="a", workers="lease_timeout = 2s\n")
+    b.conf(conf, instance="b", workers="lease_timeout = 2s\n")
+    a.start()
+    b.start()
+    r.lpush("qw:{f}:pending", "x")
+    wait_until(lambda: breaker(r).get("state") == "open", what="the breaker open")
+    open(gate, "w").close()
+    r.lpush("qw:{f}:pending", "trial")
+    wait_until(lambda: "trial_key" in breaker(r), what="a trial taken")
+    holder = breaker(r)["trial_key"].rsplit(":", 1)[1]
+    dead, live = (a, b) if holder == "a" else (b, a)
+    dead.signal(signal.SIGKILL)
+    dead.proc.wait(10)
+    # The survivor recovers the trial job and takes it as its own trial.
+    wait_until(lambda: breaker(r).get("trial_key") == "qw:{f}:active:%s" % (
+        "b" if holder == "a" else "a"), 30, what="the survivor's trial")
+    assert breaker(r)["state"] == "half-open"
+    setf(mode, "ok")
+    os.unlink(gate)
+    wait_until(lambda: breaker(r).get("state") == "closed", 20, what="closed by the survivor")
+    assert "circuit breaker closed" in live.log()
+    wait_until(lambda: stats(r, "f").get("succeeded", 0) == 1, what="the trial job succeeded")
