@@ -7,6 +7,7 @@
  * FILE:LINE in every message. The grammar itself is twenty lines. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -28,8 +29,8 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR,
-	T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ, T_RATE };
+enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER,
+	T_ADDR, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ, T_RATE };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
@@ -56,6 +57,11 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	RK("db", T_UINT, db, 0, 100000),
 	RK("password_file", T_STR, password_file, 0, 0),
 	RK("prefix", T_STR, prefix, 0, 0),
+	RK("sentinels", T_SENTINELS, sentinels, 0, 0),
+	RK("master_name", T_STR, master_name, 0, 0),
+	RK("sentinel_password_file", T_STR, sentinel_password_file, 0, 0),
+	RK("wait_replicas", T_UINT, wait_replicas, 0, 100),
+	RK("wait_timeout", T_DUR, wait_timeout_ms, 1, 60 * 1000),
 	WK("concurrency", T_UINT, concurrency, 1, 10000),
 	WK("shutdown_timeout", T_DUR, shutdown_timeout_ms, 0, DAY),
 	WK("kill_grace", T_DUR, kill_grace_ms, 0, 3600 * 1000),
@@ -65,6 +71,10 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	WK("metrics_listen", T_LISTEN, metrics_listen, 0, 0),
 	QK("handler", T_HANDLER, argv, 0, 0),
 	QK("plugin", T_PLUGIN, plugin, 0, 0),
+	QK("worker", T_HANDLER, worker_argv, 0, 0),
+	QK("worker_processes", T_UINT, worker_processes, 1, 1000),
+	QK("worker_inflight", T_UINT, worker_inflight, 1, 10000),
+	QK("worker_max_jobs", T_UINT, worker_max_jobs, 0, UINT_MAX),
 	QK("timeout", T_DUR, timeout_ms, 1, 365 * DAY),
 	QK("max_attempts", T_UINT, max_attempts, 1, 1000000),
 	QK("retry_base", T_DUR, retry_base_ms, 1, 365 * DAY),
@@ -84,6 +94,8 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	CK("payload", T_PAYLOAD, payload),
 	CK("timezone", T_TZ, sched.tz),
 };
+/* seen and keyline in the parser hold one bit and one line per key. */
+_Static_assert(sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]) <= 64, "more keys than bits in seen");
 
 struct qw_conf_parser {
 	const char *path;
@@ -92,8 +104,10 @@ struct qw_conf_parser {
 	bool in_section;
 	unsigned qline;			/* line of the current [queue] or [cron] header */
 	unsigned pwline;		/* line of password_file */
-	unsigned cooldown_line;		/* of breaker_cooldown in the current [queue] */
+	/* Lines of the keys checked against each other at the end (0: unset). */
+	unsigned addrline, sentline, nameline, spwline, wtline;
 	uint64_t seen;			/* keys set in the current section */
+	unsigned keyline[64];		/* the line each of them was set on */
 	struct qw_conf *conf;
 	char *err;
 };
@@ -101,6 +115,7 @@ struct qw_conf_parser {
 static int
 qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static char *qw_conf_trim(char *s);
 
 static int
 qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
@@ -405,17 +420,17 @@ qw_conf_set_str(struct qw_conf_parser *p, char **slot, const char *key, const ch
 }
 
 static int
-qw_conf_set_handler(struct qw_conf_parser *p, char ***slot, const char *raw)
+qw_conf_set_handler(struct qw_conf_parser *p, char ***slot, const char *key, const char *raw)
 {
 	const char *why;
 	char **argv = qw_conf_split_words(raw, &why);
 	char *prog;
 
 	if (argv == NULL)
-		return qw_conf_fail(p, p->line, "handler: %s", why);
+		return qw_conf_fail(p, p->line, "%s: %s", key, why);
 	prog = qw_conf_resolve_program(argv[0], &why);
 	if (prog == NULL) {
-		qw_conf_fail(p, p->line, "handler: %s: %s", argv[0], why);
+		qw_conf_fail(p, p->line, "%s: %s: %s", key, argv[0], why);
 		qw_conf_free_argv(argv);
 		return -1;
 	}
@@ -443,6 +458,101 @@ qw_conf_check_address(const char *v)
 	if (*end != '\0' || colon[1] == '\0' || port < 1 || port > 65535)
 		return -1;
 	return 0;
+}
+
+/* Where the keys that are checked against each other were set. */
+static void
+qw_conf_note_line(struct qw_conf_parser *p, const char *key)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} lines[] = {
+		{ "password_file", offsetof(struct qw_conf_parser, pwline) },
+		{ "address", offsetof(struct qw_conf_parser, addrline) },
+		{ "sentinels", offsetof(struct qw_conf_parser, sentline) },
+		{ "master_name", offsetof(struct qw_conf_parser, nameline) },
+		{ "sentinel_password_file", offsetof(struct qw_conf_parser, spwline) },
+		{ "wait_timeout", offsetof(struct qw_conf_parser, wtline) },
+	};
+
+	if (p->sect != S_REDIS)
+		return;
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (strcmp(key, lines[i].key) == 0)
+			*(unsigned *)((char *)p + lines[i].off) = p->line;
+}
+
+static bool
+qw_conf_valid_master_name(const char *v)
+{
+	for (; *v; v++)
+		if (*v <= ' ' || *v > '~')
+			return false;
+	return true;
+}
+
+/* An IP address and a port: the sentinels are asked from the event loop,
+ * which must not wait on a name server. */
+static int
+qw_conf_check_ip_port(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	char host[INET6_ADDRSTRLEN + 2];
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t hlen;
+
+	if (strncmp(v, "unix:", 5) == 0 || qw_conf_check_address(v) < 0)
+		return -1;
+	hlen = (size_t)(colon - v);
+	if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']')
+		v++, hlen -= 2;
+	if (hlen >= sizeof(host))
+		return -1;
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1 ? 0 : -1;
+}
+
+/* "IP:PORT, IP:PORT, ...": at least one, none twice. */
+static int
+qw_conf_set_sentinels(struct qw_conf_parser *p, const char *val)
+{
+	struct qw_conf *c = p->conf;
+	char *copy = strdup(val), *rest = copy, *tok;
+	int rc = -1;
+
+	if (copy == NULL)
+		return qw_conf_fail(p, p->line, "sentinels: out of memory");
+	while ((tok = strsep(&rest, ",")) != NULL) {
+		char *a = qw_conf_trim(tok), **more;
+		if (*a == '\0' || qw_conf_check_ip_port(a) < 0) {
+			qw_conf_fail(p, p->line, "sentinels: '%s' is not IP:PORT (IPv6 as "
+			    "[ADDRESS]:PORT; host names are not taken)", a);
+			goto out;
+		}
+		for (size_t i = 0; i < c->nsentinels; i++)
+			if (strcmp(c->sentinels[i], a) == 0) {
+				qw_conf_fail(p, p->line, "sentinels: %s is named twice", a);
+				goto out;
+			}
+		more = realloc(c->sentinels, (c->nsentinels + 1) * sizeof(*more));
+		if (more == NULL || (more[c->nsentinels] = strdup(a)) == NULL) {
+			if (more != NULL)
+				c->sentinels = more;
+			qw_conf_fail(p, p->line, "sentinels: out of memory");
+			goto out;
+		}
+		c->sentinels = more;
+		c->nsentinels++;
+	}
+	if (c->nsentinels == 0)
+		qw_conf_fail(p, p->line, "sentinels: no address given");
+	else
+		rc = 0;
+out:
+	free(copy);
+	return rc;
 }
 
 static int
@@ -556,20 +666,23 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 	if (p->seen & (1ULL << i))
 		return qw_conf_fail(p, p->line, "%s: set twice in one section", key);
 	p->seen |= 1ULL << i;
-	if (strcmp(key, "password_file") == 0)
-		p->pwline = p->line;
-	if (strcmp(key, "breaker_cooldown") == 0)
-		p->cooldown_line = p->line;
+	p->keyline[i] = p->line;
+	qw_conf_note_line(p, key);
 
 	const struct qw_conf_key *k = &qw_conf_keys[i];
 	if (*val == '\0' && k->type != T_HANDLER && k->type != T_PAYLOAD)
 		return qw_conf_fail(p, p->line, "%s: empty value", key);
 	switch (k->type) {
 	case T_STR:
+		if (strcmp(key, "master_name") == 0 && !qw_conf_valid_master_name(val))
+			return qw_conf_fail(p, p->line, "master_name: '%s' may hold only printable "
+			    "characters other than spaces", val);
 		if (strcmp(key, "prefix") == 0 && strpbrk(val, " \t{}") != NULL)
 			return qw_conf_fail(p, p->line,
 			    "prefix: '%s' may not contain spaces or braces", val);
 		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+	case T_SENTINELS:
+		return qw_conf_set_sentinels(p, val);
 	case T_LISTEN:
 		if (strncmp(val, "unix:", 5) == 0 || qw_conf_check_address(val) < 0)
 			return qw_conf_fail(p, p->line, "%s: '%s' is not host:port", key, val);
@@ -593,7 +706,7 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		*(unsigned *)((char *)base + k->off) = QW_PREFETCH_AUTO;
 		return 0;
 	case T_HANDLER:
-		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
+		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), key, raw);
 	case T_PLUGIN: {
 		char *why;
 		struct qw_plugin *pl;
@@ -634,6 +747,33 @@ qw_conf_queue_defaults(struct qw_queue_conf *q)
 	 * buffer) or long ones (none), never both. */
 	q->prefetch = QW_PREFETCH_AUTO;
 	q->breaker_cooldown_ms = 30 * 1000;
+	q->worker_processes = 1;
+	q->worker_inflight = 1;
+}
+
+/* The line KEY was set on in the current section, or 0. */
+static unsigned
+qw_conf_line_of(const struct qw_conf_parser *p, const char *key)
+{
+	for (size_t i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++)
+		if (qw_conf_keys[i].sect == p->sect && (p->seen & (1ULL << i)) &&
+		    strcmp(qw_conf_keys[i].name, key) == 0)
+			return p->keyline[i];
+	return 0;
+}
+
+/* The line of a worker_* key set in a queue without a worker, or 0. */
+static unsigned
+qw_conf_stray_worker_key(const struct qw_conf_parser *p, const char **name)
+{
+	for (size_t i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++) {
+		if (qw_conf_keys[i].sect == S_QUEUE && (p->seen & (1ULL << i)) &&
+		    strncmp(qw_conf_keys[i].name, "worker_", 7) == 0) {
+			*name = qw_conf_keys[i].name;
+			return p->keyline[i];
+		}
+	}
+	return 0;
 }
 
 /* Checks what a finished [cron] section must have. */
@@ -706,21 +846,29 @@ static int
 qw_conf_end_section(struct qw_conf_parser *p)
 {
 	struct qw_queue_conf *q;
+	const char *key;
+	unsigned line;
+	int kinds;
 
 	if (p->in_section && p->sect == S_CRON)
 		return qw_conf_end_cron(p);
 	if (!p->in_section || p->sect != S_QUEUE)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
-	if (q->argv == NULL && q->plugin == NULL)
-		return qw_conf_fail(p, p->qline, "[queue %s]: no handler or plugin set", q->name);
-	if (q->argv != NULL && q->plugin != NULL)
-		return qw_conf_fail(p, p->qline, "[queue %s]: set handler or plugin, not both", q->name);
+	kinds = (q->argv != NULL) + (q->plugin != NULL) + (q->worker_argv != NULL);
+	if (kinds == 0)
+		return qw_conf_fail(p, p->qline, "[queue %s]: no handler, plugin or worker set",
+		    q->name);
+	if (kinds > 1)
+		return qw_conf_fail(p, p->qline,
+		    "[queue %s]: set one of handler, plugin or worker, not more", q->name);
+	if (q->worker_argv == NULL && (line = qw_conf_stray_worker_key(p, &key)) != 0)
+		return qw_conf_fail(p, line, "%s: only for a queue with worker = PROGRAM", key);
 	if (q->retry_max_ms < q->retry_base_ms)
 		return qw_conf_fail(p, p->qline, "[queue %s]: retry_max is below retry_base", q->name);
 	/* A cooldown alone would read as a breaker that is on. */
-	if (p->cooldown_line != 0 && q->breaker_failures == 0)
-		return qw_conf_fail(p, p->cooldown_line, "breaker_cooldown: [queue %s] sets no "
+	if ((line = qw_conf_line_of(p, "breaker_cooldown")) != 0 && q->breaker_failures == 0)
+		return qw_conf_fail(p, line, "breaker_cooldown: [queue %s] sets no "
 		    "breaker_failures (1 or more), so it has no circuit breaker to cool down",
 		    q->name);
 	return 0;
@@ -735,7 +883,6 @@ qw_conf_section(struct qw_conf_parser *p, char *name)
 	if (qw_conf_end_section(p) < 0)
 		return -1;
 	p->seen = 0;
-	p->cooldown_line = 0;
 	p->in_section = true;
 	if (strcmp(name, "redis") == 0) {
 		p->sect = S_REDIS;
@@ -842,6 +989,7 @@ qw_conf_defaults(struct qw_conf *c, const char *path)
 	c->kill_grace_ms = 5 * 1000;
 	c->lease_timeout_ms = 15 * 1000;
 	c->log_level = LOG_INFO;
+	c->wait_timeout_ms = 1000;
 	return c->path && c->redis_address && c->prefix ? 0 : -1;
 }
 
@@ -862,22 +1010,25 @@ qw_conf_default_instance(struct qw_conf *c)
 	return asprintf(&c->instance, "%s:%.*s", host, (int)blen, base) < 0 ? -1 : 0;
 }
 
+/* The first line of FILE (set on LINE by KEY), or without one of
+ * $CREDENTIALS_DIRECTORY/CRED when that exists (systemd's LoadCredential=);
+ * *OUT stays NULL when there is neither. */
 static int
-qw_conf_read_password(struct qw_conf_parser *p)
+qw_conf_read_secret(struct qw_conf_parser *p, const char *file, unsigned line,
+    const char *key, const char *cred, char **out)
 {
-	struct qw_conf *c = p->conf;
-	char *path = NULL, *line = NULL;
+	char *path = NULL, *first = NULL;
 	size_t cap = 0;
 	FILE *f;
 	int rc = -1;
 
-	if (c->password_file != NULL) {
-		path = strdup(c->password_file);
+	if (file != NULL) {
+		path = strdup(file);
 	} else {
-		const char *cred = getenv("CREDENTIALS_DIRECTORY");
-		if (cred == NULL)
+		const char *dir = getenv("CREDENTIALS_DIRECTORY");
+		if (dir == NULL)
 			return 0;
-		if (asprintf(&path, "%s/redis.pass", cred) < 0)
+		if (asprintf(&path, "%s/%s", dir, cred) < 0)
 			path = NULL;
 		else if (access(path, F_OK) < 0) {
 			free(path);
@@ -888,26 +1039,74 @@ qw_conf_read_password(struct qw_conf_parser *p)
 		return qw_conf_fail(p, 0, "out of memory");
 	f = fopen(path, "r");
 	if (f == NULL) {
-		qw_conf_fail(p, c->password_file ? p->pwline : 0, "password_file: %s: %s", path,
-		    strerror(errno));
+		qw_conf_fail(p, file ? line : 0, "%s: %s: %s", key, path, strerror(errno));
 		goto out;
 	}
-	ssize_t n = getline(&line, &cap, f);
+	ssize_t n = getline(&first, &cap, f);
 	fclose(f);
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = '\0';
+	while (n > 0 && (first[n - 1] == '\n' || first[n - 1] == '\r'))
+		first[--n] = '\0';
 	if (n <= 0) {
-		qw_conf_fail(p, c->password_file ? p->pwline : 0,
-		    "password_file: %s: empty first line", path);
+		qw_conf_fail(p, file ? line : 0, "%s: %s: empty first line", key, path);
 		goto out;
 	}
-	c->password = line;
-	line = NULL;
+	*out = first;
+	first = NULL;
 	rc = 0;
 out:
-	free(line);
+	free(first);
 	free(path);
 	return rc;
+}
+
+static int
+qw_conf_read_password(struct qw_conf_parser *p)
+{
+	struct qw_conf *c = p->conf;
+
+	if (qw_conf_read_secret(p, c->password_file, p->pwline, "password_file", "redis.pass",
+	    &c->password) < 0)
+		return -1;
+	if (c->nsentinels == 0)
+		return 0;
+	return qw_conf_read_secret(p, c->sentinel_password_file, p->spwline,
+	    "sentinel_password_file", "sentinel.pass", &c->sentinel_password);
+}
+
+/* The [redis] keys that go together: sentinels with master_name and
+ * without address; WAIT short enough that the leases renewed on the same
+ * connection are not held up past their time. */
+static int
+qw_conf_check_redis(struct qw_conf_parser *p)
+{
+	const struct qw_conf *c = p->conf;
+
+	if (p->sentline != 0 && p->nameline == 0)
+		return qw_conf_fail(p, p->sentline, "sentinels: master_name must be set too "
+		    "(the name the sentinels know the master by)");
+	if (p->nameline != 0 && p->sentline == 0)
+		return qw_conf_fail(p, p->nameline, "master_name: sentinels must be set too");
+	if (p->sentline != 0 && p->addrline != 0)
+		return qw_conf_fail(p, p->addrline > p->sentline ? p->addrline : p->sentline,
+		    "address and sentinels exclude each other: with sentinels, they name the "
+		    "master");
+	if (p->spwline != 0 && p->sentline == 0)
+		return qw_conf_fail(p, p->spwline, "sentinel_password_file: sentinels are not set");
+	if (p->sentline != 0) {
+		/* For the log and STATUS= only: redis.c connects where the
+		 * sentinels say. */
+		free(p->conf->redis_address);
+		if (asprintf(&p->conf->redis_address, "master %s (via Sentinel)",
+		    c->master_name) < 0) {
+			p->conf->redis_address = NULL;
+			return qw_conf_fail(p, 0, "out of memory");
+		}
+	}
+	if (c->wait_replicas > 0 && c->wait_timeout_ms * 4 > c->lease_timeout_ms)
+		return qw_conf_fail(p, p->wtline, "wait_timeout: %llums is more than a quarter of "
+		    "lease_timeout (%llums): a WAIT holds up the lease renewals behind it",
+		    (unsigned long long)c->wait_timeout_ms, (unsigned long long)c->lease_timeout_ms);
+	return 0;
 }
 
 int
@@ -957,7 +1156,7 @@ qw_conf_load(const char *path, struct qw_conf **out, char **err)
 		qw_conf_fail(&p, 0, "out of memory");
 		goto out;
 	}
-	if (qw_conf_read_password(&p) < 0)
+	if (qw_conf_check_redis(&p) < 0 || qw_conf_read_password(&p) < 0)
 		goto out;
 	*out = p.conf;
 	p.conf = NULL;
@@ -979,6 +1178,7 @@ qw_conf_free(struct qw_conf *c)
 	for (size_t i = 0; i < c->nqueues; i++) {
 		free(c->queues[i].name);
 		qw_conf_free_argv(c->queues[i].argv);
+		qw_conf_free_argv(c->queues[i].worker_argv);
 		qw_plugin_unload(c->queues[i].plugin);
 	}
 	free(c->queues);
@@ -995,6 +1195,14 @@ qw_conf_free(struct qw_conf *c)
 		explicit_bzero(c->password, strlen(c->password));
 	free(c->password);
 	free(c->prefix);
+	for (size_t i = 0; i < c->nsentinels; i++)
+		free(c->sentinels[i]);
+	free(c->sentinels);
+	free(c->master_name);
+	free(c->sentinel_password_file);
+	if (c->sentinel_password != NULL)
+		explicit_bzero(c->sentinel_password, strlen(c->sentinel_password));
+	free(c->sentinel_password);
 	free(c->instance);
 	free(c->metrics_listen);
 	free(c);

@@ -25,6 +25,10 @@ struct qw_queue_conf {
 	char *name;
 	char **argv;		/* exec handler, argv[0] resolved to an absolute path */
 	struct qw_plugin *plugin;	/* or an in-process handler (owned) */
+	char **worker_argv;	/* or persistent workers (SPEC 12), resolved like argv */
+	unsigned worker_processes;
+	unsigned worker_inflight;	/* jobs outstanding per worker process */
+	unsigned worker_max_jobs;	/* jobs before a process is replaced; 0: never */
 	uint64_t timeout_ms;
 	uint64_t retry_base_ms;
 	uint64_t retry_max_ms;
@@ -61,6 +65,16 @@ struct qw_conf {
 	char *password_file;
 	char *password;		/* read at load time; NULL when none */
 	char *prefix;
+	/* Sentinel (instead of redis_address): the sentinels' IP:PORT
+	 * addresses and the master's name; the password is read at load time. */
+	char **sentinels;
+	size_t nsentinels;
+	char *master_name;
+	char *sentinel_password_file;
+	char *sentinel_password;	/* NULL when none */
+	/* Claims and results are confirmed by WAIT wait_replicas (0: not). */
+	unsigned wait_replicas;
+	uint64_t wait_timeout_ms;
 	/* [workers] */
 	unsigned concurrency;
 	uint64_t shutdown_timeout_ms;

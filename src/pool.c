@@ -26,6 +26,7 @@
 #include "fmt.h"
 #include "log.h"
 #include "pool_int.h"
+#include "sentinel.h"
 #include "token.h"
 
 extern char **environ;
@@ -126,7 +127,33 @@ qw_pool_stopping(const struct qw_pool *pool)
 unsigned
 qw_pool_cap(const struct qw_queue *q)
 {
-	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
+	unsigned cap = q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
+
+	if (q->worker != NULL && qw_worker_group_capacity(q->worker) < cap)
+		cap = qw_worker_group_capacity(q->worker);
+	return cap;
+}
+
+const char *
+qw_pool_handler_name(const struct qw_queue *q)
+{
+	if (q->plugin != NULL)
+		return qw_plugin_path(q->plugin);
+	return q->qc.worker_argv != NULL ? q->qc.worker_argv[0] : q->qc.argv[0];
+}
+
+/* A worker queue takes no more than its ready processes have room for,
+ * less the slots a fetch in flight holds for them. */
+static unsigned
+qw_pool_worker_room(const struct qw_queue *q, unsigned room)
+{
+	unsigned free_now;
+
+	if (q->worker == NULL)
+		return room;
+	free_now = qw_worker_group_room(q->worker);
+	free_now = free_now > q->asked_slots ? free_now - q->asked_slots : 0;
+	return room < free_now ? room : free_now;
 }
 
 /* The fetch gate's bound: what the queue may hold in its active hash while
@@ -150,6 +177,7 @@ qw_pool_room(const struct qw_queue *q)
 
 	if (q->lease != QW_LEASE_HELD || q->fetch == QW_FETCH_PAUSED)
 		return 0;
+	room = qw_pool_worker_room(q, room);
 	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
 		room = nbuf;
 	if (room > nbuf && room - nbuf > gate)
@@ -301,6 +329,38 @@ qw_pool_start_plugin(struct qw_queue *q)
 	return 0;
 }
 
+static void
+qw_pool_worker_changed(void *arg)
+{
+	qw_pool_dirty(arg);
+}
+
+static void
+qw_pool_worker_conf(const struct qw_pool *pool, const struct qw_queue *q,
+    const struct qw_queue_conf *qc, struct qw_worker_conf *wc)
+{
+	wc->queue = q->name;
+	wc->argv = qc->worker_argv;
+	wc->env = pool->env;
+	wc->nenv = pool->nenv;
+	wc->processes = qc->worker_processes;
+	wc->inflight = qc->worker_inflight;
+	wc->max_jobs = qc->worker_max_jobs;
+	wc->kill_grace_ms = pool->conf->kill_grace_ms;
+}
+
+/* Starts a worker queue's processes (SPEC 12). */
+static int
+qw_pool_start_workers(struct qw_queue *q)
+{
+	struct qw_worker_conf wc;
+
+	qw_pool_worker_conf(q->pool, q, &q->qc, &wc);
+	q->worker = qw_worker_group_new(q->pool->base, q->pool->execs, &wc,
+	    qw_pool_worker_changed, q->pool);
+	return q->worker == NULL ? -1 : 0;
+}
+
 static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
@@ -336,6 +396,8 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 		return -1;
 	if (qc->plugin != NULL && qw_pool_start_plugin(q) < 0)
 		return -1;
+	if (qc->worker_argv != NULL && qw_pool_start_workers(q) < 0)
+		return -1;
 	return 0;
 }
 
@@ -350,6 +412,7 @@ qw_pool_fini_queue(struct qw_queue *q)
 	for (size_t i = 0; q->recs.bucket != NULL && i < 3; i++)
 		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
 			qw_run_drop(rec->run);
+	qw_worker_group_free(q->worker);
 	if (q->recs.bucket != NULL)
 		qw_record_set_fini(&q->recs);
 	if (q->promote_ev != NULL)
@@ -438,6 +501,8 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	if (pool->flush_ev == NULL || pool->eval_ev == NULL || pool->execs == NULL || pool->workers == NULL ||
 	    qw_pool_init_env(pool) < 0)
 		goto fail;
+	if (conf->nsentinels > 0 && (pool->sentinel = qw_sentinel_new(base, conf)) == NULL)
+		goto fail;
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
 	if (pool->queues == NULL)
 		goto fail;
@@ -449,7 +514,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	}
 	if (qw_lease_init(pool) < 0)
 		goto fail;
-	pool->redis = qw_redis_new(base, dns, conf, "main", true, qw_pool_redis_cb, pool);
+	pool->redis = qw_redis_new(base, dns, pool->sentinel, conf, "main", true, qw_pool_redis_cb, pool);
 	if (pool->redis == NULL)
 		goto fail;
 	return pool;
@@ -477,6 +542,7 @@ qw_pool_free(struct qw_pool *pool)
 		}
 		free(pool->queues);
 	}
+	qw_sentinel_free(pool->sentinel);	/* after every connection it names the master to */
 	qw_execs_free(pool->execs);
 	if (pool->flush_ev != NULL)
 		event_free(pool->flush_ev);
@@ -604,16 +670,19 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 			    "written: %s", q->qc.name, qw_pool_settle_room(q) == 0 ?
 			    "fetching stopped: " : "", held, why);
 	}
-	for (size_t i = 0; i < pool->nqueues && off < len; i++)
-		if (pool->queues[i].paused_seen)
-			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused",
-			    pool->queues[i].qc.name);
-	for (size_t i = 0; i < pool->nqueues && off < len; i++)
-		if (pool->queues[i].qc.breaker_failures > 0 &&
-		    pool->queues[i].breaker_seen != QW_BREAKER_CLOSED)
+	for (size_t i = 0; i < pool->nqueues && off < len; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		const char *trouble = q->worker ? qw_worker_group_trouble(q->worker) : NULL;
+
+		if (q->paused_seen)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused", q->qc.name);
+		if (q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED && off < len)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s breaker %s",
-			    pool->queues[i].qc.name,
-			    qw_flow_breaker_name(pool->queues[i].breaker_seen));
+			    q->qc.name, qw_flow_breaker_name(q->breaker_seen));
+		if (trouble != NULL && off < len)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s: %s", q->qc.name,
+			    trouble);
+	}
 	if (pool->policy_warning != NULL && off < len)
 		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++)
@@ -654,6 +723,17 @@ qw_pool_quiet(struct qw_pool *pool, bool quiet)
 	}
 }
 
+static bool
+qw_pool_same_sentinels(const struct qw_conf *a, const struct qw_conf *b)
+{
+	if (a->nsentinels != b->nsentinels)
+		return false;
+	for (size_t i = 0; i < a->nsentinels; i++)
+		if (strcmp(a->sentinels[i], b->sentinels[i]) != 0)
+			return false;
+	return a->nsentinels == 0 || strcmp(a->master_name, b->master_name) == 0;
+}
+
 int
 qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why)
 {
@@ -678,17 +758,35 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 			*why = "a queue's plugin cannot change without a restart";
 			return -1;
 		}
+		if ((q->worker == NULL) != (match[i]->worker_argv == NULL)) {
+			*why = "a queue cannot change to or from worker = without a restart";
+			return -1;
+		}
 	}
 	if ((ml == NULL) != (oml == NULL) || (ml != NULL && strcmp(ml, oml) != 0)) {
 		*why = "metrics_listen cannot change without a restart";
 		return -1;
 	}
+	if (!qw_pool_same_sentinels(conf, pool->conf)) {
+		*why = "sentinels and master_name cannot change without a restart";
+		return -1;
+	}
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	for (size_t i = 0; i < pool->nqueues; i++) {
-		pool->queues[i].qc = *match[i];
-		pool->queues[i].qc.name = pool->queues[i].name;
+		struct qw_queue *q = &pool->queues[i];
+		struct qw_worker_conf wc;
+		q->qc = *match[i];
+		q->qc.name = q->name;
+		if (q->worker == NULL)
+			continue;
+		/* As an exec queue's next job runs the program as it is now:
+		 * the old processes get S, new ones start. */
+		qw_pool_worker_conf(pool, q, &q->qc, &wc);
+		qw_worker_group_reconfigure(q->worker, &wc);
 	}
+	if (pool->sentinel != NULL)
+		qw_sentinel_reconfigure(pool->sentinel, conf);
 	qw_redis_reconfigure(pool->redis, conf);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].blk != NULL)
@@ -716,7 +814,9 @@ qw_pool_drain_left(const struct qw_pool *pool)
 		return true;
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].fetch == QW_FETCH_ASKING ||
-		    pool->queues[i].recs.n[QW_REC_BUFFERED] > 0)
+		    pool->queues[i].recs.n[QW_REC_BUFFERED] > 0 ||
+		    (pool->queues[i].worker != NULL &&
+		    qw_worker_group_live(pool->queues[i].worker) > 0))
 			return true;
 	return false;
 }
@@ -761,6 +861,8 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 		for (size_t i = 0; i < pool->nqueues; i++) {
 			qw_fetch_abandon_wake(&pool->queues[i], true);
 			qw_fetch_give_back(&pool->queues[i]);
+			if (pool->queues[i].worker != NULL)
+				qw_worker_group_stop(pool->queues[i].worker);
 		}
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}
