@@ -296,7 +296,8 @@ static const char qw_lua_fetch[] =
  * batch sent twice counts once): while closed, a success resets the count
  * of failures in a row and N of them open it for COOLDOWN-MS; half-open,
  * the trial job's result closes or opens it; results of jobs that started
- * before it opened are ignored. */
+ * before it opened are ignored. A breaker closed with no failure in a row
+ * has no hash: most results of a healthy queue write nothing. */
 static const char qw_lua_settle[] =
     QW_LUA_WRONG
     QW_LUA_RELEASE
@@ -385,7 +386,11 @@ static const char qw_lua_settle[] =
     "      end\n"
     "    end\n"
     "  end\n"
-    "  redis.call('HSET', KEYS[9], 'state', st, 'failures', fails)\n"
+    "  if st == 'closed' and fails == 0 then\n"
+    "    if b[1] or b[2] then redis.call('DEL', KEYS[9]) end\n"
+    "  elseif st ~= from or fails ~= (tonumber(b[2]) or 0) then\n"
+    "    redis.call('HSET', KEYS[9], 'state', st, 'failures', fails)\n"
+    "  end\n"
     "  if st ~= from then\n"
     "    moved = from .. ' ' .. st\n"
     "    redis.call('HDEL', KEYS[9], 'trial', 'trial_key')\n"
