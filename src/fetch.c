@@ -302,7 +302,8 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	 * reconcile has checked these jobs. */
 	if (!lost && q->lease == QW_LEASE_HELD && wait_ms > 0) {
 		qw_fetch_move(q, QW_FETCH_LIMITED);
-		qw_clock_arm(q->fetch_retry_ev, wait_ms);
+		qw_clock_arm(q->fetch_retry_ev, wait_ms < QW_FLOW_WAIT_MAX_MS ? wait_ms :
+		    QW_FLOW_WAIT_MAX_MS);
 		return;
 	}
 	qw_fetch_move(q, lost || q->lease != QW_LEASE_HELD ? QW_FETCH_OFF :

@@ -34,6 +34,10 @@
  * instances), or by a half-open breaker's trial elsewhere, waits before it
  * asks again; its own results written end the wait at once. */
 #define QW_FLOW_RETRY_MS 250
+/* The longest a held queue waits before it asks again, whatever the wait it
+ * was given: an operator's DEL of the breaker or rate key, or a reload, is
+ * seen within this. */
+#define QW_FLOW_WAIT_MAX_MS 5000
 /* How many buffered jobs past the next one a started mark covers, at least
  * (qw_pool_say_started). */
 #define QW_STARTED_AHEAD 32

@@ -283,3 +283,23 @@ def test_trial_of_a_dead_instance_is_released_by_recovery(r, daemon, tmp):
     wait_until(lambda: breaker(r) == {}, 20, what="closed by the survivor")
     assert "circuit breaker closed" in live.log()
     wait_until(lambda: stats(r, "f").get("succeeded", 0) == 1, what="the trial job succeeded")
+
+
+def test_deleting_the_breaker_closes_it(r, daemon, tmp):
+    """An operator's DEL of an open breaker (cool-down 1h) lets the jobs run:
+    the held instance asks again within 5 seconds whatever it was told."""
+    marks, mode, gate = (os.path.join(tmp, n) for n in ("marks", "mode", "gate"))
+    h = flow_handler(tmp, marks, mode, gate)
+    setf(mode, "fail")
+    d = daemon()
+    d.conf({"f": "handler = %s\nmax_attempts = 1\nbreaker_failures = 1\n"
+                 "breaker_cooldown = 1h\n" % h})
+    d.start()
+    r.lpush("qw:{f}:pending", "x")
+    wait_until(lambda: breaker(r).get("state") == "open", what="the breaker open")
+    setf(mode, "ok")
+    r.lpush("qw:{f}:pending", *["j%d" % i for i in range(3)])
+    d.wait_message("queue f breaker open")
+    assert r.llen("qw:{f}:pending") == 3
+    r.delete("qw:{f}:breaker")
+    wait_until(lambda: stats(r, "f").get("succeeded", 0) == 3, 20, what="the jobs run")
