@@ -303,3 +303,28 @@ def test_deleting_the_breaker_closes_it(r, daemon, tmp):
     assert r.llen("qw:{f}:pending") == 3
     r.delete("qw:{f}:breaker")
     wait_until(lambda: stats(r, "f").get("succeeded", 0) == 3, 20, what="the jobs run")
+
+
+def test_reload_applies_flow_keys(r, daemon, tmp):
+    """A reload that turns the breaker off lets the jobs of an open breaker
+    run; one that sets global_concurrency holds the queue to it."""
+    marks, mode, gate = (os.path.join(tmp, n) for n in ("marks", "mode", "gate"))
+    h = flow_handler(tmp, marks, mode, gate)
+    setf(mode, "fail")
+    d = daemon()
+    d.conf({"f": "handler = %s\nmax_attempts = 1\nbreaker_failures = 1\n"
+                 "breaker_cooldown = 1h\n" % h})
+    d.start()
+    r.lpush("qw:{f}:pending", "x")
+    wait_until(lambda: breaker(r).get("state") == "open", what="the breaker open")
+    setf(mode, "ok")
+    open(gate, "w").close()
+    d.conf({"f": "handler = %s\nmax_attempts = 1\nglobal_concurrency = 2\n" % h})
+    d.signal(signal.SIGHUP)
+    d.wait_log("reloaded")
+    r.lpush("qw:{f}:pending", *["j%d" % i for i in range(6)])
+    wait_until(lambda: len(read_lines(marks)) == 1 + 2, what="2 jobs run")
+    wait_until(lambda: "fetch asking -> limited" in d.log(), what="held by its limit")
+    assert r.hlen("qw:{f}:active:test-1") == 2 and len(read_lines(marks)) == 1 + 2
+    os.unlink(gate)
+    wait_until(lambda: stats(r, "f").get("succeeded", 0) == 6, 20, what="the jobs run")
