@@ -75,6 +75,7 @@ struct qw_conf_parser {
 	unsigned qline;			/* line of the current [queue] header */
 	unsigned pwline;		/* line of password_file */
 	uint64_t seen;			/* keys set in the current section */
+	bool client;			/* for qworkerctl: handlers and plugins unread */
 	struct qw_conf *conf;
 	char *err;
 };
@@ -495,8 +496,12 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		*(unsigned *)((char *)base + k->off) = QW_PREFETCH_AUTO;
 		return 0;
 	case T_HANDLER:
+		if (p->client)
+			return 0;
 		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
 	case T_PLUGIN: {
+		if (p->client)
+			return 0;
 		char *why;
 		struct qw_plugin *pl;
 		if (val[0] != '/')
@@ -538,7 +543,7 @@ qw_conf_end_section(struct qw_conf_parser *p)
 {
 	struct qw_queue_conf *q;
 
-	if (!p->in_section || p->sect != S_QUEUE)
+	if (!p->in_section || p->sect != S_QUEUE || p->client)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
 	if (q->argv == NULL && q->plugin == NULL)
@@ -727,10 +732,10 @@ out:
 	return rc;
 }
 
-int
-qw_conf_load(const char *path, struct qw_conf **out, char **err)
+static int
+qw_conf_load_as(const char *path, struct qw_conf **out, char **err, bool client)
 {
-	struct qw_conf_parser p = { .path = path };
+	struct qw_conf_parser p = { .path = path, .client = client };
 	char *line = NULL;
 	size_t cap = 0;
 	FILE *f = NULL;
@@ -764,7 +769,7 @@ qw_conf_load(const char *path, struct qw_conf **out, char **err)
 	}
 	if (qw_conf_end_section(&p) < 0)
 		goto out;
-	if (p.conf->nqueues == 0) {
+	if (p.conf->nqueues == 0 && !client) {
 		qw_conf_fail(&p, 0, "no [queue NAME] section: nothing to do");
 		goto out;
 	}
@@ -784,6 +789,18 @@ out:
 	qw_conf_free(p.conf);
 	*err = p.err;
 	return rc;
+}
+
+int
+qw_conf_load(const char *path, struct qw_conf **out, char **err)
+{
+	return qw_conf_load_as(path, out, err, false);
+}
+
+int
+qw_conf_load_client(const char *path, struct qw_conf **out, char **err)
+{
+	return qw_conf_load_as(path, out, err, true);
 }
 
 void

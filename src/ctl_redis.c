@@ -1,0 +1,229 @@
+/* ctl_redis.c - owns qworkerctl's one blocking connection: the address,
+ * db and password as the daemon takes them from its configuration file
+ * (conf.c), or -a; and what a failure means as an exit status. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "ctl.h"
+
+static const char *
+qw_ctl_address(const struct qw_ctl *ctl)
+{
+	if (ctl->address != NULL)
+		return ctl->address;
+	return ctl->conf != NULL ? ctl->conf->redis_address : "127.0.0.1:6379";
+}
+
+/* With -a and no configuration file, the password is where systemd puts
+ * the daemon's credentials, if there is one: $CREDENTIALS_DIRECTORY/redis.pass. */
+static void
+qw_ctl_read_credential(struct qw_ctl *ctl)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	char path[4096], *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	FILE *f;
+
+	if (dir == NULL || snprintf(path, sizeof(path), "%s/redis.pass", dir) >= (int)sizeof(path))
+		return;
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	n = getline(&line, &cap, f);
+	fclose(f);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	if (n > 0)
+		ctl->password = line;
+	else
+		free(line);
+}
+
+static redisContext *
+qw_ctl_open(const char *addr, struct timeval tv)
+{
+	char host[256];
+	const char *colon;
+	size_t hlen;
+
+	if (strncmp(addr, "unix:", 5) == 0)
+		return redisConnectUnixWithTimeout(addr + 5, tv);
+	colon = strrchr(addr, ':');
+	if (colon == NULL)
+		return NULL;
+	hlen = (size_t)(colon - addr);
+	if (hlen >= 2 && addr[0] == '[' && addr[hlen - 1] == ']') {
+		addr++;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return NULL;
+	memcpy(host, addr, hlen);
+	host[hlen] = '\0';
+	return redisConnectWithTimeout(host, atoi(colon + 1), tv);
+}
+
+/* AUTH, SELECT and a PING that proves both worked. */
+static int
+qw_ctl_hello(struct qw_ctl *ctl, const char *password, unsigned db)
+{
+	redisReply *r;
+
+	if (password != NULL) {
+		r = redisCommand(ctl->c, "AUTH %s", password);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR)
+			goto fail;
+		freeReplyObject(r);
+	}
+	if (db != 0) {
+		r = redisCommand(ctl->c, "SELECT %u", db);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR)
+			goto fail;
+		freeReplyObject(r);
+	}
+	r = redisCommand(ctl->c, "PING");
+	if (r == NULL || r->type == REDIS_REPLY_ERROR)
+		goto fail;
+	freeReplyObject(r);
+	return 0;
+fail:
+	ctl->fail = qw_ctl_fail(ctl, r, NULL);
+	if (r != NULL)
+		freeReplyObject(r);
+	return ctl->fail;
+}
+
+int
+qw_ctl_connect(struct qw_ctl *ctl)
+{
+	struct timeval tv = { (time_t)(ctl->timeout_ms / 1000),
+		(suseconds_t)(ctl->timeout_ms % 1000 * 1000) };
+	const char *addr = qw_ctl_address(ctl);
+	const char *pw;
+
+	if (ctl->conf == NULL)
+		qw_ctl_read_credential(ctl);
+	pw = ctl->conf != NULL ? ctl->conf->password : ctl->password;
+	ctl->c = qw_ctl_open(addr, tv);
+	if (ctl->c == NULL) {
+		qw_ctl_err("redis %s: not an address (host:port or unix:/path)", addr);
+		return QW_CTL_USAGE;
+	}
+	if (ctl->c->err) {
+		qw_ctl_err("redis %s: cannot connect: %s", addr, ctl->c->errstr);
+		return QW_CTL_UNAVAILABLE;
+	}
+	redisSetTimeout(ctl->c, tv);
+	return qw_ctl_hello(ctl, pw, ctl->conf != NULL ? ctl->conf->db : 0);
+}
+
+void
+qw_ctl_disconnect(struct qw_ctl *ctl)
+{
+	if (ctl->c != NULL)
+		redisFree(ctl->c);
+	ctl->c = NULL;
+	if (ctl->password != NULL)
+		explicit_bzero(ctl->password, strlen(ctl->password));
+	free(ctl->password);
+	ctl->password = NULL;
+}
+
+/* Which exit status an error reply stands for, by its first word. */
+static int
+qw_ctl_error_status(const char *err)
+{
+	static const char *const temp[] = { "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+		"READONLY", "CLUSTERDOWN", "OOM" };
+	static const char *const refused[] = { "NOAUTH", "WRONGPASS", "NOPERM" };
+
+	for (size_t i = 0; i < sizeof(temp) / sizeof(temp[0]); i++)
+		if (strncmp(err, temp[i], strlen(temp[i])) == 0)
+			return QW_CTL_TEMPFAIL;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (strncmp(err, refused[i], strlen(refused[i])) == 0)
+			return QW_CTL_UNAVAILABLE;
+	return QW_CTL_DATAERR;
+}
+
+int
+qw_ctl_fail(struct qw_ctl *ctl, const redisReply *reply, const char *what)
+{
+	const char *addr = qw_ctl_address(ctl);
+	int st;
+
+	if (reply == NULL) {
+		const char *why = ctl->c->errstr[0] ? ctl->c->errstr : "no reply";
+		st = ctl->c->err == REDIS_ERR_IO && errno == EAGAIN ? QW_CTL_TEMPFAIL :
+		    QW_CTL_UNAVAILABLE;
+		if (st == QW_CTL_TEMPFAIL)
+			why = "no reply in time (see --timeout)";
+		qw_ctl_err("redis %s: %s%s%s", addr, what ? what : "", what ? ": " : "", why);
+		return st;
+	}
+	if (reply->type != REDIS_REPLY_ERROR) {
+		qw_ctl_err("redis %s: %s%sunexpected reply of type %d", addr, what ? what : "",
+		    what ? ": " : "", reply->type);
+		return QW_CTL_DATAERR;
+	}
+	st = qw_ctl_error_status(reply->str);
+	qw_ctl_err("redis %s: %s%s%.*s", addr, what ? what : "", what ? ": " : "",
+	    (int)reply->len, reply->str);
+	return st;
+}
+
+redisReply *
+qw_ctl_cmd(struct qw_ctl *ctl, const char *fmt, ...)
+{
+	redisReply *r;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = redisvCommand(ctl->c, fmt, ap);
+	va_end(ap);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+		ctl->fail = qw_ctl_fail(ctl, r, NULL);
+		if (r != NULL)
+			freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+redisReply *
+qw_ctl_cmdv_raw(struct qw_ctl *ctl, int argc, const char **argv, const size_t *lens)
+{
+	return redisCommandArgv(ctl->c, argc, argv, lens);
+}
+
+int64_t
+qw_ctl_now(struct qw_ctl *ctl)
+{
+	redisReply *r = qw_ctl_cmd(ctl, "TIME");
+	int64_t now = -1;
+
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+		now = strtoll(r->element[0]->str, NULL, 10) * 1000 +
+		    strtoll(r->element[1]->str, NULL, 10) / 1000;
+	freeReplyObject(r);
+	return now;
+}
+
+const char *
+qw_ctl_key(struct qw_ctl *ctl, char *buf, size_t len, const char *queue, enum qw_key which,
+    const char *instance)
+{
+	if (qw_keys_instance(buf, len, ctl->prefix, queue, which, instance) < 0)
+		snprintf(buf, len, "?");
+	return buf;
+}
