@@ -123,7 +123,7 @@ qw_ctl_move_report(struct qw_ctl *ctl, const struct qw_ctl_move *m,
 		if (!done[i]) {
 			nmissed++;
 			qw_ctl_err("queue %s: job %s: no longer in %s (taken or changed meanwhile); "
-			    "left alone", m->queue, id ? id : "?", qw_ctl_where_name(m->from));
+			    "left alone", m->queue, id ? id : "?", qw_ctl_where_name(jobs->v[i].where));
 		} else if (!ctl->json) {
 			printf("%s %s\n", m->verb, id ? id : "?");
 		}
@@ -139,17 +139,16 @@ qw_ctl_move_report(struct qw_ctl *ctl, const struct qw_ctl_move *m,
 	return nmissed > 0 ? QW_CTL_NOTFOUND : 0;
 }
 
-/* Moves JOBS as M says, NEWS (may be NULL) what each becomes. */
+/* Moves JOBS as M says, NEWS (may be NULL) what each becomes; DONE[i]
+ * says which moved. */
 static int
-qw_ctl_move(struct qw_ctl *ctl, const struct qw_ctl_move *m, struct qw_ctl_jobs *jobs,
-    char **news, size_t *nlens)
+qw_ctl_move_run(struct qw_ctl *ctl, const struct qw_ctl_move *m, struct qw_ctl_jobs *jobs,
+    char **news, size_t *nlens, int *done)
 {
-	int *done = calloc(jobs->n + 1, sizeof(*done));
 	char **none = news ? NULL : calloc(jobs->n + 1, sizeof(*none));
 	int rc = 0;
 
-	if (done == NULL || (news == NULL && none == NULL)) {
-		free(done);
+	if (news == NULL && none == NULL) {
 		qw_ctl_err("out of memory");
 		return QW_CTL_TEMPFAIL;
 	}
@@ -157,10 +156,26 @@ qw_ctl_move(struct qw_ctl *ctl, const struct qw_ctl_move *m, struct qw_ctl_jobs 
 		size_t n = jobs->n - i < QW_CTL_BATCH ? jobs->n - i : QW_CTL_BATCH;
 		rc = qw_ctl_move_batch(ctl, m, jobs, news ? news : none, nlens, i, n, done);
 	}
+	free(none);
+	return rc;
+}
+
+/* The same, then the report. */
+static int
+qw_ctl_move(struct qw_ctl *ctl, const struct qw_ctl_move *m, struct qw_ctl_jobs *jobs,
+    char **news, size_t *nlens)
+{
+	int *done = calloc(jobs->n + 1, sizeof(*done));
+	int rc;
+
+	if (done == NULL) {
+		qw_ctl_err("out of memory");
+		return QW_CTL_TEMPFAIL;
+	}
+	rc = qw_ctl_move_run(ctl, m, jobs, news, nlens, done);
 	if (rc == 0)
 		rc = qw_ctl_move_report(ctl, m, jobs, done);
 	free(done);
-	free(none);
 	return rc;
 }
 
@@ -228,33 +243,40 @@ qw_ctl_retried(const struct qw_ctl_job *j, size_t *len)
 	return out;
 }
 
-/* Moves the jobs in FROM (dead or scheduled) of JOBS to pending. */
+/* Moves the jobs of JOBS that are in FROM (dead or scheduled) to pending;
+ * DONE[i] says which moved. */
 static int
-qw_ctl_retry_from(struct qw_ctl *ctl, struct qw_ctl_jobs *jobs, enum qw_key from)
+qw_ctl_retry_from(struct qw_ctl *ctl, struct qw_ctl_jobs *jobs, enum qw_key from, int *done)
 {
 	struct qw_ctl_jobs sel = { 0 };
 	struct qw_ctl_move m = { ctl->args[0], from, QW_KEY_PENDING, "tail", "", "retried" };
 	char **news = calloc(jobs->n + 1, sizeof(*news));
-	size_t *lens = calloc(jobs->n + 1, sizeof(*lens));
+	size_t *lens = calloc(jobs->n + 1, sizeof(*lens)), *at = calloc(jobs->n + 1, sizeof(*at));
+	int *sdone = calloc(jobs->n + 1, sizeof(*sdone));
 	int rc = 0;
 
 	sel.v = calloc(jobs->n + 1, sizeof(*sel.v));
-	if (news == NULL || lens == NULL || sel.v == NULL) {
+	if (news == NULL || lens == NULL || at == NULL || sdone == NULL || sel.v == NULL) {
 		rc = QW_CTL_TEMPFAIL;
 		goto out;
 	}
 	for (size_t i = 0; i < jobs->n; i++)
 		if (jobs->v[i].where == from) {
 			news[sel.n] = qw_ctl_retried(&jobs->v[i], &lens[sel.n]);
+			at[sel.n] = i;
 			sel.v[sel.n++] = jobs->v[i];
 		}
 	if (sel.n > 0)
-		rc = qw_ctl_move(ctl, &m, &sel, news, lens);
+		rc = qw_ctl_move_run(ctl, &m, &sel, news, lens, sdone);
+	for (size_t i = 0; rc == 0 && i < sel.n; i++)
+		done[at[i]] = sdone[i];
 out:
-	for (size_t i = 0; i < sel.n; i++)
+	for (size_t i = 0; news != NULL && i < sel.n; i++)
 		free(news[i]);
 	free(news);
 	free(lens);
+	free(at);
+	free(sdone);
 	free(sel.v);	/* the jobs themselves are JOBS' */
 	return rc;
 }
@@ -262,17 +284,23 @@ out:
 int
 qw_ctl_retry(struct qw_ctl *ctl)
 {
+	struct qw_ctl_move m = { ctl->args[0], QW_KEY_DEAD, QW_KEY_PENDING, "tail", "", "retried" };
 	struct qw_ctl_jobs jobs = { 0 };
-	int rc = qw_ctl_jobs_check_queue(ctl, ctl->args[0], true), rc2;
+	int *done = NULL;
+	int rc = qw_ctl_jobs_check_queue(ctl, ctl->args[0], true);
 
 	if (rc == 0)
 		rc = qw_ctl_pick(ctl, 1, 1u << QW_KEY_DEAD | 1u << QW_KEY_SCHEDULED, QW_KEY_DEAD,
 		    &jobs);
-	if (rc == 0) {
-		rc = qw_ctl_retry_from(ctl, &jobs, QW_KEY_DEAD);
-		rc2 = qw_ctl_retry_from(ctl, &jobs, QW_KEY_SCHEDULED);
-		rc = rc ? rc : rc2;
-	}
+	if (rc == 0 && (done = calloc(jobs.n + 1, sizeof(*done))) == NULL)
+		rc = QW_CTL_TEMPFAIL;
+	if (rc == 0)
+		rc = qw_ctl_retry_from(ctl, &jobs, QW_KEY_DEAD, done);
+	if (rc == 0)
+		rc = qw_ctl_retry_from(ctl, &jobs, QW_KEY_SCHEDULED, done);
+	if (rc == 0)
+		rc = qw_ctl_move_report(ctl, &m, &jobs, done);
+	free(done);
 	qw_ctl_jobs_free(&jobs);
 	return rc;
 }
