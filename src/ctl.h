@@ -37,7 +37,8 @@ struct qw_ctl {
 	uint64_t timeout_ms;	/* for connect and each reply */
 	struct qw_conf *conf;	/* NULL when none was read */
 	redisContext *c;
-	char *password;		/* with -a and no config: from $CREDENTIALS_DIRECTORY */
+	char *password;		/* when the config has none (ctl_redis.c) */
+	char cred_hint[4200];	/* a credential we could not read, for errors */
 	int fail;		/* the exit status of the last failed command */
 	/* The command's own options. */
 	long n;			/* ls -n: at most this many, 0 all */

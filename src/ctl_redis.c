@@ -22,29 +22,70 @@ qw_ctl_address(const struct qw_ctl *ctl)
 	return ctl->conf != NULL ? ctl->conf->redis_address : "127.0.0.1:6379";
 }
 
-/* With -a and no configuration file, the password is where systemd puts
- * the daemon's credentials, if there is one: $CREDENTIALS_DIRECTORY/redis.pass. */
-static void
-qw_ctl_read_credential(struct qw_ctl *ctl)
+/* The first line of PATH into *OUT (malloc'd); -1 with errno set when it
+ * cannot be read, or is empty (errno 0). */
+static int
+qw_ctl_read_pass(const char *path, char **out)
 {
-	const char *dir = getenv("CREDENTIALS_DIRECTORY");
-	char path[4096], *line = NULL;
+	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	FILE *f;
 
-	if (dir == NULL || snprintf(path, sizeof(path), "%s/redis.pass", dir) >= (int)sizeof(path))
-		return;
 	if ((f = fopen(path, "r")) == NULL)
-		return;
+		return -1;
 	n = getline(&line, &cap, f);
 	fclose(f);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
-	if (n > 0)
-		ctl->password = line;
-	else
+	if (n <= 0) {
 		free(line);
+		errno = 0;
+		return -1;
+	}
+	*out = line;
+	return 0;
+}
+
+/* Where the password is when the configuration names none: with -a and no
+ * configuration file, $CREDENTIALS_DIRECTORY/redis.pass as the daemon reads
+ * it; outside systemd, the credential store its unit loads it from
+ * (qworkerd.service: qworkerd.redis.pass; qworkerd@NAME.service, whose
+ * configuration is NAME.conf: qworkerd@NAME.redis.pass). A store we may
+ * not read is remembered for the error message. */
+static void
+qw_ctl_find_password(struct qw_ctl *ctl)
+{
+	static const char *const stores[] = { "/etc/credstore", "/run/credstore" };
+	const char *dir = getenv("CREDENTIALS_DIRECTORY"), *base;
+	char path[4096], unit[512];
+	size_t blen;
+
+	if (ctl->conf != NULL && (ctl->conf->password != NULL || ctl->conf->password_file != NULL))
+		return;
+	if (dir != NULL) {
+		if (ctl->conf == NULL && snprintf(path, sizeof(path), "%s/redis.pass", dir) <
+		    (int)sizeof(path))
+			qw_ctl_read_pass(path, &ctl->password);
+		return;
+	}
+	base = strrchr(ctl->conf_path, '/');
+	base = base ? base + 1 : ctl->conf_path;
+	blen = strlen(base);
+	if (blen > 5 && strcmp(base + blen - 5, ".conf") == 0)
+		blen -= 5;
+	if (blen == 8 && strncmp(base, "qworkerd", 8) == 0)
+		snprintf(unit, sizeof(unit), "qworkerd");
+	else
+		snprintf(unit, sizeof(unit), "qworkerd@%.*s", (int)blen, base);
+	for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s.redis.pass", stores[i], unit);
+		if (qw_ctl_read_pass(path, &ctl->password) == 0)
+			return;
+		if (errno == EACCES && ctl->cred_hint[0] == '\0')
+			snprintf(ctl->cred_hint, sizeof(ctl->cred_hint), " (the password in %s is "
+			    "readable only by its owner: run qworkerctl as root)", path);
+	}
 }
 
 static redisContext *
@@ -109,9 +150,8 @@ qw_ctl_connect(struct qw_ctl *ctl)
 	const char *addr = qw_ctl_address(ctl);
 	const char *pw;
 
-	if (ctl->conf == NULL)
-		qw_ctl_read_credential(ctl);
-	pw = ctl->conf != NULL ? ctl->conf->password : ctl->password;
+	qw_ctl_find_password(ctl);
+	pw = ctl->conf != NULL && ctl->conf->password != NULL ? ctl->conf->password : ctl->password;
 	ctl->c = qw_ctl_open(addr, tv);
 	if (ctl->c == NULL) {
 		qw_ctl_err("redis %s: not an address (host:port or unix:/path)", addr);
@@ -175,8 +215,8 @@ qw_ctl_fail(struct qw_ctl *ctl, const redisReply *reply, const char *what)
 		return QW_CTL_DATAERR;
 	}
 	st = qw_ctl_error_status(reply->str);
-	qw_ctl_err("redis %s: %s%s%.*s", addr, what ? what : "", what ? ": " : "",
-	    (int)reply->len, reply->str);
+	qw_ctl_err("redis %s: %s%s%.*s%s", addr, what ? what : "", what ? ": " : "",
+	    (int)reply->len, reply->str, st == QW_CTL_UNAVAILABLE ? ctl->cred_hint : "");
 	return st;
 }
 

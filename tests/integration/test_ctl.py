@@ -4,6 +4,7 @@ the bad input it refuses, a race with a running daemon, and the EXAMPLES of
 its man page run as printed."""
 import json
 import os
+import socket
 import subprocess
 import threading
 
@@ -382,6 +383,20 @@ def test_unreachable_and_protected_redis(r, tmp):
     finally:
         srv.terminate()
         srv.wait(10)
+
+
+def test_silent_redis_is_a_temporary_failure(tmp):
+    """A server that accepts and never answers: exit 75 after --timeout."""
+    path = os.path.join(tmp, "silent.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(5)
+    try:
+        p = subprocess.run([QWORKERCTL, "-a", "unix:" + path, "--timeout", "300ms", "status"],
+                           capture_output=True, timeout=30)
+        assert p.returncode == 75 and b"no reply in time" in p.stderr, p.stderr
+    finally:
+        srv.close()
 
 
 # ---- a race with a running daemon ------------------------------------------
