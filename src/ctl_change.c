@@ -77,7 +77,9 @@ qw_ctl_move_batch(struct qw_ctl *ctl, const struct qw_ctl_move *m, struct qw_ctl
 	argv[k++] = qw_ctl_key(ctl, keys[1], sizeof(keys[1]), m->queue, m->to, NULL);
 	argv[k++] = qw_ctl_key(ctl, keys[2], sizeof(keys[2]), m->queue, QW_KEY_STATS, NULL);
 	argv[k++] = qw_ctl_key(ctl, keys[3], sizeof(keys[3]), m->queue, QW_KEY_UNIQUE, NULL);
-	argv[k++] = m->from == QW_KEY_SCHEDULED ? "zset" : "list";
+	/* Pending is read tail first (qw_ctl_jobs_read), dead head first. */
+	argv[k++] = m->from == QW_KEY_SCHEDULED ? "zset" : m->from == QW_KEY_PENDING ? "tail" :
+	    "head";
 	argv[k++] = m->mode;
 	argv[k++] = cap;
 	argv[k++] = m->counters;

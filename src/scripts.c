@@ -406,24 +406,28 @@ static const char qw_lua_forget[] =
  * exactly one key even while a daemon settles or fetches it at the same
  * moment: a job is moved only when it is still where qworkerctl read it.
  *
- * KEYS: from, to, stats, unique. ARGV: the type of from ('list' or
- * 'zset'), mode ('tail': to the tail of the list to, as a retry; 'dead':
+ * KEYS: from, to, stats, unique. ARGV: what from is ('head': a list
+ * searched from its head, 'tail': from its tail, 'zset'), mode ('tail': to the tail of the list to, as a retry; 'dead':
  * to the head of the dead list to, cut to dead_max; 'none': removed),
  * dead_max, counters to raise per job moved (space separated), then per
  * job four values: the member as read, the member to write, and its
  * unique_for hold (id and token, or two '') that ends with it. Returns per
- * job 1 moved or 0 not there any more (taken, settled or moved meanwhile). */
+ * job 1 moved or 0 not there any more (taken, settled or moved meanwhile).
+ * A list is searched from the end its jobs were read from, so that moving
+ * a whole list costs about one step per job, not one pass over the list. */
 const char qw_ctl_lua_move[] =
     QW_LUA_CHECK
     QW_LUA_RELEASE
     "local from, mode = ARGV[1], ARGV[2]\n"
-    "local err = check(KEYS[1], from) or (mode ~= 'none' and check(KEYS[2], 'list'))\n"
+    "local rank = from == 'tail' and -1 or 1\n"
+    "local err = check(KEYS[1], from == 'zset' and 'zset' or 'list')\n"
+    "  or (mode ~= 'none' and check(KEYS[2], 'list'))\n"
     "  or check(KEYS[3], 'hash')\n"
     "if err then return err end\n"
     "local out, moved, dead = {}, 0, 0\n"
     "for i = 5, #ARGV, 4 do\n"
     "  local old, here = ARGV[i], nil\n"
-    "  if from == 'list' then here = redis.call('LPOS', KEYS[1], old)\n"
+    "  if from ~= 'zset' then here = redis.call('LPOS', KEYS[1], old, 'RANK', rank)\n"
     "  else here = redis.call('ZSCORE', KEYS[1], old) end\n"
     "  if here then\n"
     "    if mode == 'tail' then redis.call('RPUSH', KEYS[2], ARGV[i + 1])\n"
@@ -431,7 +435,7 @@ const char qw_ctl_lua_move[] =
     "      redis.call('LPUSH', KEYS[2], ARGV[i + 1])\n"
     "      dead = dead + 1\n"
     "    end\n"
-    "    if from == 'list' then redis.call('LREM', KEYS[1], 1, old)\n"
+    "    if from ~= 'zset' then redis.call('LREM', KEYS[1], rank, old)\n"
     "    else redis.call('ZREM', KEYS[1], old) end\n"
     "    if ARGV[i + 2] ~= '' then release(KEYS[4], ARGV[i + 2], ARGV[i + 3]) end\n"
     "    moved = moved + 1\n"
