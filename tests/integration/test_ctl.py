@@ -403,8 +403,10 @@ def test_silent_redis_is_a_temporary_failure(tmp):
 
 
 def test_race_retry_delete_and_daemon(r, daemon, tmp):
-    """retry --all, delete --all --yes (dead and pending) and a daemon on the
-    same 200 jobs: each ends in exactly one place or one run."""
+    """retry --all, delete --all --yes (of dead and of pending) and a daemon
+    on the same 200 jobs, three of each command at once, each run four
+    times: every job ends in exactly one place or one run, and every
+    command's report is true."""
     h, jobs = handler(tmp)
     d = configured(daemon, {"mail": "handler = %s" % h}, workers="concurrency = 4\n")
     ids = ["j%03d" % i for i in range(200)]
@@ -412,37 +414,47 @@ def test_race_retry_delete_and_daemon(r, daemon, tmp):
         r.lpush("qw:{mail}:dead", dead_env("p" + i, i))
     d.start()
     conf = d.conf_path
-    out = {}
+    cmds = {"retry": ("retry", "mail", "--all"),
+            "deldead": ("delete", "mail", "dead", "--all", "--yes"),
+            "delpend": ("delete", "mail", "pending", "--all", "--yes")}
+    out = {name: [] for name in cmds}
+    go = threading.Barrier(3 * len(cmds))
 
-    def run(name, *args):
-        p = ctl(conf, "--json", *args)
-        assert p.returncode in (0, 1), p.stderr
-        assert p.stdout, p.stderr
-        out[name] = json.loads(p.stdout)
+    def run(name):
+        go.wait()
+        for _ in range(4):
+            p = ctl(conf, "--json", *cmds[name])
+            assert p.returncode in (0, 1), p.stderr
+            out[name].append(json.loads(p.stdout))
 
-    ts = [threading.Thread(target=run, args=("retry", "retry", "mail", "--all")),
-          threading.Thread(target=run, args=("deldead", "delete", "mail", "dead", "--all",
-                                             "--yes")),
-          threading.Thread(target=run, args=("delpend", "delete", "mail", "pending", "--all",
-                                             "--yes"))]
+    ts = [threading.Thread(target=run, args=(name,)) for name in cmds for _ in range(3)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
+    assert all(len(v) == 12 for v in out.values()), out
     wait_until(lambda: r.llen("qw:{mail}:pending") == 0 and inflight(r, "mail") == 0,
                timeout=60, what="pending drained")
     wait_until(lambda: len(ran(jobs)) == stats(r, "mail").get("succeeded", 0),
                what="every run recorded")
-    done = ran(jobs)
-    deleted = out["deldead"]["done"] + out["delpend"]["done"]
+
+    def done(name):
+        return [i for o in out[name] for i in o["done"]]
+
+    def missed(name):
+        return [i for o in out[name] for i in o["missed"]]
+
     left = [json.loads(e)["id"] for e in r.lrange("qw:{mail}:dead", 0, -1)]
-    every = done + deleted + left
-    assert sorted(every) == ids, (len(done), len(deleted), len(left))
-    # Retried jobs are the ones that ran or were deleted from pending.
-    assert sorted(out["retry"]["done"]) == sorted(done + out["delpend"]["done"])
-    # Whatever a command missed, another one had.
-    assert not set(out["retry"]["missed"]) - set(out["deldead"]["done"])
-    assert stats(r, "mail").get("deleted", 0) == len(deleted)
+    every = ran(jobs) + done("deldead") + done("delpend") + left
+    assert sorted(every) == ids, (len(ran(jobs)), len(done("deldead")), len(done("delpend")),
+                                  len(left))
+    # Each retried job ran or was deleted from pending, once.
+    assert sorted(done("retry")) == sorted(ran(jobs) + done("delpend"))
+    # A job a command missed was taken by another command or the daemon.
+    assert not set(missed("retry")) - set(done("deldead") + done("retry"))
+    assert not set(missed("deldead")) - set(done("deldead") + done("retry"))
+    assert not set(missed("delpend")) - set(done("delpend") + ran(jobs))
+    assert stats(r, "mail").get("deleted", 0) == len(done("deldead") + done("delpend"))
 
 
 # ---- the man page ------------------------------------------------------------
