@@ -87,8 +87,8 @@ struct qw_ctl_jobs {
 	size_t n, cap;
 };
 void qw_ctl_jobs_free(struct qw_ctl_jobs *jobs);
-/* Reads up to LIMIT (0: all) jobs of QUEUE in WHERE, in the order they
- * leave it. Returns an exit status. */
+/* Reads up to LIMIT (0: all; running jobs: always all) jobs of QUEUE in
+ * WHERE, in the order they leave it. Returns an exit status. */
 int qw_ctl_jobs_read(struct qw_ctl *ctl, const char *queue, enum qw_key where, size_t limit,
     struct qw_ctl_jobs *out);
 /* Finds job ID in the keys of MASK (bits 1 << QW_KEY_*): the first match

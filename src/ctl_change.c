@@ -643,14 +643,20 @@ qw_ctl_enqueue(struct qw_ctl *ctl)
 	for (size_t i = 0; i < k; i++)
 		lens[i] = i == 4 ? plen : strlen(argv[i]);
 	r = qw_ctl_fcall(ctl, (int)k, argv, lens);
-	if (r == NULL && ctl->c->err == 0)
+	if (r == NULL && ctl->c->err == 0) {
 		rc = QW_CTL_UNAVAILABLE;
-	else if (r == NULL || r->type != REDIS_REPLY_STRING)
+	} else if (r != NULL && r->type == REDIS_REPLY_ERROR &&
+	    strncmp(r->str, "ERR unknown command", 19) == 0) {
+		qw_ctl_err("enqueue: this Redis has no functions (FCALL needs Redis 7.0 or later); "
+		    "enqueue with LPUSH instead (qworkerd-jobs(7))");
+		rc = QW_CTL_UNAVAILABLE;
+	}
+	else if (rc == 0 && (r == NULL || r->type != REDIS_REPLY_STRING))
 		rc = qw_ctl_fail(ctl, r, "enqueue");
-	else if (ctl->json)
+	else if (rc == 0 && ctl->json)
 		qw_ctl_json_print(json_pack("{s:s,s:s%}", "queue", ctl->args[0], "id", r->str,
 		    r->len));
-	else
+	else if (rc == 0)
 		printf("%.*s\n", (int)r->len, r->str);
 	if (r != NULL)
 		freeReplyObject(r);

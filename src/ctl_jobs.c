@@ -262,21 +262,8 @@ qw_ctl_jobs_read(struct qw_ctl *ctl, const char *queue, enum qw_key where, size_
 		return qw_ctl_jobs_list(ctl, key, where, limit, out);
 	case QW_KEY_SCHEDULED:
 		return qw_ctl_jobs_zset(ctl, key, limit, out);
-	case QW_KEY_ACTIVE: {
-		int rc = qw_ctl_jobs_running(ctl, queue, out);
-		if (rc == 0 && limit > 0 && out->n > limit) {
-			struct qw_ctl_jobs tail = { &out->v[limit], out->n - limit, 0 };
-			out->n = limit;
-			for (size_t i = 0; i < tail.n; i++) {
-				free(tail.v[i].elem);
-				json_decref(tail.v[i].env);
-				free(tail.v[i].id);
-				free(tail.v[i].instance);
-				free(tail.v[i].field);
-			}
-		}
-		return rc;
-	}
+	case QW_KEY_ACTIVE:
+		return qw_ctl_jobs_running(ctl, queue, out);
 	default:
 		return QW_CTL_USAGE;
 	}

@@ -391,6 +391,27 @@ qw_ctl_ls_row(struct qw_ctl_table *t, const struct qw_ctl_job *j, int64_t now)
 	qw_ctl_table_add(t, row);
 }
 
+/* How many jobs WHERE holds in all, when JOBS may not be all of them. */
+static int
+qw_ctl_ls_total(struct qw_ctl *ctl, const char *q, enum qw_key where,
+    const struct qw_ctl_jobs *jobs, json_int_t *total)
+{
+	char key[QW_CTL_KEY_MAX];
+	redisReply *r;
+
+	*total = (json_int_t)jobs->n;
+	if (where == QW_KEY_ACTIVE)
+		return 0;	/* read whole (qw_ctl_ls) */
+	r = qw_ctl_cmd(ctl, "%s %s", where == QW_KEY_SCHEDULED ? "ZCARD" : "LLEN",
+	    qw_ctl_key(ctl, key, sizeof(key), q, where, NULL));
+	if (r == NULL)
+		return ctl->fail;
+	if (r->integer > *total)
+		*total = r->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
 int
 qw_ctl_ls(struct qw_ctl *ctl)
 {
@@ -404,6 +425,8 @@ qw_ctl_ls(struct qw_ctl *ctl)
 	struct qw_ctl_jobs jobs = { 0 };
 	enum qw_key where;
 	int64_t now;
+	json_int_t total = 0;
+	size_t limit, shown = 0;
 	int rc;
 
 	if (!qw_ctl_jobs_parse_where(ctl->args[1], &where, true)) {
@@ -416,19 +439,29 @@ qw_ctl_ls(struct qw_ctl *ctl)
 		return rc;
 	if ((now = qw_ctl_now(ctl)) < 0)
 		return ctl->fail;
-	rc = qw_ctl_jobs_read(ctl, q, where, ctl->n < 0 ? QW_CTL_LS_DEFAULT : (size_t)ctl->n,
-	    &jobs);
+	limit = ctl->n < 0 ? QW_CTL_LS_DEFAULT : (size_t)ctl->n;
+	/* Running jobs come from many hashes: read them all to count them. */
+	rc = qw_ctl_jobs_read(ctl, q, where, where == QW_KEY_ACTIVE ? 0 : limit, &jobs);
+	if (rc == 0)
+		rc = qw_ctl_ls_total(ctl, q, where, &jobs, &total);
+	if (limit > 0 && jobs.n > limit)
+		shown = limit;
+	else
+		shown = jobs.n;
 	if (rc == 0 && ctl->json) {
 		json_t *list = json_array();
-		for (size_t i = 0; i < jobs.n; i++)
+		for (size_t i = 0; i < shown; i++)
 			json_array_append_new(list, qw_ctl_job_json(q, &jobs.v[i], false));
-		qw_ctl_json_print(json_pack("{s:s,s:s,s:o}", "queue", q, "where",
-		    qw_ctl_where_name(where), "jobs", list));
+		qw_ctl_json_print(json_pack("{s:s,s:s,s:I,s:o}", "queue", q, "where",
+		    qw_ctl_where_name(where), "total", total, "jobs", list));
 	} else if (rc == 0) {
 		struct qw_ctl_table *t = qw_ctl_table_new(4, heads[where]);
-		for (size_t i = 0; i < jobs.n; i++)
+		for (size_t i = 0; i < shown; i++)
 			qw_ctl_ls_row(t, &jobs.v[i], now);
 		qw_ctl_table_print(t);
+		if ((size_t)total > shown)
+			fprintf(stderr, "qworkerctl: %zu of %lld jobs shown (-n 0 shows all)\n", shown,
+			    (long long)total);
 	}
 	qw_ctl_jobs_free(&jobs);
 	return rc;

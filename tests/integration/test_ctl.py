@@ -121,7 +121,10 @@ def test_every_command_human_and_json(r, daemon, tmp):
     dead = jctl(conf, "ls", "idle", "dead")["jobs"]
     assert [(j["id"], j["error"], j["attempt"]) for j in dead] == [
         ("d2", "bad\nline", 5), ("d1", "exit status 1", 5)]
-    assert [j["id"] for j in jctl(conf, "ls", "idle", "dead", "-n", "1")["jobs"]] == ["d2"]
+    one = jctl(conf, "ls", "idle", "dead", "-n", "1")
+    assert [j["id"] for j in one["jobs"]] == ["d2"] and one["total"] == 2
+    p = ctl(conf, "ls", "idle", "dead", "-n1", check=0)
+    assert len(p.stdout.splitlines()) == 2 and b"1 of 2 jobs shown (-n 0 shows all)" in p.stderr
     out = ctl(conf, "ls", "mail", "running", check=0).stdout.decode()
     assert "busy" in out and "running" in out and "test-1" in out
     run = jctl(conf, "ls", "mail", "running")["jobs"]
