@@ -480,9 +480,11 @@ qw_ctl_show_human(const char *q, const struct qw_ctl_job *j)
 		printf("due:      %s\n", qw_ctl_fmt_time(buf, sizeof(buf), j->due));
 	if (j->where == QW_KEY_ACTIVE) {
 		char *inst = qw_ctl_escape(j->instance, strlen(j->instance));
+		char *field = qw_ctl_escape(j->field, strlen(j->field));
 		printf("instance: %s (%s)\nfield:    %s\n", inst ? inst : "?",
-		    j->started ? "running" : "taken ahead, not started", j->field);
+		    j->started ? "running" : "taken ahead, not started", field ? field : "?");
 		free(inst);
+		free(field);
 	}
 	if (j->env != NULL) {
 		char *s = json_dumps(j->env, JSON_INDENT(2) | JSON_PRESERVE_ORDER |

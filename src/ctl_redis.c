@@ -215,8 +215,11 @@ qw_ctl_fail(struct qw_ctl *ctl, const redisReply *reply, const char *what)
 		return QW_CTL_DATAERR;
 	}
 	st = qw_ctl_error_status(reply->str);
-	qw_ctl_err("redis %s: %s%s%.*s%s", addr, what ? what : "", what ? ": " : "",
-	    (int)reply->len, reply->str, st == QW_CTL_UNAVAILABLE ? ctl->cred_hint : "");
+	/* An error may quote what a script was given: escaped like any bytes. */
+	char *e = qw_ctl_escape(reply->str, reply->len);
+	qw_ctl_err("redis %s: %s%s%s%s", addr, what ? what : "", what ? ": " : "", e ? e : "?",
+	    st == QW_CTL_UNAVAILABLE ? ctl->cred_hint : "");
+	free(e);
 	return st;
 }
 
