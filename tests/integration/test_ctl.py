@@ -164,6 +164,23 @@ def test_no_daemon_no_queues(r, daemon):
     assert jctl(d.conf_path, "instances") == {"instances": []}
 
 
+def test_db_and_prefix_from_the_config_or_options(r, redis_server, daemon):
+    d = configured(daemon, {"mail": "handler = /bin/true"}, redis_extra="db = 2\nprefix = app")
+    ctl(d.conf_path, "enqueue", "mail", "--id", "one", "x", check=0)
+    r2 = redis_server.client()
+    r2.execute_command("SELECT", 2)
+    assert r2.llen("app:{mail}:pending") == 1 and not r.keys("*{mail}*")
+    assert [q["name"] for q in jctl(d.conf_path, "status")["queues"]] == ["mail"]
+    # --prefix over the config's: nothing there.
+    p = ctl(d.conf_path, "--prefix", "other", "ls", "nothere", "pending", check=1)
+    assert b"under prefix other" in p.stderr
+    # -a alone: db 0, prefix qw.
+    r.lpush("qw:{mail}:pending", "zero")
+    p = subprocess.run([QWORKERCTL, "-a", "unix:" + redis_server.sock, "--json", "ls", "mail",
+                        "pending"], capture_output=True, timeout=30)
+    assert p.returncode == 0 and json.loads(p.stdout)["jobs"][0]["id"].startswith("@")
+
+
 # ---- changes ------------------------------------------------------------
 
 
