@@ -92,7 +92,7 @@ void qw_ctl_jobs_free(struct qw_ctl_jobs *jobs);
 int qw_ctl_jobs_read(struct qw_ctl *ctl, const char *queue, enum qw_key where, size_t limit,
     struct qw_ctl_jobs *out);
 /* Finds job ID in the keys of MASK (bits 1 << QW_KEY_*): the first match
- * goes to OUT. Returns 0, QW_CTL_NOTFOUND (said where it looked) or
+ * is added to OUT. Returns 0, QW_CTL_NOTFOUND (said where it looked) or
  * another exit status. */
 int qw_ctl_jobs_find(struct qw_ctl *ctl, const char *queue, const char *id, unsigned mask,
     struct qw_ctl_jobs *out);

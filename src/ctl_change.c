@@ -199,24 +199,8 @@ qw_ctl_pick(struct qw_ctl *ctl, int arg, unsigned mask, enum qw_key all_from,
 	}
 	if (ctl->all)
 		return qw_ctl_jobs_read(ctl, ctl->args[0], all_from, 0, out);
-	for (int i = arg; rc == 0 && i < ctl->nargs; i++) {
-		struct qw_ctl_jobs one = { 0 };
-		if ((rc = qw_ctl_jobs_find(ctl, ctl->args[0], ctl->args[i], mask, &one)) != 0)
-			break;
-		if (out->n == out->cap) {
-			size_t cap = out->cap ? out->cap * 2 : 8;
-			struct qw_ctl_job *v = realloc(out->v, cap * sizeof(*v));
-			if (v == NULL) {
-				qw_ctl_jobs_free(&one);
-				return QW_CTL_TEMPFAIL;
-			}
-			out->v = v;
-			out->cap = cap;
-		}
-		out->v[out->n++] = one.v[0];
-		one.n = 0;
-		qw_ctl_jobs_free(&one);
-	}
+	for (int i = arg; rc == 0 && i < ctl->nargs; i++)
+		rc = qw_ctl_jobs_find(ctl, ctl->args[0], ctl->args[i], mask, out);
 	return rc;
 }
 
@@ -603,61 +587,80 @@ qw_ctl_fcall(struct qw_ctl *ctl, int argc, const char **argv, const size_t *lens
 	return qw_ctl_cmdv_raw(ctl, argc, argv, lens);
 }
 
-int
-qw_ctl_enqueue(struct qw_ctl *ctl)
+/* The options of FCALL qw_enqueue from the command line's, added to ARGV
+ * at *K; BUFS holds the numbers written. */
+static int
+qw_ctl_enqueue_opts(struct qw_ctl *ctl, const char **argv, size_t *k, char bufs[3][32])
 {
-	char key[QW_CTL_KEY_MAX], dbuf[32], tbuf[32], ubuf[32];
-	const char *argv[16] = { "FCALL", "qw_enqueue", "1" };
-	size_t lens[16], k = 5, plen = 0;
-	char *payload = NULL;
-	redisReply *r = NULL;
-	int rc = qw_ctl_jobs_check_queue(ctl, ctl->args[0], false);
+	char *end;
+	long n;
+	int rc = qw_ctl_dur_opt("--delay", ctl->delay, "delay", false, argv, k, bufs[0], 32);
 
 	if (rc == 0)
-		rc = qw_ctl_dur_opt("--delay", ctl->delay, "delay", false, argv, &k, dbuf, 32);
+		rc = qw_ctl_dur_opt("--timeout", ctl->job_timeout, "timeout", true, argv, k, bufs[1],
+		    32);
 	if (rc == 0)
-		rc = qw_ctl_dur_opt("--timeout", ctl->job_timeout, "timeout", true, argv, &k, tbuf, 32);
-	if (rc == 0)
-		rc = qw_ctl_dur_opt("--unique-for", ctl->unique_for, "unique_for", false, argv, &k,
-		    ubuf, 32);
+		rc = qw_ctl_dur_opt("--unique-for", ctl->unique_for, "unique_for", false, argv, k,
+		    bufs[2], 32);
 	if (rc != 0)
 		return rc;
 	if (ctl->id != NULL)
-		argv[k++] = "id", argv[k++] = ctl->id;
-	if (ctl->max_attempts != NULL) {
-		char *end;
-		long n = strtol(ctl->max_attempts, &end, 10);
-		if (*end != '\0' || end == ctl->max_attempts || n < 1 || n > 1000000) {
-			char *e = qw_ctl_escape(ctl->max_attempts, strlen(ctl->max_attempts));
-			qw_ctl_err("enqueue: --max-attempts '%s' is not a whole number from 1 to "
-			    "1000000", e ? e : "?");
-			free(e);
-			return QW_CTL_USAGE;
-		}
-		argv[k++] = "max_attempts", argv[k++] = ctl->max_attempts;
+		argv[(*k)++] = "id", argv[(*k)++] = ctl->id;
+	if (ctl->max_attempts == NULL)
+		return 0;
+	n = strtol(ctl->max_attempts, &end, 10);
+	if (*end != '\0' || end == ctl->max_attempts || n < 1 || n > 1000000) {
+		char *e = qw_ctl_escape(ctl->max_attempts, strlen(ctl->max_attempts));
+		qw_ctl_err("enqueue: --max-attempts '%s' is not a whole number from 1 to 1000000",
+		    e ? e : "?");
+		free(e);
+		return QW_CTL_USAGE;
 	}
-	if ((rc = qw_ctl_payload(ctl, &payload, &plen)) != 0)
+	argv[(*k)++] = "max_attempts", argv[(*k)++] = ctl->max_attempts;
+	return 0;
+}
+
+/* Prints the id qw_enqueue returned in R, or why it failed. */
+static int
+qw_ctl_enqueue_done(struct qw_ctl *ctl, const redisReply *r)
+{
+	if (r == NULL && ctl->c->err == 0)
+		return QW_CTL_UNAVAILABLE;	/* the library could not be loaded: said */
+	if (r != NULL && r->type == REDIS_REPLY_ERROR &&
+	    strncmp(r->str, "ERR unknown command", 19) == 0) {
+		qw_ctl_err("enqueue: this Redis has no functions (FCALL needs Redis 7.0 or later); "
+		    "enqueue with LPUSH instead (qworkerd-jobs(7))");
+		return QW_CTL_UNAVAILABLE;
+	}
+	if (r == NULL || r->type != REDIS_REPLY_STRING)
+		return qw_ctl_fail(ctl, r, "enqueue");
+	if (ctl->json)
+		qw_ctl_json_print(json_pack("{s:s,s:s%}", "queue", ctl->args[0], "id", r->str,
+		    r->len));
+	else
+		printf("%.*s\n", (int)r->len, r->str);
+	return 0;
+}
+
+int
+qw_ctl_enqueue(struct qw_ctl *ctl)
+{
+	char key[QW_CTL_KEY_MAX], bufs[3][32];
+	const char *argv[16] = { "FCALL", "qw_enqueue", "1" };
+	size_t lens[16], k = 5, plen = 0;
+	char *payload = NULL;
+	redisReply *r;
+	int rc = qw_ctl_jobs_check_queue(ctl, ctl->args[0], false);
+
+	if (rc != 0 || (rc = qw_ctl_enqueue_opts(ctl, argv, &k, bufs)) != 0 ||
+	    (rc = qw_ctl_payload(ctl, &payload, &plen)) != 0)
 		return rc;
 	argv[3] = qw_ctl_key(ctl, key, sizeof(key), ctl->args[0], QW_KEY_PENDING, NULL);
 	argv[4] = payload;
 	for (size_t i = 0; i < k; i++)
 		lens[i] = i == 4 ? plen : strlen(argv[i]);
 	r = qw_ctl_fcall(ctl, (int)k, argv, lens);
-	if (r == NULL && ctl->c->err == 0) {
-		rc = QW_CTL_UNAVAILABLE;
-	} else if (r != NULL && r->type == REDIS_REPLY_ERROR &&
-	    strncmp(r->str, "ERR unknown command", 19) == 0) {
-		qw_ctl_err("enqueue: this Redis has no functions (FCALL needs Redis 7.0 or later); "
-		    "enqueue with LPUSH instead (qworkerd-jobs(7))");
-		rc = QW_CTL_UNAVAILABLE;
-	}
-	else if (rc == 0 && (r == NULL || r->type != REDIS_REPLY_STRING))
-		rc = qw_ctl_fail(ctl, r, "enqueue");
-	else if (rc == 0 && ctl->json)
-		qw_ctl_json_print(json_pack("{s:s,s:s%}", "queue", ctl->args[0], "id", r->str,
-		    r->len));
-	else if (rc == 0)
-		printf("%.*s\n", (int)r->len, r->str);
+	rc = qw_ctl_enqueue_done(ctl, r);
 	if (r != NULL)
 		freeReplyObject(r);
 	free(payload);

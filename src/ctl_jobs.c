@@ -106,6 +106,35 @@ qw_ctl_job_envelope(const char *elem, size_t len)
 	return obj;
 }
 
+/* Room for one more job in JOBS. */
+static int
+qw_ctl_jobs_grow(struct qw_ctl_jobs *jobs)
+{
+	size_t cap = jobs->cap ? jobs->cap * 2 : 16;
+	struct qw_ctl_job *v;
+
+	if (jobs->n < jobs->cap)
+		return 0;
+	if ((v = realloc(jobs->v, cap * sizeof(*v))) == NULL)
+		return -1;
+	jobs->v = v;
+	jobs->cap = cap;
+	return 0;
+}
+
+/* Moves job I of FROM to the end of TO. */
+static int
+qw_ctl_jobs_take(struct qw_ctl_jobs *from, size_t i, struct qw_ctl_jobs *to)
+{
+	if (qw_ctl_jobs_grow(to) < 0) {
+		qw_ctl_err("out of memory");
+		return QW_CTL_TEMPFAIL;
+	}
+	to->v[to->n++] = from->v[i];
+	from->v[i] = from->v[--from->n];
+	return 0;
+}
+
 static struct qw_ctl_job *
 qw_ctl_jobs_push(struct qw_ctl_jobs *jobs, enum qw_key where, const redisReply *e,
     const char *field)
@@ -113,14 +142,8 @@ qw_ctl_jobs_push(struct qw_ctl_jobs *jobs, enum qw_key where, const redisReply *
 	struct qw_ctl_job *j;
 	const char *id;
 
-	if (jobs->n == jobs->cap) {
-		size_t cap = jobs->cap ? jobs->cap * 2 : 64;
-		struct qw_ctl_job *v = realloc(jobs->v, cap * sizeof(*v));
-		if (v == NULL)
-			return NULL;
-		jobs->v = v;
-		jobs->cap = cap;
-	}
+	if (qw_ctl_jobs_grow(jobs) < 0)
+		return NULL;
 	j = &jobs->v[jobs->n];
 	memset(j, 0, sizeof(*j));
 	j->where = where;
@@ -288,20 +311,11 @@ qw_ctl_jobs_find(struct qw_ctl *ctl, const char *queue, const char *id, unsigned
 			return rc;
 		}
 		for (size_t i = 0; i < all.n; i++) {
-			if (strcmp(all.v[i].id, id) != 0)
-				continue;
-			/* Hand the one found over, free the rest. */
-			struct qw_ctl_job found = all.v[i];
-			all.v[i] = all.v[--all.n];
-			qw_ctl_jobs_free(&all);
-			struct qw_ctl_jobs one = { 0 };
-			one.v = malloc(sizeof(found));
-			if (one.v == NULL)
-				return QW_CTL_TEMPFAIL;
-			one.v[0] = found;
-			one.n = one.cap = 1;
-			*out = one;
-			return 0;
+			if (strcmp(all.v[i].id, id) == 0) {
+				rc = qw_ctl_jobs_take(&all, i, out);
+				qw_ctl_jobs_free(&all);
+				return rc;
+			}
 		}
 		qw_ctl_jobs_free(&all);
 		snprintf(looked + strlen(looked), sizeof(looked) - strlen(looked), "%s%s",
