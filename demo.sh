@@ -7,7 +7,10 @@
 set -eu
 cd "$(dirname "$0")"
 top=$(pwd)
+say() { echo "demo.sh: $*"; }
+say "1/3 dependencies: tests/deps.sh (apt-get, only for what is missing)"
 sh tests/deps.sh
+say "2/3 build: tests/build.sh build (about 20 s the first time)"
 sh tests/build.sh build
 work=$(mktemp -d /tmp/qworkerd-demo.XXXXXX)
 redis_pid=""
@@ -18,7 +21,9 @@ cleanup() {
 trap cleanup EXIT
 if [ $# -gt 0 ]; then
 	address=$1
+	say "3/3 run: qworkerd with Redis at $address"
 else
+	say "3/3 run: a private redis-server in $work, then qworkerd"
 	redis-server --port 0 --unixsocket "$work/redis.sock" --unixsocketperm 700 \
 		--dir "$work" --save '' --appendonly no --logfile "$work/redis.log" &
 	redis_pid=$!

@@ -16,15 +16,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "clock.h"
 #include "conf.h"
+#include "fmt.h"
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR, T_LISTEN, T_PLUGIN };
-enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE };
+enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR,
+	T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
+enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
 	enum qw_conf_sect sect;
@@ -37,6 +43,7 @@ struct qw_conf_key {
 #define RK(n, t, f, lo, hi) { S_REDIS, n, t, offsetof(struct qw_conf, f), lo, hi }
 #define WK(n, t, f, lo, hi) { S_WORKERS, n, t, offsetof(struct qw_conf, f), lo, hi }
 #define QK(n, t, f, lo, hi) { S_QUEUE, n, t, offsetof(struct qw_queue_conf, f), lo, hi }
+#define CK(n, t, f) { S_CRON, n, t, offsetof(struct qw_cron_conf, f), 0, 0 }
 #define DAY (24ULL * 3600 * 1000)
 
 /* The documented keys; tests/integration/test_docs.py checks qworkerd.conf(5)
@@ -65,6 +72,10 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
 	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
 	QK("prefetch", T_PREFETCH, prefetch, 0, 10000),
+	CK("schedule", T_SCHED, sched),
+	CK("queue", T_QNAME, queue),
+	CK("payload", T_PAYLOAD, payload),
+	CK("timezone", T_TZ, sched.tz),
 };
 
 struct qw_conf_parser {
@@ -72,7 +83,7 @@ struct qw_conf_parser {
 	unsigned line;
 	enum qw_conf_sect sect;
 	bool in_section;
-	unsigned qline;			/* line of the current [queue] header */
+	unsigned qline;			/* line of the current [queue] or [cron] header */
 	unsigned pwline;		/* line of password_file */
 	uint64_t seen;			/* keys set in the current section */
 	bool client;			/* for qworkerctl: handlers and plugins unread */
@@ -347,7 +358,7 @@ fail:
 static const char *
 qw_conf_sect_name(enum qw_conf_sect s)
 {
-	return s == S_REDIS ? "redis" : s == S_WORKERS ? "workers" : "queue";
+	return s == S_REDIS ? "redis" : s == S_WORKERS ? "workers" : s == S_QUEUE ? "queue" : "cron";
 }
 
 static int
@@ -426,9 +437,12 @@ qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
 		if (qw_conf_parse_duration(val, &v) < 0)
 			return qw_conf_fail(p, p->line,
 			    "%s: '%s' is not a duration (a number with ms, s, m, h or d)", k->name, val);
-		if (v < k->min || v > k->max)
-			return qw_conf_fail(p, p->line, "%s: %s is out of range (%llums to %llums)",
-			    k->name, val, (unsigned long long)k->min, (unsigned long long)k->max);
+		if (v < k->min || v > k->max) {
+			char lo[32], hi[32];
+			return qw_conf_fail(p, p->line, "%s: %s is out of range (%s to %s)", k->name,
+			    val, qw_fmt_duration(lo, sizeof(lo), k->min),
+			    qw_fmt_duration(hi, sizeof(hi), k->max));
+		}
 		*(uint64_t *)((char *)base + k->off) = v;
 		return 0;
 	case T_SIZE:
@@ -445,11 +459,55 @@ qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
 	}
 }
 
+/* The keys of a [cron NAME] section. */
+static int
+qw_conf_set_cron(struct qw_conf_parser *p, const struct qw_conf_key *k, void *base,
+    const char *val)
+{
+	struct qw_cron_conf *cc = base;
+	char why[512];
+
+	switch (k->type) {
+	case T_SCHED: {
+		enum qw_cron_tz tz = cc->sched.tz;
+		if (qw_cron_parse(val, &cc->sched, why, sizeof(why)) < 0)
+			return qw_conf_fail(p, p->line, "schedule: %s", why);
+		cc->sched.tz = tz;
+		cc->has_sched = true;
+		return 0;
+	}
+	case T_QNAME:
+		if (!qw_conf_valid_queue_name(val))
+			return qw_conf_fail(p, p->line, "queue: '%s' is not a queue name", val);
+		cc->queue_line = p->line;
+		return qw_conf_set_str(p, &cc->queue, k->name, val);
+	case T_PAYLOAD: {
+		/* It goes into a JSON envelope: jansson takes UTF-8 only. */
+		json_t *j = json_string(val);
+		if (j == NULL)
+			return qw_conf_fail(p, p->line, "payload: not UTF-8 text");
+		json_decref(j);
+		return qw_conf_set_str(p, &cc->payload, k->name, val);
+	}
+	case T_TZ:
+		if (strcasecmp(val, "UTC") == 0)
+			cc->sched.tz = QW_CRON_UTC;
+		else if (strcasecmp(val, "local") == 0)
+			cc->sched.tz = QW_CRON_LOCAL;
+		else
+			return qw_conf_fail(p, p->line, "timezone: '%s' is not UTC or local", val);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 static int
 qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const char *raw)
 {
 	struct qw_conf *c = p->conf;
-	void *base = p->sect == S_QUEUE ? (void *)&c->queues[c->nqueues - 1] : (void *)c;
+	void *base = p->sect == S_QUEUE ? (void *)&c->queues[c->nqueues - 1] :
+	    p->sect == S_CRON ? (void *)&c->crons[c->ncrons - 1] : (void *)c;
 	size_t i;
 
 	for (i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++)
@@ -465,7 +523,7 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		p->pwline = p->line;
 
 	const struct qw_conf_key *k = &qw_conf_keys[i];
-	if (*val == '\0' && k->type != T_HANDLER)
+	if (*val == '\0' && k->type != T_HANDLER && k->type != T_PAYLOAD)
 		return qw_conf_fail(p, p->line, "%s: empty value", key);
 	switch (k->type) {
 	case T_STR:
@@ -515,6 +573,11 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		*(struct qw_plugin **)((char *)base + k->off) = pl;
 		return 0;
 	}
+	case T_SCHED:
+	case T_QNAME:
+	case T_PAYLOAD:
+	case T_TZ:
+		return qw_conf_set_cron(p, k, base, val);
 	default:
 		return qw_conf_set_number(p, k, base, val);
 	}
@@ -537,12 +600,79 @@ qw_conf_queue_defaults(struct qw_queue_conf *q)
 	q->prefetch = QW_PREFETCH_AUTO;
 }
 
+/* Checks what a finished [cron] section must have. */
+static int
+qw_conf_end_cron(struct qw_conf_parser *p)
+{
+	struct qw_cron_conf *cc = &p->conf->crons[p->conf->ncrons - 1];
+
+	if (!cc->has_sched)
+		return qw_conf_fail(p, p->qline, "[cron %s]: no schedule set", cc->name);
+	if (cc->queue == NULL)
+		return qw_conf_fail(p, p->qline, "[cron %s]: no queue set", cc->name);
+	if (qw_cron_next(&cc->sched, qw_clock_wall_ms()) < 0)
+		return qw_conf_fail(p, p->qline, "[cron %s]: the schedule has no day in the next "
+		    "nine years", cc->name);
+	return 0;
+}
+
+/* A [cron] section's queue must be one of the file, which is known only at
+ * its end: a misspelt name would fill a queue nothing runs. */
+static int
+qw_conf_check_cron_queues(struct qw_conf_parser *p)
+{
+	struct qw_conf *c = p->conf;
+
+	for (size_t i = 0; i < c->ncrons; i++) {
+		size_t j = 0;
+		while (j < c->nqueues && strcmp(c->queues[j].name, c->crons[i].queue) != 0)
+			j++;
+		if (j == c->nqueues)
+			return qw_conf_fail(p, c->crons[i].queue_line,
+			    "queue: [cron %s] names '%s', which has no [queue %s] section",
+			    c->crons[i].name, c->crons[i].queue, c->crons[i].queue);
+	}
+	return 0;
+}
+
+/* Opens a [cron NAME] section. */
+static int
+qw_conf_cron_section(struct qw_conf_parser *p, const char *name)
+{
+	struct qw_conf *c = p->conf;
+	struct qw_cron_conf *nc;
+
+	if (!qw_conf_valid_queue_name(name))
+		return qw_conf_fail(p, p->line,
+		    "cron name '%s' must be 1 to 64 of A-Z a-z 0-9 _ . -", name);
+	for (size_t i = 0; i < c->ncrons; i++)
+		if (strcmp(c->crons[i].name, name) == 0)
+			return qw_conf_fail(p, p->line, "cron '%s' is defined twice", name);
+	nc = realloc(c->crons, (c->ncrons + 1) * sizeof(*nc));
+	if (nc == NULL)
+		return qw_conf_fail(p, p->line, "out of memory");
+	c->crons = nc;
+	nc += c->ncrons;
+	memset(nc, 0, sizeof(*nc));
+	nc->line = p->line;
+	if ((nc->name = strdup(name)) == NULL || (nc->payload = strdup("")) == NULL) {
+		free(nc->name);
+		return qw_conf_fail(p, p->line, "out of memory");
+	}
+	c->ncrons++;
+	p->sect = S_CRON;
+	p->qline = p->line;
+	return 0;
+}
+
 /* Checks what a finished section must have. */
 static int
 qw_conf_end_section(struct qw_conf_parser *p)
 {
 	struct qw_queue_conf *q;
 
+	if (p->in_section && p->sect == S_CRON)
+		return p->client ? 0 : qw_conf_end_cron(p);
 	if (!p->in_section || p->sect != S_QUEUE || p->client)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
@@ -572,6 +702,12 @@ qw_conf_section(struct qw_conf_parser *p, char *name)
 	if (strcmp(name, "workers") == 0) {
 		p->sect = S_WORKERS;
 		return 0;
+	}
+	if (strncmp(name, "cron", 4) == 0 && isspace((unsigned char)name[4])) {
+		name += 4;
+		while (isspace((unsigned char)*name))
+			name++;
+		return qw_conf_cron_section(p, name);
 	}
 	if (strncmp(name, "queue", 5) != 0 || !isspace((unsigned char)name[5]))
 		return qw_conf_fail(p, p->line, "unknown section [%s]", name);
@@ -773,6 +909,8 @@ qw_conf_load_as(const char *path, struct qw_conf **out, char **err, bool client)
 		qw_conf_fail(&p, 0, "no [queue NAME] section: nothing to do");
 		goto out;
 	}
+	if (!client && qw_conf_check_cron_queues(&p) < 0)
+		goto out;
 	if (p.conf->instance == NULL && qw_conf_default_instance(p.conf) < 0) {
 		qw_conf_fail(&p, 0, "out of memory");
 		goto out;
@@ -814,6 +952,12 @@ qw_conf_free(struct qw_conf *c)
 		qw_plugin_unload(c->queues[i].plugin);
 	}
 	free(c->queues);
+	for (size_t i = 0; i < c->ncrons; i++) {
+		free(c->crons[i].name);
+		free(c->crons[i].queue);
+		free(c->crons[i].payload);
+	}
+	free(c->crons);
 	free(c->path);
 	free(c->redis_address);
 	free(c->password_file);

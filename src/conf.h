@@ -3,8 +3,11 @@
 #define QW_CONF_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "cron.h"
 
 #define QW_QUEUE_NAME_MAX 64
 /* prefetch = auto: the pool sizes the buffer from what it measures. */
@@ -28,6 +31,17 @@ struct qw_queue_conf {
 	unsigned prefetch;	/* jobs taken ahead of free slots, or QW_PREFETCH_AUTO */
 };
 
+/* A [cron NAME] section: each tick of sched enqueues one job. */
+struct qw_cron_conf {
+	char *name;		/* the section's NAME: job ids are cron:NAME:TICK */
+	char *queue;		/* a [queue] of the same file */
+	char *payload;		/* "" when not set */
+	struct qw_cron sched;	/* its tz is the timezone key */
+	unsigned line;		/* of the section header */
+	unsigned queue_line;	/* of the queue key */
+	bool has_sched;
+};
+
 struct qw_conf {
 	char *path;
 	/* [redis] */
@@ -46,6 +60,8 @@ struct qw_conf {
 	char *metrics_listen;
 	struct qw_queue_conf *queues;
 	size_t nqueues;
+	struct qw_cron_conf *crons;
+	size_t ncrons;
 };
 
 /* Loads and checks PATH. On error returns -1 and sets *err to a malloc'd

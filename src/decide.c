@@ -28,6 +28,15 @@ qw_decide_outcome(const struct qw_outcome_in *in, struct qw_outcome *out)
 	memset(out, 0, sizeof(*out));
 	out->attempt = in->attempt;
 	out->interrupted = in->interrupted;
+	/* An operator's cancel is final, whatever the handler made of it: the
+	 * run counts as an attempt and the job is not retried. */
+	if (in->reason == QW_CANCEL_CANCELLED) {
+		out->attempt = in->attempt + 1;
+		out->cancelled = true;
+		out->dest = QW_DEST_DEAD;
+		out->counters = "cancelled dead";
+		return;
+	}
 	/* A handler that finished its job after the shutdown asked it to stop
 	 * has done it: running it again would be a second delivery. One that
 	 * ran past its own deadline has timed out, whatever it exits with. */

@@ -39,6 +39,7 @@ struct qw_outcome {
 	unsigned attempt;	/* the job's new attempt and interrupted */
 	unsigned interrupted;
 	bool timed_out;		/* the error is "timed out after Ns" */
+	bool cancelled;		/* the error is "cancelled: TEXT" */
 	bool interruptions_spent;	/* dead because of max_interruptions */
 };
 

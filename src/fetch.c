@@ -22,16 +22,20 @@
 static const char *const qw_fetch_names[QW_FETCH_NSTATES] = {
 	[QW_FETCH_OFF] = "off", [QW_FETCH_RECONCILING] = "reconciling", [QW_FETCH_IDLE] = "idle",
 	[QW_FETCH_ASKING] = "asking", [QW_FETCH_WAITING] = "waiting", [QW_FETCH_HELD] = "held",
+	[QW_FETCH_PAUSED] = "paused",
 };
 
 static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
 	[QW_FETCH_OFF] = B(QW_FETCH_RECONCILING),
 	[QW_FETCH_RECONCILING] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
-	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
-	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
+	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_HELD) | B(QW_FETCH_PAUSED) |
 	    B(QW_FETCH_OFF),
-	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_OFF),
-	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
+	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
+	    B(QW_FETCH_PAUSED) | B(QW_FETCH_OFF),
+	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_PAUSED) |
+	    B(QW_FETCH_OFF),
+	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_PAUSED) | B(QW_FETCH_OFF),
+	[QW_FETCH_PAUSED] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
 };
 #undef B
 
@@ -96,6 +100,77 @@ qw_fetch_field(const struct qw_pool *pool, uint64_t seq)
 	return f;
 }
 
+/* Says in the log when the queue's pause changes: once per change, however
+ * many times it is seen (each tick, after each reconnect). */
+static void
+qw_fetch_say_paused(struct qw_queue *q, bool paused)
+{
+	if (paused == q->paused_seen)
+		return;
+	q->paused_seen = paused;
+	if (paused)
+		qw_log_notice("queue %s: paused (%s exists): no job of it starts; running jobs "
+		    "finish", q->qc.name, q->key[K_PAUSED]);
+	else
+		qw_log_notice("queue %s: resumed (%s is gone): taking jobs again", q->qc.name,
+		    q->key[K_PAUSED]);
+}
+
+/* The queue is paused (PAUSED true) or not, as Redis just said. Paused, its
+ * buffered jobs go back to the tail of pending untouched and it takes no
+ * more; a fetch in flight was sent after the check and so sees the key
+ * itself (its reply moves the state). */
+static void
+qw_fetch_paused(struct qw_queue *q, bool paused)
+{
+	qw_fetch_say_paused(q, paused);
+	if (paused) {
+		if (q->recs.n[QW_REC_BUFFERED] > 0)
+			qw_fetch_give_back(q);
+		if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING ||
+		    q->fetch == QW_FETCH_HELD || q->fetch == QW_FETCH_ASKING)
+			qw_fetch_move(q, QW_FETCH_PAUSED);
+	} else if (q->fetch == QW_FETCH_PAUSED) {
+		qw_fetch_move(q, QW_FETCH_IDLE);
+	}
+}
+
+static void
+qw_fetch_paused_reply(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_queue *q = priv;
+
+	if (reply == NULL)
+		return;
+	if (reply->type != REDIS_REPLY_INTEGER) {
+		const char *err = qw_redis_errstr(r, reply);
+		if (qw_log_changed(&q->pause_err, err))
+			qw_log_err("queue %s: cannot tell whether it is paused: %s", q->qc.name, err);
+		return;
+	}
+	if (qw_log_changed(&q->pause_err, NULL))
+		qw_log_notice("queue %s: telling whether it is paused works again", q->qc.name);
+	/* A fetch in flight left after this check: its own reply says. */
+	if (q->fetch != QW_FETCH_ASKING || reply->integer == 0)
+		qw_fetch_paused(q, reply->integer != 0);
+	else if (q->recs.n[QW_REC_BUFFERED] > 0)
+		qw_fetch_give_back(q);
+}
+
+/* Each lease tick: the fetch script refuses a paused queue by itself, but a
+ * queue that does not fetch (waiting for a wake-up, or busy with its
+ * buffer) learns of a pause, and a paused one of its end, only here. */
+void
+qw_fetch_check_paused(struct qw_queue *q)
+{
+	const char *argv[] = { "EXISTS", q->key[K_PAUSED] };
+
+	if (q->fetch == QW_FETCH_OFF || q->fetch == QW_FETCH_RECONCILING ||
+	    qw_pool_stopping(q->pool))
+		return;
+	qw_redis_cmd(q->pool->redis, qw_fetch_paused_reply, q, 2, argv, NULL);
+}
+
 static void
 qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -114,6 +189,12 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_fetch_move(q, QW_FETCH_OFF);
 		return;
 	}
+	if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PAUSED") == 0) {
+		qw_fetch_paused(q, true);
+		if (q->lease != QW_LEASE_HELD)
+			qw_fetch_move(q, QW_FETCH_OFF);
+		return;
+	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
 		const char *err = qw_redis_errstr(r, reply);
 		if (qw_log_changed(&q->fetch_err, err))
@@ -125,6 +206,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	}
 	if (qw_log_changed(&q->fetch_err, NULL))
 		qw_log_notice("queue %s: fetching works again", q->qc.name);
+	qw_fetch_say_paused(q, false);
 	/* Jobs too large to run went to dead inside Redis: only their count
 	 * comes back, never their bytes. */
 	got = reply->elements;
@@ -170,8 +252,8 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN], maxp[QW_FMT_U64_LEN];
 	char maxj[QW_FMT_U64_LEN], deadmax[QW_FMT_U64_LEN];
 	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
-		q->key[K_DEAD], q->key[K_STATS], q->key[K_UNIQUE], nb, seqb, pool->runid, maxp, maxj,
-		deadmax };
+		q->key[K_DEAD], q->key[K_STATS], q->key[K_UNIQUE], q->key[K_PAUSED], nb, seqb,
+		pool->runid, maxp, maxj, deadmax };
 	unsigned n;
 
 	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
@@ -186,7 +268,7 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(maxp, q->qc.max_payload);
 	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 6, 12, argv, NULL) < 0)
+	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 7, 13, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
 	q->asked_us = qw_clock_mono_us();

@@ -33,7 +33,7 @@ const char *
 qw_fmt_duration(char *buf, size_t len, uint64_t ms)
 {
 	static const struct { uint64_t ms; char unit; } units[] = {
-		{ 3600000, 'h' }, { 60000, 'm' }, { 1000, 's' },
+		{ 86400000, 'd' }, { 3600000, 'h' }, { 60000, 'm' }, { 1000, 's' },
 	};
 	char n[QW_FMT_U64_LEN];
 
@@ -51,5 +51,15 @@ qw_fmt_duration(char *buf, size_t len, uint64_t ms)
 	}
 	qw_fmt_u64(n, ms);
 	snprintf(buf, len, "%sms", n);
+	return buf;
+}
+
+const char *
+qw_fmt_count(char *buf, size_t len, uint64_t n, const char *one, const char *many)
+{
+	char num[QW_FMT_U64_LEN];
+
+	qw_fmt_u64(num, n);
+	snprintf(buf, len, "%s %s", num, n == 1 ? one : many);
 	return buf;
 }

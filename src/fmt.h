@@ -12,9 +12,13 @@
 /* Writes V in decimal into BUF (QW_FMT_U64_LEN bytes); returns its length. */
 size_t qw_fmt_u64(char *buf, uint64_t v);
 /* Writes MS as a duration the way qworkerd.conf(5) takes it: "25s", "2h",
- * "1500ms", "2.5s" (never in exponent form). Returns BUF. */
+ * "1d", "500ms", "2.5s" (never in exponent form): log lines and errors say
+ * a duration the way the configuration wrote it. Returns BUF. */
 const char *qw_fmt_duration(char *buf, size_t len, uint64_t ms);
 /* Writes MS as seconds, "30", "2.5", "0.001": for "timed out after Ns". */
 const char *qw_fmt_seconds(char *buf, size_t len, uint64_t ms);
+
+/* Writes "1 queue", "2 queues": N and ONE or MANY. Returns BUF. */
+const char *qw_fmt_count(char *buf, size_t len, uint64_t n, const char *one, const char *many);
 
 #endif

@@ -722,6 +722,10 @@ qw_lease_tick(evutil_socket_t fd, short what, void *arg)
 	if (q->lease != QW_LEASE_HELD)
 		return;
 	qw_lease_renew(q);
+	/* Pause and cancel reach a running daemon on this tick: see qworkerd(8),
+	 * "PAUSE AND RESUME" and "CANCELLING A JOB". */
+	qw_fetch_check_paused(q);
+	qw_cancel_poll(q);
 	if (q->reaping != NULL && !qw_lease_reap_busy(q))
 		qw_lease_reap_forget(q);
 }

@@ -19,11 +19,13 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "pool.h"
 #include "redis.h"
+#include "schedule.h"
 #include "token.h"
 
 #ifndef QW_DEFAULT_CONF
@@ -38,6 +40,7 @@ struct qw_daemon {
 	int verbose;
 	struct qw_pool *pool;
 	struct qw_metrics *metrics;
+	struct qw_schedule *schedule;	/* the [cron] sections */
 	struct qw_cts *shutdown;	/* every job's token is linked to it */
 	unsigned terms;		/* SIGTERM/SIGINT received */
 	struct event *sig_ev[6];
@@ -82,9 +85,12 @@ static void
 qw_daemon_ready(struct qw_pool *pool, void *arg)
 {
 	struct qw_daemon *d = arg;
+	char nq[48], nw[48];
 
-	qw_log_notice("ready: %zu queues, %u workers, instance %s", d->conf->nqueues,
-	    d->conf->concurrency, d->conf->instance);
+	qw_log_notice("ready: %s, %s, instance %s",
+	    qw_fmt_count(nq, sizeof(nq), d->conf->nqueues, "queue", "queues"),
+	    qw_fmt_count(nw, sizeof(nw), d->conf->concurrency, "worker", "workers"),
+	    d->conf->instance);
 	qw_notify_ready();
 }
 
@@ -100,12 +106,14 @@ static void
 qw_daemon_stop(struct qw_daemon *d, int sig)
 {
 	const struct qw_conf *c = d->conf;
+	char dur[32];
 
 	d->terms++;
 	if (d->terms == 1) {
-		qw_log_notice("SIG%s: stopping; running jobs get up to %llums",
-		    sigabbrev_np(sig), (unsigned long long)c->shutdown_timeout_ms);
+		qw_log_notice("SIG%s: stopping; running jobs get up to %s", sigabbrev_np(sig),
+		    qw_fmt_duration(dur, sizeof(dur), c->shutdown_timeout_ms));
 		qw_notify_stopping();
+		qw_schedule_stop(d->schedule);
 		d->drain_end_ms = qw_clock_mono_ms() + (int64_t)(c->shutdown_timeout_ms + c->kill_grace_ms);
 		qw_notify_extend_timeout((c->shutdown_timeout_ms + c->kill_grace_ms + 2000) * 1000);
 		if (qw_cts_cancel_after(d->shutdown, d->base, c->shutdown_timeout_ms,
@@ -161,6 +169,7 @@ qw_daemon_reload(struct qw_daemon *d)
 		qw_notify_ready();
 		return;
 	}
+	qw_schedule_reconfigure(d->schedule, nc);
 	qw_conf_free(d->conf);
 	d->conf = nc;
 	qw_daemon_read_resolv_conf(d, false);
@@ -298,6 +307,9 @@ qw_daemon_setup(struct qw_daemon *d)
 	d->pool = qw_pool_new(d->base, d->dns, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
 	if (d->pool == NULL)
 		return -1;
+	d->schedule = qw_schedule_new(d->base, qw_pool_redis(d->pool), d->conf);
+	if (d->schedule == NULL)
+		return -1;
 	if (d->conf->metrics_listen != NULL) {
 		const char *err;
 		d->metrics = qw_metrics_start(d->base, d->conf->metrics_listen, d->pool, &err);
@@ -315,6 +327,7 @@ qw_daemon_teardown(struct qw_daemon *d)
 {
 	qw_metrics_free(d->metrics);
 	qw_pool_free(d->pool);
+	qw_schedule_free(d->schedule);	/* after its connection: every reply came */
 	qw_cts_free(d->shutdown);
 	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++)
 		if (d->sig_ev[i] != NULL)
@@ -386,7 +399,13 @@ main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	if (test) {
-		printf("%s: configuration OK (%zu queues)\n", d.conf_path, d.conf->nqueues);
+		char nq[48], nc[48] = "";
+
+		if (d.conf->ncrons > 0)
+			snprintf(nc, sizeof(nc), ", %s", qw_fmt_count(nq, sizeof(nq),
+			    d.conf->ncrons, "cron schedule", "cron schedules"));
+		printf("%s: configuration OK (%s%s)\n", d.conf_path,
+		    qw_fmt_count(nq, sizeof(nq), d.conf->nqueues, "queue", "queues"), nc);
 		qw_conf_free(d.conf);
 		return 0;
 	}

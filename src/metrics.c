@@ -101,6 +101,14 @@ qw_metrics_body(struct qw_metrics *m, struct evbuffer *b)
 		qw_pool_queue_info(m->pool, i, &qi);
 		evbuffer_add_printf(b, "qworkerd_queue_running{queue=\"%s\"} %u\n", qi.name, qi.running);
 	}
+	evbuffer_add_printf(b, "# HELP qworkerd_queue_paused Whether the queue is paused "
+	    "(its paused key exists).\n# TYPE qworkerd_queue_paused gauge\n");
+	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {
+		struct qw_pool_queue_info qi;
+		qw_pool_queue_info(m->pool, i, &qi);
+		evbuffer_add_printf(b, "qworkerd_queue_paused{queue=\"%s\"} %d\n", qi.name,
+		    qi.paused ? 1 : 0);
+	}
 	evbuffer_add_printf(b, "# HELP qworkerd_queue_pending Length of the queue's pending list "
 	    "at the last check (once a second).\n# TYPE qworkerd_queue_pending gauge\n");
 	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {

@@ -31,6 +31,7 @@
 struct qw_plugin {
 	void *dl;
 	char *path;
+	int version;		/* the ABI it was built for: 1 or QW_PLUGIN_ABI_VERSION */
 	int (*abi)(void);
 	int (*init)(const struct qw_plugin_api *, const char *, void **);
 	int (*handle)(void *, struct qw_plugin_job *);
@@ -55,6 +56,16 @@ static enum qw_plugin_cancel
 qw_api_reason(const struct qw_plugin_job *job)
 {
 	return (enum qw_plugin_cancel)qw_token_reason(qw_work_of(job)->token);
+}
+
+/* ABI 1 knew no operator's cancel: a plugin built for it sees the one
+ * reason it knows that also ends the job. */
+static enum qw_plugin_cancel
+qw_api_reason_v1(const struct qw_plugin_job *job)
+{
+	enum qw_plugin_cancel r = qw_api_reason(job);
+
+	return r == QW_PLUGIN_CANCEL_CANCELLED ? QW_PLUGIN_CANCEL_TIMEOUT : r;
 }
 
 static bool
@@ -85,15 +96,22 @@ qw_api_log(const struct qw_plugin_job *job, int priority, const char *message)
 	qw_log(priority & 7, "job %s/%s: %s", job->queue, job->id, message);
 }
 
-static const struct qw_plugin_api qw_plugin_api = {
-	.abi_version = QW_PLUGIN_ABI_VERSION,
-	.cancelled = qw_api_cancelled,
-	.reason = qw_api_reason,
-	.wait = qw_api_wait,
-	.cancel_fd = qw_api_cancel_fd,
-	.set_error = qw_api_set_error,
-	.log = qw_api_log,
-};
+/* The services, the same for every ABI but for the version and the
+ * reasons a plugin is told. */
+#define QW_PLUGIN_API_INIT(version, reason_fn) { \
+	.abi_version = (version), \
+	.cancelled = qw_api_cancelled, \
+	.reason = (reason_fn), \
+	.wait = qw_api_wait, \
+	.cancel_fd = qw_api_cancel_fd, \
+	.set_error = qw_api_set_error, \
+	.log = qw_api_log, \
+}
+
+static const struct qw_plugin_api qw_plugin_api =
+    QW_PLUGIN_API_INIT(QW_PLUGIN_ABI_VERSION, qw_api_reason);
+/* What a plugin built for ABI 1 gets: the struct's layout is the same. */
+static const struct qw_plugin_api qw_plugin_api_v1 = QW_PLUGIN_API_INIT(1, qw_api_reason_v1);
 
 /* ---- loading ------------------------------------------------------------- */
 
@@ -137,12 +155,13 @@ qw_plugin_load(const char *path, char **why)
 	*(void **)&p->handle = sym[2];
 	*(void **)&p->fini = sym[3];
 	abi = p->abi();
-	if (abi != QW_PLUGIN_ABI_VERSION) {
-		if (asprintf(why, "%s: plugin ABI version %d, qworkerd needs %d", path, abi,
+	if (abi != 1 && abi != QW_PLUGIN_ABI_VERSION) {
+		if (asprintf(why, "%s: plugin ABI version %d, qworkerd needs 1 to %d", path, abi,
 		    QW_PLUGIN_ABI_VERSION) < 0)
 			*why = NULL;
 		goto fail;
 	}
+	p->version = abi;
 	return p;
 nomem:
 	*why = strdup("out of memory");
@@ -172,7 +191,8 @@ int
 qw_plugin_start(struct qw_plugin *p, const char *queue, void **state)
 {
 	*state = NULL;
-	return p->init(&qw_plugin_api, queue, state) == 0 ? 0 : -1;
+	return p->init(p->version == 1 ? &qw_plugin_api_v1 : &qw_plugin_api, queue, state) == 0 ?
+	    0 : -1;
 }
 
 void

@@ -74,7 +74,7 @@ void qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms);
 /* Asks Redis for each queue's pending length, for the next status line. */
 void qw_pool_poll(struct qw_pool *pool);
 /* "busy/total busy, N processed, N failed; pending q=N ..." and warnings,
- * and the queues that wait for their lease. */
+ * the paused queues, and the queues that wait for their lease. */
 void qw_pool_status(const struct qw_pool *pool, char *buf, size_t len);
 /* Why a queue waits for its instance's lease (who holds it), or NULL. */
 const char *qw_pool_lease_wait(const struct qw_pool *pool);
@@ -90,6 +90,7 @@ struct qw_pool_queue_info {
 	const char *name;
 	unsigned running;
 	int64_t pending;	/* at the last qw_pool_poll; -1 unknown */
+	bool paused;		/* its paused key, as last seen */
 };
 size_t qw_pool_nqueues(const struct qw_pool *pool);
 void qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_info *qi);

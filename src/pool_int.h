@@ -22,18 +22,22 @@
 #include "redis.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
+#define QW_CANCEL_TEXT_MAX 500	/* bytes of an operator's cancel reason kept */
 #define QW_SETTLE_BATCH 512
 #define QW_FETCH_MAX 1000
 #define QW_SETTLE_DELAY_US 1000
 #define QW_PROMOTE_MS 200
 #define QW_PROMOTE_LIMIT 1000
 #define QW_LEASE_TICK_MS 500
+/* How many buffered jobs past the next one a started mark covers, at least
+ * (qw_pool_say_started). */
+#define QW_STARTED_AHEAD 32
 
 /* The keys of a queue the daemon uses, named in keys.c. */
 enum { K_PENDING = QW_KEY_PENDING, K_CLAIM = QW_KEY_CLAIM, K_ACTIVE = QW_KEY_ACTIVE,
 	K_SCHEDULED = QW_KEY_SCHEDULED, K_DEAD = QW_KEY_DEAD, K_STATS = QW_KEY_STATS,
 	K_LEASES = QW_KEY_LEASES, K_HOLDERS = QW_KEY_HOLDERS, K_STARTED = QW_KEY_STARTED,
-	K_UNIQUE = QW_KEY_UNIQUE, K_COUNT };
+	K_UNIQUE = QW_KEY_UNIQUE, K_PAUSED = QW_KEY_PAUSED, K_CANCEL = QW_KEY_CANCEL, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -48,6 +52,7 @@ struct qw_run {
 	bool in_thread;		/* work is with a worker thread */
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
+	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
 	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
 };
 
@@ -65,8 +70,14 @@ struct qw_run {
  *   WAITING      -> IDLE         pending changed (a wake-up), or quiet ended
  *   IDLE, WAITING -> HELD        a handler could not start for a moment (run.c)
  *   HELD         -> IDLE         fetch_retry_ev fired
- *   IDLE, WAITING, HELD -> OFF   the main connection went away
- * A fetch in flight (ASKING) holds the slots it asked for until its reply. */
+ *   ASKING       -> PAUSED       the fetch script found the queue paused
+ *   IDLE, WAITING, HELD -> PAUSED   the lease tick found it paused
+ *   PAUSED       -> IDLE         the lease tick found it resumed
+ *   IDLE, WAITING, HELD, PAUSED -> OFF   the main connection went away
+ * A fetch in flight (ASKING) holds the slots it asked for until its reply.
+ * A queue is paused while its key PREFIX:{Q}:paused exists (qworkerd(8),
+ * "PAUSE AND RESUME"): PAUSED takes and starts nothing, and its buffer went
+ * back to pending as it entered it. */
 enum qw_fetch_state {
 	QW_FETCH_OFF,
 	QW_FETCH_RECONCILING,
@@ -74,6 +85,7 @@ enum qw_fetch_state {
 	QW_FETCH_ASKING,
 	QW_FETCH_WAITING,
 	QW_FETCH_HELD,
+	QW_FETCH_PAUSED,
 	QW_FETCH_NSTATES
 };
 
@@ -161,6 +173,9 @@ struct qw_queue {
 	 * (microseconds, 0: not measured yet), and the buffer size last logged. */
 	uint64_t job_us, fetch_us;
 	unsigned ahead_said;
+	/* Whether the paused key existed when last seen: what the log said last
+	 * (once per change, not once per reconnect), STATUS= and metrics say. */
+	bool paused_seen;
 	int cw;			/* smooth weighted round robin */
 	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
 	bool blocking;		/* that wake-up is armed (subscribed) */
@@ -171,6 +186,7 @@ struct qw_queue {
 	void *plugin_state;
 	struct event *promote_ev, *lease_ev;
 	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
+	char *pause_err, *cancel_err;	/* the last pause check, cancel poll error (owned) */
 	struct event *fetch_retry_ev, *settle_retry_ev;
 	enum qw_lease_state lease;
 	char *lease_wait;	/* WAITING: who holds the lease and why we wait (owned) */
@@ -229,6 +245,8 @@ int qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra);
 unsigned qw_fetch_ahead(struct qw_queue *q);
 /* Gives every buffered job back to the tail of pending as it was. */
 void qw_fetch_give_back(struct qw_queue *q);
+/* Asks whether the queue is paused (the lease tick): PAUSED, or back. */
+void qw_fetch_check_paused(struct qw_queue *q);
 int qw_fetch_open_wake(struct qw_queue *q);
 /* Stops waiting for wake-ups (quiet); with CLOSE the connection goes. */
 void qw_fetch_abandon_wake(struct qw_queue *q, bool close);
@@ -253,6 +271,16 @@ void qw_run_drop(struct qw_run *run);
  * process: cancel its handler; the record (FENCED) holds its slot until the
  * handler ends, then goes with nothing written. */
 void qw_run_fence(struct qw_rec *rec);
+/* An operator cancelled the job of REC with the reason TEXT (LEN bytes,
+ * may be empty): a running job's token fires (QW_CANCEL_CANCELLED), and the
+ * job goes to dead once its handler has ended; a buffered one goes to dead
+ * at once. Nothing for a record in another state. */
+void qw_run_cancel(struct qw_rec *rec, const char *text, size_t len);
+
+/* cancel.c */
+/* The lease tick: reads the queue's cancel requests for this process's
+ * jobs and cancels them; drops the requests of its jobs that are gone. */
+void qw_cancel_poll(struct qw_queue *q);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes

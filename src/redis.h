@@ -26,6 +26,8 @@ enum qw_script {
 	QW_SCRIPT_TAKE,		/* take an instance's lease (compare-and-set) */
 	QW_SCRIPT_FORGET,	/* drop an instance's lease once it holds no job */
 	QW_SCRIPT_INFLIGHT,	/* an instance's in-flight jobs and started marks */
+	QW_SCRIPT_CRON,		/* a [cron] tick's job, once over all instances */
+	QW_SCRIPT_CANCELS,	/* cancel requests for our jobs; drop stale ones */
 	QW_SCRIPT_COUNT
 };
 

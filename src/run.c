@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <jansson.h>
+
 #include "decide.h"
 #include "exec.h"
 #include "log.h"
@@ -27,6 +29,7 @@ qw_run_release(struct qw_run *run)
 	if (run->grace_ev != NULL)
 		event_free(run->grace_ev);
 	free(run->work.error);
+	free(run->cancel_text);
 	qw_exec_free(run->exec);
 	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
@@ -127,6 +130,27 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 	qw_pool_dirty(q->pool);
 }
 
+/* Why the run was cut short: an operator's cancel wins over the token's
+ * own reason (a timeout or shutdown that came first is overtaken: the
+ * operator wants the job stopped for good). */
+static int
+qw_run_reason(const struct qw_run *run)
+{
+	if (run->cancel_text != NULL)
+		return QW_CANCEL_CANCELLED;
+	return run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE;
+}
+
+/* "cancelled: TEXT", or "cancelled" when no reason was given. */
+static void
+qw_run_cancel_error(const struct qw_run *run, char *buf, size_t len)
+{
+	if (run->cancel_text == NULL || run->cancel_text[0] == '\0')
+		snprintf(buf, len, "cancelled");
+	else
+		snprintf(buf, len, "cancelled: %s", run->cancel_text);
+}
+
 /* "timed out after Ns" with N as the job's timeout was written (2.5, 86400),
  * never in exponent form. */
 static void
@@ -142,6 +166,7 @@ qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const c
     uint64_t delay)
 {
 	const char *qn = run->q->qc.name, *id = run->job.id;
+	char d[32];
 
 	if (o->dest == QW_DEST_DONE)
 		qw_log_debug("job %s/%s: succeeded", qn, id);
@@ -149,9 +174,11 @@ qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const c
 		qw_log_notice("job %s/%s: interrupted by shutdown, back on pending", qn, id);
 	else if (o->interruptions_spent)
 		qw_log_warn("job %s/%s: %s, moved to dead", qn, id, error);
+	else if (o->cancelled)
+		qw_log_notice("job %s/%s: %s, moved to dead", qn, id, error);
 	else if (o->dest == QW_DEST_SCHEDULED)
-		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %llums", qn, id, error,
-		    o->attempt, run->job.max_attempts, (unsigned long long)delay);
+		qw_log_warn("job %s/%s: %s (attempt %u of %u), retry in %s", qn, id, error,
+		    o->attempt, run->job.max_attempts, qw_fmt_duration(d, sizeof(d), delay));
 	else
 		qw_log_err("job %s/%s: %s (attempt %u of %u), moved to dead", qn, id, error,
 		    o->attempt, run->job.max_attempts);
@@ -165,13 +192,12 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	struct qw_queue *q = run->q;
 	struct qw_pool *pool = q->pool;
 	struct qw_outcome_in in = {
-		.result = result, .attempt = run->job.attempt,
-		.reason = run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE,
+		.result = result, .attempt = run->job.attempt, .reason = qw_run_reason(run),
 		.max_attempts = run->job.max_attempts, .interrupted = run->job.interrupted,
 		.max_interruptions = q->qc.max_interruptions,
 	};
 	struct qw_outcome o;
-	char msg[160];
+	char msg[QW_CANCEL_TEXT_MAX + 32];
 	uint64_t delay = 0;
 
 	if (qw_run_end_fenced(run))
@@ -179,12 +205,15 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	qw_decide_outcome(&in, &o);
 	qw_fetch_job_ran(q, run->started_us);
 	pool->processed++;
-	if (o.attempt != run->job.attempt)
+	if (o.attempt != run->job.attempt && !o.cancelled)
 		pool->failed++;
 	run->job.attempt = o.attempt;
 	run->job.interrupted = o.interrupted;
 	if (o.timed_out) {
 		qw_run_timeout_error(run, msg, sizeof(msg));
+		error = msg;
+	} else if (o.cancelled) {
+		qw_run_cancel_error(run, msg, sizeof(msg));
 		error = msg;
 	} else if (o.interruptions_spent) {
 		snprintf(msg, sizeof(msg), "interrupted by shutdown %u times", o.interrupted);
@@ -250,8 +279,9 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_run *run = arg;
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
-		 * untouched, its own deadline counts as a timeout. */
-		if (qw_token_reason(qw_cts_token(run->cts)) == QW_CANCEL_SHUTDOWN)
+		 * untouched, its own deadline counts as a timeout, an operator's
+		 * cancel puts it in dead. */
+		if (qw_run_reason(run) == QW_CANCEL_SHUTDOWN)
 			qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
 		else
 			qw_run_outcome(run, QW_RESULT_FAILED, NULL);
@@ -265,21 +295,25 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	qw_run_outcome(run, QW_RESULT_FAILED, "the plugin did not return after its cancellation");
 }
 
-/* The job's token fired: its deadline or the shutdown deadline, whichever
- * came first. An exec handler gets SIGTERM, then SIGKILL after kill_grace;
- * a plugin sees its token and gets kill_grace to return. */
+/* The job's token fired: its deadline, the shutdown deadline or an
+ * operator's cancel, whichever came first. An exec handler gets SIGTERM,
+ * then SIGKILL after kill_grace; a plugin sees its token and gets
+ * kill_grace to return. */
 static void
 qw_run_cancelled(void *arg, int reason)
 {
 	struct qw_run *run = arg;
+	char d[32];
 
 	if (run->rec != NULL && run->rec->state == QW_REC_RUNNING)
 		qw_record_move(&run->q->recs, run->rec, QW_REC_CANCELLING);
 	if (run->rec != NULL && run->rec->state == QW_REC_FENCED)
 		;	/* qw_run_fence said why */
+	else if (reason == QW_CANCEL_CANCELLED)
+		;	/* qw_run_cancel said why */
 	else if (reason == QW_CANCEL_TIMEOUT)
-		qw_log_warn("job %s/%s: timeout of %llums reached, cancelling", run->q->qc.name,
-		    run->job.id, (unsigned long long)run->job.timeout_ms);
+		qw_log_warn("job %s/%s: timeout of %s reached, cancelling", run->q->qc.name,
+		    run->job.id, qw_fmt_duration(d, sizeof(d), run->job.timeout_ms));
 	else
 		qw_log_notice("job %s/%s: shutdown deadline reached, cancelling", run->q->qc.name,
 		    run->job.id);
@@ -490,4 +524,82 @@ qw_run_start(struct qw_rec *rec)
 		    qw_plugin_path(q->plugin));
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
+}
+
+/* ---- an operator's cancel ---------------------------------------------- */
+
+/* The reason text as it is kept: at most QW_CANCEL_TEXT_MAX bytes, cut
+ * before a UTF-8 sequence rather than inside one. The error in the dead
+ * envelope is JSON, so a reason that is not UTF-8 (or holds a NUL byte) is
+ * replaced by a note that says so. */
+static char *
+qw_run_cancel_text(const char *text, size_t len)
+{
+	static const char not_text[] = "(the reason given is not UTF-8 text)";
+	json_t *check;
+	char *s;
+
+	if (len > QW_CANCEL_TEXT_MAX) {
+		len = QW_CANCEL_TEXT_MAX;
+		while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
+			len--;
+	}
+	if ((check = json_stringn(text, len)) == NULL || memchr(text, '\0', len) != NULL) {
+		text = not_text;
+		len = sizeof(not_text) - 1;
+	}
+	json_decref(check);
+	if ((s = malloc(len + 1)) == NULL)
+		return NULL;
+	memcpy(s, text, len);
+	s[len] = '\0';
+	return s;
+}
+
+/* A job cancelled before it started: to dead as it was, no attempt spent. */
+static void
+qw_run_cancel_unstarted(struct qw_rec *rec, char *text)
+{
+	struct qw_run *run = qw_run_new(rec);
+	char error[QW_CANCEL_TEXT_MAX + 32];
+
+	if (run == NULL) {
+		free(text);
+		qw_run_forget(rec);
+		return;
+	}
+	run->cancel_text = text;
+	qw_run_cancel_error(run, error, sizeof(error));
+	qw_log_notice("job %s/%s: %s before it started, moved to dead", rec->q->qc.name,
+	    run->job.id, error);
+	qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, error, 0, "cancelled dead");
+}
+
+void
+qw_run_cancel(struct qw_rec *rec, const char *text, size_t len)
+{
+	struct qw_run *run = rec->run;
+	char *kept;
+
+	if (rec->state != QW_REC_BUFFERED && rec->state != QW_REC_RUNNING &&
+	    rec->state != QW_REC_CANCELLING)
+		return;
+	if (run != NULL && run->cancel_text != NULL)
+		return;		/* seen on an earlier tick: being stopped */
+	if ((kept = qw_run_cancel_text(text, len)) == NULL) {
+		qw_log_err("queue %s: out of memory cancelling job field %s; trying again",
+		    rec->q->qc.name, rec->field);
+		return;
+	}
+	if (rec->state == QW_REC_BUFFERED) {
+		qw_run_cancel_unstarted(rec, kept);
+		return;
+	}
+	run->cancel_text = kept;
+	qw_log_notice("job %s/%s: cancelled%s%s; stopping its handler", rec->q->qc.name,
+	    run->job.id, kept[0] ? ": " : "", kept);
+	/* Already cancelled (its deadline, the shutdown): being stopped; its
+	 * outcome is the operator's all the same (qw_run_reason). */
+	if (run->cts != NULL)
+		qw_cts_cancel(run->cts, QW_CANCEL_CANCELLED);
 }

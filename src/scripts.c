@@ -99,7 +99,7 @@
     "  return '{\"payload_encoding\":\"base64\",\"payload\":\"' .. base64(e) .. '\",' .. tail\n" \
     "end\n"
 
-/* KEYS: pending, claim, active, dead, stats, unique. ARGV: n (at most 1000), first
+/* KEYS: pending, claim, active, dead, stats, unique, paused. ARGV: n (at most 1000), first
  * sequence number, field prefix, max_payload, the longest element that can
  * still be an envelope within max_payload (JSON escapes make one longer
  * than its payload), dead_max. Takes up to n jobs, those a blocking pop of
@@ -111,10 +111,13 @@
  * are checked only then: when either has the wrong type, the element stays
  * where it is with everything behind it, the jobs in front of it are taken,
  * and a call that can take none returns the error. A broken dead key so
- * stops only a queue whose next job must be buried, and reorders nothing. */
+ * stops only a queue whose next job must be buried, and reorders nothing.
+ * While the paused key exists (of any type) it takes nothing and returns
+ * the status PAUSED: a fetch never takes a job of a paused queue. */
 static const char qw_lua_fetch[] =
     QW_LUA_CHECK
     QW_LUA_BURY
+    "if redis.call('EXISTS', KEYS[7]) == 1 then return {ok = 'PAUSED'} end\n"
     "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list') or check(KEYS[3], 'hash')\n"
     "if err then return err end\n"
     "local n = tonumber(ARGV[1])\n"
@@ -182,7 +185,7 @@ static const char qw_lua_fetch[] =
     "  if t ~= 'none' and t ~= want then return k .. ' holds a ' .. t .. ', not a ' .. want end\n" \
     "end\n"
 
-/* KEYS: active, pending, scheduled, dead, stats, leases, unique. ARGV:
+/* KEYS: active, pending, scheduled, dead, stats, leases, unique, cancel. ARGV:
  * dead_max, guard, the number N of owed counts, N pairs (counter, count),
  * the number U of holds to end, U triples (field, id, token), the number of
  * succeeded jobs K, their K fields, then per other job five values: field,
@@ -192,7 +195,10 @@ static const char qw_lua_fetch[] =
  * a batch sent twice changes nothing the second time. GUARD names the dead
  * instance whose jobs these are: when its lease is live again the batch
  * does nothing and returns -1. Succeeded jobs, the bulk of the work, cost
- * one HDEL for the lot.
+ * one HDEL for the lot. A job that leaves the active hash leaves the cancel
+ * hash too, in the same step: an operator's request to cancel it has been
+ * carried out, or came too late (the cancel hash costs one TYPE when it
+ * does not exist, and is left alone when it holds another type).
  *
  * A job that leaves for good (done or dead) with a unique_for hold comes
  * with a triple: its hold ends in the same step that removes it, and only
@@ -227,6 +233,7 @@ static const char qw_lua_settle[] =
     "  if w then bad[i + 1] = true; why[#why + 1] = w; mask = mask + bits[i] end\n"
     "end\n"
     "local counts, dead, done, held = {}, 0, 0, {}\n"
+    "local cx = redis.call('TYPE', KEYS[8])['ok'] == 'hash'\n"
     "local n = tonumber(ARGV[3])\n"
     "for i = 4, 3 + 2 * n, 2 do counts[ARGV[i]] = (counts[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end\n"
     "local base = 4 + 2 * n\n"
@@ -239,6 +246,7 @@ static const char qw_lua_settle[] =
     "local k = tonumber(ARGV[base])\n"
     "if k > 0 then\n"
     "  done = redis.call('HDEL', KEYS[1], unpack(ARGV, base + 1, base + k))\n"
+    "  if cx then redis.call('HDEL', KEYS[8], unpack(ARGV, base + 1, base + k)) end\n"
     "  if done > 0 then counts['succeeded'] = (counts['succeeded'] or 0) + done end\n"
     "end\n"
     "local dests = {p = 2, s = 3, d = 4}\n"
@@ -255,6 +263,7 @@ static const char qw_lua_settle[] =
     "        dead = dead + 1\n"
     "      end\n"
     "      redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "      if cx then redis.call('HDEL', KEYS[8], ARGV[i]) end\n"
     "      local j = rel and rel[ARGV[i]]\n"
     "      if j then release(KEYS[7], ARGV[j + 1], ARGV[j + 2]) end\n"
     "      for c in string.gmatch(ARGV[i + 4], '%S+') do counts[c] = (counts[c] or 0) + 1 end\n"
@@ -288,6 +297,28 @@ static const char qw_lua_promote[] =
     "  redis.call('ZREM', KEYS[1], unpack(due))\n"
     "end\n"
     "return #due\n";
+
+/* KEYS: cron hash, pending. ARGV: cron name, tick (Unix ms), the job's
+ * envelope without its closing brace, how far ahead of the Redis clock a
+ * tick may be (ms). Enqueues the tick's job only when the tick is later
+ * than the one the hash holds for the name, and records it, in one step:
+ * every instance calls it at every tick and exactly one job results. A
+ * tick further ahead of the Redis clock than allowed is refused, so an
+ * instance whose clock runs fast cannot take later ticks from the others.
+ * Returns {1 enqueued | 0 done by another | -1 refused, Redis time}. */
+static const char qw_lua_cron[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'list')\n"
+    "if err then return err end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local tick = tonumber(ARGV[2])\n"
+    "if tick > now + tonumber(ARGV[4]) then return {-1, now} end\n"
+    "local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')\n"
+    "if last and last >= tick then return {0, now} end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('LPUSH', KEYS[2], ARGV[3] .. ',\"enqueued_at\":' .. string.format('%d', now) .. '}')\n"
+    "return {1, now}\n";
 
 /* KEYS: claim, pending. Gives never-started jobs back to the tail of
  * pending, oldest nearest the tail, so they run next (pending is needed
@@ -407,8 +438,9 @@ static const char qw_lua_forget[] =
  * moment: a job is moved only when it is still where qworkerctl read it.
  *
  * KEYS: from, to, stats, unique. ARGV: what from is ('head': a list
- * searched from its head, 'tail': from its tail, 'zset'), mode ('tail': to the tail of the list to, as a retry; 'dead':
- * to the head of the dead list to, cut to dead_max; 'none': removed),
+ * searched from its head, 'tail': from its tail, 'zset'), mode ('tail': to
+ * the tail of the list to, as a retry; 'dead': to the head of the dead list
+ * to, cut to dead_max; 'none': removed),
  * dead_max, counters to raise per job moved (space separated), then per
  * job four values: the member as read, the member to write, and its
  * unique_for hold (id and token, or two '') that ends with it. Returns per
@@ -462,6 +494,32 @@ const char qw_ctl_lua_cancel[] =
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
     "return 1\n";
+
+/* KEYS: cancel, active (ours). ARGV: our run id. The operators' cancel
+ * requests for jobs of this process: every field of the cancel hash that
+ * starts with our run id names a job of ours. Returns {{field, reason,
+ * ...} of those still in our active hash, how many others it deleted}: a
+ * request for a job that has left (its result written before the request
+ * came) would otherwise stay for ever. Requests for other instances' jobs
+ * are theirs. */
+static const char qw_lua_cancels[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')\n"
+    "if err then return err end\n"
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "local out, gone, n = {}, 0, #ARGV[1]\n"
+    "for i = 1, #all, 2 do\n"
+    "  if string.sub(all[i], 1, n) == ARGV[1] then\n"
+    "    if redis.call('HEXISTS', KEYS[2], all[i]) == 1 then\n"
+    "      out[#out + 1] = all[i]\n"
+    "      out[#out + 1] = all[i + 1]\n"
+    "    else\n"
+    "      redis.call('HDEL', KEYS[1], all[i])\n"
+    "      gone = gone + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return {out, gone}\n";
 
 /* The Redis function library "qworkerd" (Redis 7, SPEC 11): the producers'
  * function qw_enqueue, and qw_version, which says which version of the
@@ -655,6 +713,8 @@ const char *const qw_scripts[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_TAKE] = qw_lua_take,
 	[QW_SCRIPT_FORGET] = qw_lua_forget,
 	[QW_SCRIPT_INFLIGHT] = qw_lua_inflight,
+	[QW_SCRIPT_CRON] = qw_lua_cron,
+	[QW_SCRIPT_CANCELS] = qw_lua_cancels,
 };
 
 const char *const qw_script_names[QW_SCRIPT_COUNT] = {
@@ -666,4 +726,6 @@ const char *const qw_script_names[QW_SCRIPT_COUNT] = {
 	[QW_SCRIPT_TAKE] = "take",
 	[QW_SCRIPT_FORGET] = "forget",
 	[QW_SCRIPT_INFLIGHT] = "inflight",
+	[QW_SCRIPT_CRON] = "cron",
+	[QW_SCRIPT_CANCELS] = "cancels",
 };

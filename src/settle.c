@@ -29,7 +29,7 @@ struct qw_batch {
 	struct qw_rec *rec[];
 };
 
-#define QW_SETTLE_FIXED 9	/* 7 keys, dead_max, guard */
+#define QW_SETTLE_FIXED 10	/* 8 keys, dead_max, guard */
 /* Held results go again after 0.5 s, then less and less often: a key a
  * producer broke may stay broken for hours. */
 #define QW_SETTLE_RETRY_MS 500
@@ -443,13 +443,14 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	argv[4] = q->key[K_STATS];
 	argv[5] = q->key[K_LEASES];
 	argv[6] = q->key[K_UNIQUE];
+	argv[7] = q->key[K_CANCEL];
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	argv[7] = deadmax;
-	argv[8] = owner ? owner : "";
+	argv[8] = deadmax;
+	argv[9] = owner ? owner : "";
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 7,
+	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 8,
 	    (int)argc, argv, lens) < 0)
 		goto out;
 	b = NULL;

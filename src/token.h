@@ -25,6 +25,7 @@ enum qw_cancel_reason {
 	QW_CANCEL_NONE = 0,
 	QW_CANCEL_TIMEOUT = 1,	/* the job's own deadline passed */
 	QW_CANCEL_SHUTDOWN = 2,	/* the daemon is stopping */
+	QW_CANCEL_CANCELLED = 3,	/* an operator cancelled the job (PREFIX:{Q}:cancel) */
 };
 
 typedef void qw_token_fn(void *arg, int reason);

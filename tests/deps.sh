@@ -4,6 +4,7 @@
 set -eu
 pkgs="build-essential autoconf automake pkg-config libevent-dev libhiredis-dev \
 libsystemd-dev libjansson-dev libcmocka-dev redis-server redis-tools \
+debhelper devscripts lintian bash-completion man-db \
 python3 python3-pytest python3-redis mandoc valgrind procps util-linux mount"
 [ $# -gt 0 ] && pkgs="$pkgs $*"
 missing=""

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs the end-to-end test (tests/e2e): qworkerd built with Debian's paths,
-# installed with `make install` into a real systemd 252 booted by systemd-box,
-# and driven with systemctl, journalctl and redis-cli. Called by `make check`;
+# Runs the end-to-end test (tests/e2e): the Debian packages (tests/package.sh)
+# installed with dpkg -i into a real systemd 252 booted by systemd-box, and
+# driven with systemctl, journalctl and redis-cli. Called by `make check`;
 # writes JUnit XML to BUILD/tests/e2e.xml so tests/summary.py counts its cases.
 #
 # Needs root. QW_E2E=skip skips it, saying so (exit 77); otherwise a box that

@@ -1,7 +1,8 @@
 /* sleep.so - an example qworkerd plugin that sleeps the number of
  * milliseconds in its payload and returns early, cleanly, when the job is
- * cancelled: by its own timeout (the job fails and is retried) or by
- * qworkerd stopping (the job is requeued). */
+ * cancelled: by its own timeout (the job fails and is retried), by
+ * qworkerd stopping (the job is requeued) or by an operator (the job goes
+ * to dead). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,8 @@ qw_plugin_handle(void *state, struct qw_plugin_job *job)
 	if (!api->wait(job, ms))
 		return QW_PLUGIN_OK;
 	snprintf(msg, sizeof(msg), "cancelled after part of %lld ms (%s)", ms,
-	    api->reason(job) == QW_PLUGIN_CANCEL_TIMEOUT ? "job timeout" : "shutdown");
+	    api->reason(job) == QW_PLUGIN_CANCEL_TIMEOUT ? "job timeout" :
+	    api->reason(job) == QW_PLUGIN_CANCEL_CANCELLED ? "cancelled" : "shutdown");
 	api->log(job, 5, msg);
 	api->set_error(job, msg);
 	return QW_PLUGIN_FAIL;

@@ -5,6 +5,8 @@
  * [queue NAME] section of qworkerd.conf(5). It exports four functions:
  *
  *   int  qw_plugin_abi(void);            returns QW_PLUGIN_ABI_VERSION
+ *                                        (qworkerd also loads plugins
+ *                                        built for ABI 1)
  *   int  qw_plugin_init(const struct qw_plugin_api *api, const char *queue,
  *                       void **state);   0 on success
  *   int  qw_plugin_handle(void *state, struct qw_plugin_job *job);
@@ -29,7 +31,11 @@
 extern "C" {
 #endif
 
-#define QW_PLUGIN_ABI_VERSION 1
+/* 2 added QW_PLUGIN_CANCEL_CANCELLED; nothing else changed. A plugin
+ * built against ABI 1 still loads, and its api->reason() says
+ * QW_PLUGIN_CANCEL_TIMEOUT for a cancelled job, the only reason it knows
+ * that also ends the job. */
+#define QW_PLUGIN_ABI_VERSION 2
 
 /* What qw_plugin_handle returns. */
 enum qw_plugin_result {
@@ -43,6 +49,8 @@ enum qw_plugin_cancel {
 	QW_PLUGIN_NOT_CANCELLED = 0,
 	QW_PLUGIN_CANCEL_TIMEOUT = 1,	/* the job's own deadline passed */
 	QW_PLUGIN_CANCEL_SHUTDOWN = 2,	/* qworkerd is stopping: the job will be requeued */
+	QW_PLUGIN_CANCEL_CANCELLED = 3,	/* an operator cancelled the job: it goes to dead
+					 * (ABI 2; ABI 1 plugins see TIMEOUT) */
 };
 
 /* One job, valid only during qw_plugin_handle. */
@@ -61,8 +69,8 @@ struct qw_plugin_job {
  * is safe to call from the worker thread running the job. */
 struct qw_plugin_api {
 	unsigned abi_version;
-	/* The job's cancellation token: cancelled when its deadline passes or
-	 * qworkerd stops. */
+	/* The job's cancellation token: cancelled when its deadline passes,
+	 * qworkerd stops, or an operator cancels the job. */
 	bool (*cancelled)(const struct qw_plugin_job *job);
 	enum qw_plugin_cancel (*reason)(const struct qw_plugin_job *job);
 	/* Waits up to TIMEOUT_MS (< 0: no limit); true once cancelled. */

@@ -1,7 +1,9 @@
 """The end-to-end fixture: one systemd-box (a real systemd 252 in a container,
-with redis-server) for the whole run. qworkerd is configured with Debian's
-paths (--prefix=/usr --sysconfdir=/etc), built, installed with
-`make install DESTDIR=...` and that tree is copied into the box as it is.
+with redis-server) for the whole run. The Debian packages (tests/package.sh:
+dpkg-buildpackage -us -uc -b, lintian) are installed in it with dpkg -i;
+they are built into BUILD/tests/deb unless the ones there (left by
+test_package.py) are newer than every source file. Their contents are also
+unpacked into BUILD/tests/e2e-root for the tests to read.
 
 A box that cannot be built or booted fails every test with the reason; the
 box is always powered off at the end. A failing test gets the box's journal
@@ -23,11 +25,12 @@ BUILD = os.environ.get("QW_BUILDDIR", os.path.join(SRC, "build"))
 TOOL = os.environ.get("QW_SYSTEMD_BOX") or os.path.abspath(
     os.path.join(SRC, "..", "shared", "tools", "systemd-box"))
 REQUIRED = os.environ.get("QW_E2E") == "required"
-STAGE_BUILD = os.path.join(BUILD, "tests", "e2e-build")
+DEB_DIR = os.path.join(BUILD, "tests", "deb")
 STAGE = os.path.join(BUILD, "tests", "e2e-root")
+DEB_PACKAGES = ("qworkerd", "libqworkerd-plugin-dev")
 JOURNAL_DUMP = os.path.join(BUILD, "tests", "e2e-journal.txt")
 # Packages the box needs besides its base set (systemd, redis-server, ...):
-# the shared libraries of what `make install` staged (found with ldd and
+# the shared libraries of what the packages install (found with ldd and
 # dpkg -S on this machine), and man-db, because systemd-analyze verify runs
 # man(1) to check Documentation=man:... against the installed man pages.
 # Libraries that systemd itself needs are in every box; leaving them out
@@ -36,6 +39,10 @@ ALWAYS_PACKAGES = ["man-db"]
 IN_EVERY_BOX = {"libc6", "libcap2", "libgcrypt20", "libgpg-error0", "liblzma5", "libzstd1",
                 "liblz4-1", "libsystemd0"}
 
+# configure --prefix=/usr puts plugins under Debian's multiarch libdir.
+MULTIARCH = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                           text=True).stdout.strip()
+PLUGIN_DIR = "/usr/lib/%s/qworkerd/plugins" % MULTIARCH
 PASSWORD = "e2e-secret"
 HANDLER = "/usr/local/libexec/qw-e2e-handler"
 CONF_PATH = "/etc/qworkerd/qworkerd.conf"
@@ -171,29 +178,43 @@ class Box:
 BOX = None
 
 
-def _make(*args, cwd):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "DESTDIR")}
-    p = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=900)
-    if p.returncode != 0:
-        pytest.fail("e2e: %s failed (exit %d):\n%s%s" % (" ".join(args), p.returncode,
-                                                          p.stdout[-4000:], p.stderr[-4000:]),
-                    pytrace=False)
+def debs():
+    """{package: path} of the .debs in DEB_DIR."""
+    out = {}
+    for name in os.listdir(DEB_DIR) if os.path.isdir(DEB_DIR) else ():
+        m = re.match(r"([a-z0-9-]+)_[^_]+_[a-z0-9]+\.deb$", name)
+        if m and m.group(1) in DEB_PACKAGES:
+            out[m.group(1)] = os.path.join(DEB_DIR, name)
+    return out
+
+
+def debs_current():
+    """The .debs are there and newer than every file of the source tree."""
+    have = debs()
+    if set(have) != set(DEB_PACKAGES):
+        return False
+    built = min(os.path.getmtime(p) for p in have.values())
+    skip = {".git", "__pycache__", ".pytest_cache", "autom4te.cache"}
+    for d, dirs, files in os.walk(SRC):
+        dirs[:] = [x for x in dirs if x not in skip and not (d == SRC and x.startswith("build"))
+                   and os.path.join(d, x) != os.path.join(SRC, "debian", "build")]
+        if any(os.path.getmtime(os.path.join(d, f)) > built for f in files
+               if os.path.isfile(os.path.join(d, f))):
+            return False
+    return True
 
 
 def build_stage():
-    """Configures the source tree like a Debian package would, builds it in
-    BUILD/tests/e2e-build and installs it into BUILD/tests/e2e-root."""
-    os.makedirs(STAGE_BUILD, exist_ok=True)
-    mk = os.path.join(STAGE_BUILD, "Makefile")
-    if not os.path.exists(mk) or os.path.getmtime(mk) < os.path.getmtime(
-            os.path.join(SRC, "configure")):
-        _make(os.path.join(SRC, "configure"), "-q", "--prefix=/usr", "--sysconfdir=/etc",
-              "--localstatedir=/var", cwd=STAGE_BUILD)
-    _make("make", "-s", "-j%d" % (os.cpu_count() or 2), cwd=STAGE_BUILD)
+    """Builds the packages if needed, and unpacks them into STAGE."""
+    if not debs_current():
+        p = subprocess.run(["sh", os.path.join(SRC, "tests", "package.sh"), DEB_DIR],
+                           capture_output=True, text=True, timeout=1800)
+        if p.returncode != 0:
+            pytest.fail("e2e: tests/package.sh (exit %d):\n%s%s"
+                        % (p.returncode, p.stdout[-4000:], p.stderr[-4000:]), pytrace=False)
     shutil.rmtree(STAGE, ignore_errors=True)
-    _make("make", "-s", "install", "DESTDIR=" + STAGE, cwd=STAGE_BUILD)
+    for deb in debs().values():
+        subprocess.run(["dpkg-deb", "-x", deb, STAGE], check=True)
 
 
 def runtime_packages():
@@ -260,11 +281,14 @@ def box(request):
                     % (p.returncode, p.stdout, p.stderr), pytrace=False)
     b.up = True
     b.boot_log = p.stderr
-    # make install's tree, as it is, at / of the box
-    b.tool("install", *[os.path.join(STAGE, d) for d in sorted(os.listdir(STAGE))],
-           "--to", "/")
-    missing = b.sh("ldd /usr/sbin/qworkerd /usr/lib/qworkerd/plugins/*.so | grep 'not found' "
-                   "|| true").stdout
+    # The packages, installed as an administrator would.
+    b.tool("install", *sorted(debs().values()), "--to", "/root/debs")
+    b.run("sh", "-c", "dpkg -i /root/debs/*.deb")
+    # What installing left behind, before anything here changes it.
+    b.after_install = {q: b.run("systemctl", q, "qworkerd.service", check=False).stdout.strip()
+                       for q in ("is-enabled", "is-active")}
+    missing = b.sh("ldd /usr/sbin/qworkerd %s/*.so | grep 'not found' "
+                   "|| true" % PLUGIN_DIR).stdout
     if missing:
         pytest.fail("e2e: libraries missing in the box (add their packages to "
                     "ALWAYS_PACKAGES in tests/e2e/conftest.py):\n" + missing, pytrace=False)

@@ -1,7 +1,8 @@
 """qworkerd under a real systemd (systemd-box): the units as installed by
-`make install`, driven with systemctl, journalctl and redis-cli. One box for
-the whole module; the tests run in order and each leaves qworkerd.service
-running with the base configuration (conftest.conf()). The test config keeps
+the Debian package (dpkg -i), driven with systemctl, journalctl and
+redis-cli. One box for the whole module; the tests run in order and each
+leaves qworkerd.service running with the base configuration
+(conftest.conf()). The test config keeps
 the drain short: shutdown_timeout = 4s, kill_grace = 2s."""
 import json
 import os
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import CONF_PATH, STAGE, conf, wait_until
+from conftest import CONF_PATH, PLUGIN_DIR, STAGE, conf, wait_until
 
 UNIT = "qworkerd.service"
 SHUTDOWN_TIMEOUT, KILL_GRACE = 4, 2
@@ -50,14 +51,22 @@ def score(box, unit):
 
 # ---------------------------------------------------------------- installation
 
-def test_make_install_layout(box):
+def test_package_starts_nothing(box):
+    """dpkg -i of the package neither enables nor starts qworkerd.service:
+    the shipped config is an example; the administrator starts it."""
+    assert box.after_install == {"is-enabled": "disabled", "is-active": "inactive"}
+    assert box.run("dpkg-query", "-W", "-f", "${Conffiles}", "qworkerd").stdout.split()[0] \
+        == CONF_PATH
+
+
+def test_package_layout(box):
     want = ["usr/sbin/qworkerd", "etc/qworkerd/qworkerd.conf",
             "lib/systemd/system/qworkerd.service", "lib/systemd/system/qworkerd@.service",
-            "usr/share/man/man8/qworkerd.8", "usr/share/man/man5/qworkerd.conf.5",
-            "usr/share/man/man7/qworkerd-jobs.7", "usr/include/qworkerd/plugin.h",
+            "usr/share/man/man8/qworkerd.8.gz", "usr/share/man/man5/qworkerd.conf.5.gz",
+            "usr/share/man/man7/qworkerd-jobs.7.gz", "usr/include/qworkerd/plugin.h",
             "usr/share/doc/qworkerd/examples/qworkerd.service.d-example.conf"]
     missing = [f for f in want if not os.path.exists(os.path.join(STAGE, f))]
-    assert not missing, "make install did not install %s" % missing
+    assert not missing, "the packages do not install %s" % missing
     unit = open(os.path.join(STAGE, "lib/systemd/system/qworkerd.service")).read()
     assert "ExecStart=/usr/sbin/qworkerd -c /etc/qworkerd/qworkerd.conf\n" in unit
     tmpl = open(os.path.join(STAGE, "lib/systemd/system/qworkerd@.service")).read()
@@ -309,7 +318,7 @@ def test_template_instances_side_by_side(box):
         for inst, n in (("mail", 3), ("thumbs", 2)):
             u = "qworkerd@%s.service" % inst
             assert box.run("systemctl", "is-active", u).stdout.strip() == "active"
-            box.wait_journal(u, r"^ready: 1 queues, %d workers, instance %s:%s$"
+            box.wait_journal(u, r"^ready: 1 queue, %d workers, instance %s:%s$"
                              % (n, box.name, inst), c)
         assert main_pid(box, "qworkerd@mail") != main_pid(box, "qworkerd@thumbs")
         push(box, "mail", "m-1", "hello mail")
@@ -364,7 +373,7 @@ def test_handler_sandbox_and_dropin_example(box):
 def test_plugin_handler_in_sandbox(box):
     """An installed example plugin loads and runs under the unit's sandbox."""
     ensure_running(box)
-    plugin = "/usr/lib/qworkerd/plugins/noop.so"
+    plugin = PLUGIN_DIR + "/noop.so"
     box.run("test", "-f", plugin)
     box.write(CONF_PATH, conf() + "[queue plug]\nplugin = %s\n" % plugin)
     try:

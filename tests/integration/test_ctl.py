@@ -240,25 +240,68 @@ def test_cancel_and_delete_end_a_unique_hold(r, daemon):
     assert not r.hexists("qw:{u}:unique", "once") and r.llen("qw:{u}:pending") == 0
 
 
-def test_cancel_running_job_asks_its_instance(r, daemon, tmp):
+def test_cancel_running_job_reaches_its_instance(r, daemon, tmp):
+    """qworkerctl cancel of a running job: the instance that runs it stops it
+    and puts it in dead as cancelled, while another job of the queue runs
+    on (the daemon side: test_cancel.py)."""
     h, jobs = handler(tmp)
     open(os.path.join(jobs, "hold"), "w").close()
     d = configured(daemon, {"mail": "handler = %s\nprefetch = 0" % h},
-                   workers="concurrency = 1\n")
+                   workers="concurrency = 2\n")
     d.start()
     ctl(d.conf_path, "enqueue", "mail", "--id", "long", "x", check=0)
-    wait_until(lambda: inflight(r, "mail") == 1, what="the job running")
-    field = list(r.hgetall("qw:{mail}:active:test-1"))[0]
+    ctl(d.conf_path, "enqueue", "mail", "--id", "other", "y", check=0)
+    wait_until(lambda: inflight(r, "mail") == 2, what="both jobs running")
+    d.wait_log("job mail/long: started")
     p = ctl(d.conf_path, "cancel", "mail", "long", "--reason", "stuck", check=0)
     assert p.stdout == b"cancel requested, job long running on test-1\n"
-    assert r.hgetall("qw:{mail}:cancel") == {field: b"stuck"}
-    js = jctl(d.conf_path, "cancel", "mail", "long")
-    assert js["instance"] == "test-1" and js["field"] == field.decode()
-    assert r.hget("qw:{mail}:cancel", field) == b""
+    wait_until(lambda: r.llen("qw:{mail}:dead") == 1, what="the job in dead")
+    e = json.loads(r.lindex("qw:{mail}:dead", 0))
+    assert e["id"] == "long" and e["error"] == "cancelled: stuck"
+    s = stats(r, "mail")
+    assert s.get("cancelled") == 1 and s.get("dead") == 1
+    assert not r.exists("qw:{mail}:cancel")
+    # The other job was left alone; once let go it succeeds.
+    assert inflight(r, "mail") == 1
     os.unlink(os.path.join(jobs, "hold"))
-    wait_until(lambda: inflight(r, "mail") == 0, what="the job to finish")
+    wait_until(lambda: ran(jobs) == ["other"], what="the other job to finish")
     p = ctl(d.conf_path, "cancel", "mail", "long", check=1)
-    assert b"no job long" in p.stderr
+    assert b"no job long (looked in pending, scheduled, running)" in p.stderr
+
+
+def test_cancel_request_names_the_instance_that_holds_the_job(r, daemon):
+    """A job in flight in another instance (no daemon here): the request is
+    written under its field, empty without --reason; once it has left, there
+    is nothing to cancel and no request is written."""
+    conf = configured(daemon, {"mail": "handler = /bin/true"}).conf_path
+    r.hset("qw:{mail}:active:gone-1", "0123456789ab-1", json.dumps({"payload": "x",
+                                                                    "id": "late"}))
+    r.zadd("qw:{mail}:leases", {"gone-1": redis_ms(r) + 60000})
+    js = jctl(conf, "cancel", "mail", "late")
+    assert js["instance"] == "gone-1" and js["field"] == "0123456789ab-1"
+    assert r.hget("qw:{mail}:cancel", "0123456789ab-1") == b""
+    r.delete("qw:{mail}:cancel")
+    out = ctl(conf, "show", "mail", "late", check=0).stdout
+    assert b"instance: gone-1 (running)" in out
+    r.delete("qw:{mail}:active:gone-1")
+    p = ctl(conf, "cancel", "mail", "late", check=1)
+    assert b"no job late" in p.stderr and not r.exists("qw:{mail}:cancel")
+
+
+def test_pause_through_qworkerctl_holds_a_running_daemon(r, daemon, tmp):
+    h, jobs = handler(tmp)
+    d = configured(daemon, {"mail": "handler = %s" % h})
+    d.start()
+    ctl(d.conf_path, "pause", "mail", check=0)
+    d.wait_log("queue mail: paused")
+    for i in range(3):
+        ctl(d.conf_path, "enqueue", "mail", "--id", "p%d" % i, "x", check=0)
+    out = ctl(d.conf_path, "status", check=0).stdout.decode()
+    assert out.splitlines()[1].split()[:6] == ["mail", "3", "0", "0", "0", "yes"]
+    ctl(d.conf_path, "resume", "mail", check=0)
+    wait_until(lambda: sorted(ran(jobs)) == ["p0", "p1", "p2"], what="the backlog")
+    log = d.log()
+    assert log.index("queue mail: resumed") < log.index("job mail/p0: started")
 
 
 def test_pause_and_resume(r, daemon):

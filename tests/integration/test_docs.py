@@ -15,7 +15,7 @@ SRC = os.environ.get("QW_SRCDIR", os.path.abspath(os.path.join(HERE, "..", "..")
 MAN_PAGES = ["qworkerd.8.in", "qworkerd.conf.5.in", "qworkerd-jobs.7.in", "qworkerctl.1.in"]
 
 # RK/WK/QK(name, ...) lines of the key table, by section.
-TABLE_SECTIONS = {"RK": "redis", "WK": "workers", "QK": "queue"}
+TABLE_SECTIONS = {"RK": "redis", "WK": "workers", "QK": "queue", "CK": "cron"}
 
 
 def read(*parts):
@@ -28,7 +28,7 @@ def table_keys():
     m = re.search(r"qw_conf_keys\[\]\s*=\s*\{(.*?)\n\};", src, re.S)
     assert m, "qw_conf_keys table not found in src/conf.c"
     keys = {s: set() for s in TABLE_SECTIONS.values()}
-    for macro, name in re.findall(r'^\s*(RK|WK|QK)\(\s*"([^"]+)"', m.group(1), re.M):
+    for macro, name in re.findall(r'^\s*(RK|WK|QK|CK)\(\s*"([^"]+)"', m.group(1), re.M):
         keys[TABLE_SECTIONS[macro]].add(name)
     assert sum(len(v) for v in keys.values()) > 10, keys
     return keys
@@ -41,7 +41,7 @@ def documented_keys():
     section = None
     for line in read("man", "qworkerd.conf.5.in").splitlines():
         if line.startswith(".Sh ") or line.startswith(".Ss "):
-            m = re.match(r"\.Ss The \[(redis|workers|queue)\b", line)
+            m = re.match(r"\.Ss The \[(redis|workers|queue|cron)\b", line)
             section = m.group(1) if m else None
             continue
         m = re.match(r"\.It Cm (\S+)", line)
@@ -71,7 +71,7 @@ def test_example_config_shows_every_key():
     shown = {s: set() for s in TABLE_SECTIONS.values()}
     section = None
     for line in read("etc", "qworkerd.conf").splitlines():
-        m = re.match(r"\[(redis|workers|queue)\b", line)
+        m = re.match(r"#?\[(redis|workers|queue|cron)\b", line)
         if m:
             section = m.group(1)
             continue

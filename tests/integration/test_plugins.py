@@ -112,7 +112,7 @@ def test_bad_plugins_are_config_errors(tmp):
                              " { (void)s; (void)j; return 0; }\n")
     no_handle = build_plugin(tmp, "nohandle", ABI % "QW_PLUGIN_ABI_VERSION" + INIT + FINI)
     cases = [
-        (wrong_abi, "plugin ABI version 999, qworkerd needs 1"),
+        (wrong_abi, "plugin ABI version 999, qworkerd needs 1 to 2"),
         (no_handle, "missing symbol qw_plugin_handle"),
         (os.path.join(tmp, "absent.so"), "absent.so"),
         ("relative.so", "is not an absolute path"),

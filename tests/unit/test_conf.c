@@ -727,6 +727,9 @@ test_err_out_of_range(void **state)
 	    "max_attempts", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 0s\n", 3, "timeout", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 366d\n", 3, "timeout", "out of range", NULL);
+	/* Bounds said the way the file writes durations, not in milliseconds. */
+	load_fails("[queue q]\nhandler = /bin/true\ntimeout = 366d\n", 3, "(1ms to 365d)", NULL);
+	load_fails(QUEUE_OK "[workers]\nlease_timeout = 500ms\n", 4, "(2s to 1d)", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 0\n", 3,
 	    "max_payload", "out of range", NULL);
 	load_fails("[queue q]\nhandler = /bin/true\nmax_payload = 1GiB\n", 3,
@@ -1027,7 +1030,8 @@ test_client_load_skips_daemon_only_checks(void **state)
 	char *err = NULL;
 	const char *text = "[redis]\naddress = unix:/run/r.sock\ndb = 3\nprefix = app\n"
 	    "[queue mail]\nhandler = /no/such/program --flag\ndead_max = 7\n"
-	    "[queue img]\nplugin = /no/such/plugin.so\n[queue bare]\n";
+	    "[queue img]\nplugin = /no/such/plugin.so\n[queue bare]\n"
+	    "[cron nightly]\nqueue = elsewhere\n";
 
 	(void)state;
 	write_file(path, sizeof(path), "client.conf", text, 0644);
@@ -1055,6 +1059,60 @@ test_client_load_skips_daemon_only_checks(void **state)
 	free(err);
 }
 
+static void
+test_load_cron(void **state)
+{
+	struct qw_conf *c;
+
+	(void)state;
+	c = load_ok("cron.conf",
+	    "[cron first]\nschedule = */15 9-17 * * mon-fri   # office hours\nqueue = a\n"
+	    "timezone = local\npayload = {\"x\": 1}\n"
+	    "[queue a]\nhandler = /bin/true\n"
+	    "[ cron  second ]\ntimezone = UTC\nqueue = a\nschedule = @every 90s\npayload =\n");
+	assert_int_equal(c->ncrons, 2);
+	assert_string_equal(c->crons[0].name, "first");
+	assert_string_equal(c->crons[0].queue, "a");
+	assert_string_equal(c->crons[0].payload, "{\"x\": 1}");
+	assert_int_equal(c->crons[0].sched.tz, QW_CRON_LOCAL);
+	assert_int_equal(c->crons[0].sched.minute, 1ULL | 1ULL << 15 | 1ULL << 30 | 1ULL << 45);
+	assert_int_equal(c->crons[0].sched.dow, 0x3e);
+	assert_int_equal(c->crons[0].line, 1);
+	assert_string_equal(c->crons[1].name, "second");
+	assert_string_equal(c->crons[1].payload, "");
+	assert_int_equal(c->crons[1].sched.tz, QW_CRON_UTC);
+	assert_int_equal(c->crons[1].sched.every_ms, 90000);
+	qw_conf_free(c);
+	/* The timezone defaults to UTC and the payload to empty. */
+	c = load_ok("cron2.conf", "[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @daily\nqueue = a\n");
+	assert_int_equal(c->crons[0].sched.tz, QW_CRON_UTC);
+	assert_string_equal(c->crons[0].payload, "");
+	qw_conf_free(c);
+}
+
+static void
+test_err_cron(void **state)
+{
+	(void)state;
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = 61 * * * *\nqueue = a\n",
+	    4, "schedule", "minute '61'", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nqueue = a\nschedule = * * *\n",
+	    5, "schedule", "3 fields", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @every 0s\nqueue = a\n",
+	    4, "@every '0s'", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @daily\n"
+	    "timezone = America/New_York\nqueue = a\n", 5, "timezone", "UTC or local", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @daily\n", 3,
+	    "[cron x]", "no queue", NULL);
+	load_fails("[cron x]\nschedule = @daily\nqueue = b\n[queue a]\nhandler = /bin/true\n", 3,
+	    "queue", "'b'", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @daily\nqueue = a\n"
+	    "payload = \xff\n", 6, "payload", "UTF-8", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x y]\n", 3, "cron name", NULL);
+	load_fails("[queue a]\nhandler = /bin/true\n[cron x]\nschedule = @daily\nqueue = a\n"
+	    "[cron x]\n", 6, "twice", NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
@@ -1080,6 +1138,8 @@ main(void)
 		T(test_load_prefetch),
 		T(test_load_several_queues),
 		T(test_load_comments_values),
+		T(test_load_cron),
+		T(test_err_cron),
 		T(test_err_unknown_section),
 		T(test_err_unknown_key),
 		T(test_err_bad_duration),

@@ -86,6 +86,23 @@ test_timeout_is_a_failure_whatever_the_exit(void **state)
 }
 
 static void
+test_cancelled_goes_dead_whatever_the_exit(void **state)
+{
+	static const enum qw_result rs[] = { QW_RESULT_OK, QW_RESULT_FAILED,
+		QW_RESULT_PERMANENT };
+
+	for (size_t i = 0; i < 3; i++) {
+		struct qw_outcome o = decide(rs[i], QW_CANCEL_CANCELLED, 0, 5, 1);
+		assert_true(o.cancelled);
+		assert_false(o.timed_out);
+		assert_int_equal(o.dest, QW_DEST_DEAD);
+		assert_string_equal(o.counters, "cancelled dead");
+		assert_int_equal(o.attempt, 1);
+		assert_int_equal(o.interrupted, 1);
+	}
+}
+
+static void
 test_shutdown_requeues_without_an_attempt(void **state)
 {
 	struct qw_outcome o = decide(QW_RESULT_FAILED, QW_CANCEL_SHUTDOWN, 1, 2, 0);
@@ -252,6 +269,16 @@ test_fmt_u64(void **state)
 }
 
 static void
+test_fmt_count(void **state)
+{
+	char b[40];
+
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 1, "queue", "queues"), "1 queue");
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 0, "queue", "queues"), "0 queues");
+	assert_string_equal(qw_fmt_count(b, sizeof(b), 12, "worker", "workers"), "12 workers");
+}
+
+static void
 test_fmt_duration(void **state)
 {
 	char b[40];
@@ -263,6 +290,8 @@ test_fmt_duration(void **state)
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 1500), "1.5s");
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 500), "500ms");
 	assert_string_equal(qw_fmt_duration(b, sizeof(b), 0), "0ms");
+	assert_string_equal(qw_fmt_duration(b, sizeof(b), 86400000), "1d");
+	assert_string_equal(qw_fmt_duration(b, sizeof(b), 365 * 86400000ULL), "365d");
 	assert_string_equal(qw_fmt_seconds(b, sizeof(b), 31536000000ULL), "31536000");
 	assert_string_equal(qw_fmt_seconds(b, sizeof(b), 2500), "2.5");
 }
@@ -275,6 +304,7 @@ main(void)
 		cmocka_unit_test(test_failure_retries_until_the_last_attempt),
 		cmocka_unit_test(test_permanent_goes_dead_at_once),
 		cmocka_unit_test(test_timeout_is_a_failure_whatever_the_exit),
+		cmocka_unit_test(test_cancelled_goes_dead_whatever_the_exit),
 		cmocka_unit_test(test_shutdown_requeues_without_an_attempt),
 		cmocka_unit_test(test_done_after_shutdown_is_a_success),
 		cmocka_unit_test(test_share_follows_weights),
@@ -286,6 +316,7 @@ main(void)
 		cmocka_unit_test(test_smooth),
 		cmocka_unit_test(test_fmt_u64),
 		cmocka_unit_test(test_fmt_duration),
+		cmocka_unit_test(test_fmt_count),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

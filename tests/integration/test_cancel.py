@@ -1,0 +1,204 @@
+"""Cancelling a running job (qworkerd(8), CANCELLING A JOB): HSET
+PREFIX:{Q}:cancel FIELD TEXT, FIELD being the job's field in its instance's
+active hash, reaches the instance that runs it; the job's token fires with
+the reason `cancelled` (exec handlers: SIGTERM to the process group, then
+SIGKILL after kill_grace; plugins: the token), the job goes to dead with
+error `cancelled: TEXT`, counters `cancelled` and `dead`, and the request
+goes with the result. The daemon keeps running other jobs meanwhile.
+
+Nothing here is timed: each step waits for what Redis and the daemon show."""
+import json
+import os
+import subprocess
+
+from conftest import BUILD, TOP, inflight, read_lines, stats, wait_until
+
+HANDLER = """#!/usr/bin/python3
+import os, signal, subprocess, sys, time
+marks = %r
+payload = sys.stdin.read()
+if payload == "quick":
+    sys.exit(0)
+child = subprocess.Popen(["sleep", "1000"])  # in the handler's process group
+if payload == "ignore":
+    def term(sig, frame):
+        with open(os.path.join(marks, "term"), "a") as f:
+            f.write("%%s\\n" %% os.environ["QW_JOB_ID"])
+    signal.signal(signal.SIGTERM, term)
+with open(os.path.join(marks, os.environ["QW_JOB_ID"] + ".pids"), "w") as f:
+    f.write("%%d %%d\\n" %% (os.getpid(), child.pid))
+while True:
+    time.sleep(1)
+"""
+
+
+def handler(tmp):
+    marks = os.path.join(tmp, "marks")
+    os.makedirs(marks)
+    path = os.path.join(tmp, "h.py")
+    with open(path, "w") as f:
+        f.write(HANDLER % marks)
+    os.chmod(path, 0o755)
+    return path, marks
+
+
+def field_of(r, q, job_id, instance="test-1"):
+    """The job's field in the instance's active hash, or None."""
+    for f, v in r.hgetall("qw:{%s}:active:%s" % (q, instance)).items():
+        try:
+            if json.loads(v).get("id") == job_id:
+                return f.decode()
+        except ValueError:
+            pass
+    return None
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0): its state says it is gone.
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def dead_jobs(r, q):
+    return {j["id"]: j for j in map(json.loads, r.lrange("qw:{%s}:dead" % q, 0, -1))}
+
+
+def test_cancel_running_exec_jobs(r, daemon, tmp):
+    h, marks = handler(tmp)
+    d = daemon()
+    d.conf({"c": "handler = %s\ntimeout = 5m\nmax_attempts = 5\n" % h,
+            "o": "handler = /bin/true\n"},
+           workers="concurrency = 4\nkill_grace = 1s\n")
+    d.start()
+    for job_id, payload in (("ign", "ignore"), ("obey", "obey")):
+        r.lpush("qw:{c}:pending", json.dumps({"payload": payload, "id": job_id}))
+    pids = {}
+    for job_id in ("ign", "obey"):
+        path = os.path.join(marks, job_id + ".pids")
+        wait_until(lambda: read_lines(path), what="job %s running" % job_id)
+        pids[job_id] = [int(x) for x in read_lines(path)[0].split()]
+
+    r.hset("qw:{c}:cancel", field_of(r, "c", "ign"), "operator said so")
+    r.hset("qw:{c}:cancel", field_of(r, "c", "obey"), "")
+    # Other jobs run meanwhile, of this queue and of another.
+    r.lpush("qw:{c}:pending", json.dumps({"payload": "quick", "id": "quick"}))
+    r.lpush("qw:{o}:pending", *["o%d" % i for i in range(20)])
+
+    wait_until(lambda: len(dead_jobs(r, "c")) == 2, 30, what="both jobs in dead")
+    dead = dead_jobs(r, "c")
+    assert dead["ign"]["error"] == "cancelled: operator said so"
+    assert dead["obey"]["error"] == "cancelled"
+    assert dead["ign"]["attempt"] == 1 and dead["obey"]["attempt"] == 1
+    # The one that ignored SIGTERM saw it, then SIGKILL after kill_grace; the
+    # process groups are gone, children included.
+    assert read_lines(os.path.join(marks, "term")) == ["ign"]
+    assert "job c/ign: still running after SIGTERM, sending SIGKILL" in d.log()
+    for job_id in ("ign", "obey"):
+        for pid in pids[job_id]:
+            wait_until(lambda: gone(pid), what="pid %d of job %s gone" % (pid, job_id))
+    wait_until(lambda: stats(r, "o").get("succeeded") == 20, what="queue o runs")
+    wait_until(lambda: stats(r, "c").get("succeeded") == 1, what="the quick job of c")
+    st = stats(r, "c")
+    assert st.get("cancelled") == 2 and st.get("dead") == 2 and "retried" not in st
+    assert not r.exists("qw:{c}:cancel"), r.hgetall("qw:{c}:cancel")
+    assert inflight(r, "c") == 0 and r.llen("qw:{c}:pending") == 0
+    assert "job c/ign: cancelled: operator said so; stopping its handler" in d.log()
+    assert d.stop() == 0
+
+
+def test_cancel_plugin_jobs(r, daemon, tmp):
+    """The sleep plugin sees the reason `cancelled` and returns at once; a
+    plugin built for ABI 1 still loads and sees its one ending reason,
+    QW_PLUGIN_CANCEL_TIMEOUT, while its job goes to dead as cancelled."""
+    src, old = os.path.join(tmp, "abi1.c"), os.path.join(tmp, "abi1.so")
+    with open(src, "w") as f:
+        f.write("""#include <stdio.h>
+#include <qworkerd/plugin.h>
+int qw_plugin_abi(void) { return 1; }
+int qw_plugin_init(const struct qw_plugin_api *a, const char *q, void **s)
+{ (void)q; *s = (void *)a; return a->abi_version == 1 ? 0 : -1; }
+int qw_plugin_handle(void *s, struct qw_plugin_job *job)
+{
+	const struct qw_plugin_api *a = s;
+	char msg[64];
+	a->wait(job, -1);
+	snprintf(msg, sizeof(msg), "abi1 plugin saw reason %d", (int)a->reason(job));
+	a->log(job, 5, msg);
+	return QW_PLUGIN_FAIL;
+}
+void qw_plugin_fini(void *s) { (void)s; }
+""")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", old, src, "-I", os.path.join(TOP, "src")],
+                   check=True)
+    d = daemon()
+    d.conf({"s": "plugin = %s\ntimeout = 5m\n" % os.path.join(BUILD, "sleep.so"),
+            "old": "plugin = %s\ntimeout = 5m\n" % old, "o": "handler = /bin/true\n"},
+           workers="kill_grace = 30s\n")
+    d.start()
+    r.lpush("qw:{s}:pending", json.dumps({"payload": "600000", "id": "long"}))
+    r.lpush("qw:{old}:pending", json.dumps({"payload": "x", "id": "legacy"}))
+    d.wait_log("job s/long: started")
+    d.wait_log("job old/legacy: started")
+    r.hset("qw:{s}:cancel", field_of(r, "s", "long"), "no longer needed")
+    r.hset("qw:{old}:cancel", field_of(r, "old", "legacy"), "")
+    r.lpush("qw:{s}:pending", "1")
+    r.lpush("qw:{o}:pending", *["o%d" % i for i in range(10)])
+    wait_until(lambda: len(dead_jobs(r, "s")) == 1 and len(dead_jobs(r, "old")) == 1, 30,
+               what="both plugin jobs in dead")
+    assert dead_jobs(r, "s")["long"]["error"] == "cancelled: no longer needed"
+    assert dead_jobs(r, "old")["legacy"]["error"] == "cancelled"
+    assert "cancelled after part of 600000 ms (cancelled)" in d.log()
+    assert "abi1 plugin saw reason 1" in d.log()
+    # Returned of itself, well within kill_grace: not given up on.
+    assert "did not return within kill_grace" not in d.log()
+    wait_until(lambda: stats(r, "s").get("succeeded") == 1, what="the next job of s")
+    wait_until(lambda: stats(r, "o").get("succeeded") == 10, what="queue o runs")
+    for q in ("s", "old"):
+        st = stats(r, q)
+        assert st.get("cancelled") == 1 and st.get("dead") == 1, (q, st)
+        assert inflight(r, q) == 0
+    assert not r.exists("qw:{s}:cancel") and not r.exists("qw:{old}:cancel")
+    assert d.stop() == 0
+
+
+def test_cancel_job_taken_ahead_and_stale_requests(r, daemon, tmp):
+    """A job taken ahead of a free worker and cancelled before it starts goes
+    to dead at once, its attempt unchanged and never run. A request for a
+    field of this process's run that no job holds is deleted; a request
+    for another run's job is left to it."""
+    h, marks = handler(tmp)
+    d = daemon()
+    d.conf({"c": "handler = %s\nconcurrency = 1\nprefetch = 2\ntimeout = 5m\n" % h})
+    r.lpush("qw:{c}:pending", *[json.dumps({"payload": "obey", "id": i})
+                                for i in ("first", "second", "third")])
+    d.start()
+    wait_until(lambda: read_lines(os.path.join(marks, "first.pids")), what="first running")
+    wait_until(lambda: r.hlen("qw:{c}:active:test-1") == 3, what="two jobs taken ahead")
+    field = field_of(r, "c", "second")
+    run = field.rsplit("-", 1)[0]
+    stale, other = run + "-999999", "0123456789ab-1"
+    r.hset("qw:{c}:cancel", mapping={field: "not this one", stale: "x", other: "y"})
+    wait_until(lambda: "second" in dead_jobs(r, "c"), what="the job taken ahead in dead")
+    job = dead_jobs(r, "c")["second"]
+    assert job["error"] == "cancelled: not this one" and job.get("attempt", 0) == 0
+    assert "job c/second: cancelled: not this one before it started, moved to dead" in d.log()
+    wait_until(lambda: not r.hexists("qw:{c}:cancel", stale), what="the stale request deleted")
+    assert r.hget("qw:{c}:cancel", other) == b"y"
+    # The others run on: cancel the first, the third starts and is cancelled too.
+    r.hset("qw:{c}:cancel", field_of(r, "c", "first"), "")
+    wait_until(lambda: read_lines(os.path.join(marks, "third.pids")), what="third running")
+    r.hset("qw:{c}:cancel", field_of(r, "c", "third"), b"\xff\x00 not text")
+    wait_until(lambda: len(dead_jobs(r, "c")) == 3, what="all three in dead")
+    assert dead_jobs(r, "c")["third"]["error"] == \
+        "cancelled: (the reason given is not UTF-8 text)"
+    assert dead_jobs(r, "c")["first"]["error"] == "cancelled"
+    assert not os.path.exists(os.path.join(marks, "second.pids"))
+    st = stats(r, "c")
+    assert st.get("cancelled") == 3 and st.get("dead") == 3
+    assert r.hkeys("qw:{c}:cancel") == [other.encode()]
+    assert inflight(r, "c") == 0
+    assert d.stop() == 0
