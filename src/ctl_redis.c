@@ -197,47 +197,55 @@ qw_ctl_error_status(const char *err)
 int
 qw_ctl_fail(struct qw_ctl *ctl, const redisReply *reply, const char *what)
 {
-	const char *addr = qw_ctl_address(ctl);
+	int timed_out = reply == NULL && ctl->c->err == REDIS_ERR_IO && errno == EAGAIN;
+	/* What failed and Redis's error may quote any bytes: escaped. */
+	char *ew = what ? qw_ctl_escape(what, strlen(what)) : NULL, *why = NULL;
 	int st;
 
 	if (reply == NULL) {
-		const char *why = ctl->c->errstr[0] ? ctl->c->errstr : "no reply";
-		st = ctl->c->err == REDIS_ERR_IO && errno == EAGAIN ? QW_CTL_TEMPFAIL :
+		st = timed_out ? QW_CTL_TEMPFAIL :
 		    QW_CTL_UNAVAILABLE;
-		if (st == QW_CTL_TEMPFAIL)
-			why = "no reply in time (see --timeout)";
-		qw_ctl_err("redis %s: %s%s%s", addr, what ? what : "", what ? ": " : "", why);
-		return st;
+		why = strdup(st == QW_CTL_TEMPFAIL ? "no reply in time (see --timeout)" :
+		    ctl->c->errstr[0] ? ctl->c->errstr : "no reply");
+	} else if (reply->type != REDIS_REPLY_ERROR) {
+		st = QW_CTL_DATAERR;
+		if (asprintf(&why, "unexpected reply of type %d", reply->type) < 0)
+			why = NULL;
+	} else {
+		st = qw_ctl_error_status(reply->str);
+		why = qw_ctl_escape(reply->str, reply->len);
 	}
-	if (reply->type != REDIS_REPLY_ERROR) {
-		qw_ctl_err("redis %s: %s%sunexpected reply of type %d", addr, what ? what : "",
-		    what ? ": " : "", reply->type);
-		return QW_CTL_DATAERR;
-	}
-	st = qw_ctl_error_status(reply->str);
-	/* An error may quote what a script was given: escaped like any bytes. */
-	char *e = qw_ctl_escape(reply->str, reply->len);
-	qw_ctl_err("redis %s: %s%s%s%s", addr, what ? what : "", what ? ": " : "", e ? e : "?",
-	    st == QW_CTL_UNAVAILABLE ? ctl->cred_hint : "");
-	free(e);
+	qw_ctl_err("redis %s: %s%s%s%s", qw_ctl_address(ctl), ew ? ew : "", ew ? ": " : "",
+	    why ? why : "?", st == QW_CTL_UNAVAILABLE && reply ? ctl->cred_hint : "");
+	free(ew);
+	free(why);
 	return st;
 }
 
 redisReply *
 qw_ctl_cmd(struct qw_ctl *ctl, const char *fmt, ...)
 {
+	char what[512];
 	redisReply *r;
-	va_list ap;
+	va_list ap, copy;
 
 	va_start(ap, fmt);
+	va_copy(copy, ap);
 	r = redisvCommand(ctl->c, fmt, ap);
 	va_end(ap);
 	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-		ctl->fail = qw_ctl_fail(ctl, r, NULL);
+		/* The command in the message names the key that failed it
+		 * (WRONGTYPE says only that some key has the wrong type). */
+		int saved = errno;
+		vsnprintf(what, sizeof(what), fmt, copy);
+		errno = saved;
+		ctl->fail = qw_ctl_fail(ctl, r, what);
+		va_end(copy);
 		if (r != NULL)
 			freeReplyObject(r);
 		return NULL;
 	}
+	va_end(copy);
 	return r;
 }
 

@@ -399,6 +399,14 @@ def test_bad_input(r, daemon, tmp):
     p = ctl(conf, "delete", "mail", "dead", "--all", check=2)
     assert b"add --yes" in p.stderr and r.llen("qw:{mail}:dead") == 1
     ctl(conf, "retry", "mail", check=2)
+    # A key of the wrong type: exit 65, naming the key; nothing changes.
+    r.set("qw:{mail}:pending", "oops")
+    p = ctl(conf, "ls", "mail", "pending", check=65)
+    assert b"LRANGE qw:{mail}:pending" in p.stderr and b"WRONGTYPE" in p.stderr
+    p = ctl(conf, "retry", "mail", "x", check=65)
+    assert b"WRONGTYPE key qw:{mail}:pending holds a string, not a list" in p.stderr
+    assert r.get("qw:{mail}:pending") == b"oops"
+    r.delete("qw:{mail}:pending")
     # The configuration file.
     p = ctl(os.path.join(tmp, "missing.conf"), "status", check=78)
     assert b"missing.conf: cannot open" in p.stderr
