@@ -251,7 +251,7 @@ qw_ctl_load_conf(struct qw_ctl *ctl)
 int
 main(int argc, char **argv)
 {
-	struct qw_ctl ctl = { .conf_path = QW_DEFAULT_CONF, .timeout_ms = 5000 };
+	struct qw_ctl ctl = { .conf_path = QW_DEFAULT_CONF, .timeout_ms = 5000, .n = -1 };
 	int rc = 0, cmd;
 
 	if ((ctl.args = calloc((size_t)argc, sizeof(*ctl.args))) == NULL)

@@ -41,7 +41,7 @@ struct qw_ctl {
 	char cred_hint[4200];	/* a credential we could not read, for errors */
 	int fail;		/* the exit status of the last failed command */
 	/* The command's own options. */
-	long n;			/* ls -n: at most this many, 0 all */
+	long n;			/* ls -n: at most this many, 0 all, -1 not given */
 	bool all, yes;
 	const char *id, *reason;
 	const char *delay, *job_timeout, *max_attempts, *unique_for;

@@ -123,6 +123,12 @@ def test_every_command_human_and_json(r, daemon, tmp):
         ("d2", "bad\nline", 5), ("d1", "exit status 1", 5)]
     one = jctl(conf, "ls", "idle", "dead", "-n", "1")
     assert [j["id"] for j in one["jobs"]] == ["d2"] and one["total"] == 2
+    for i in range(101):
+        r.rpush("qw:{idle}:dead", dead_env("x", "x%d" % i))
+    p = ctl(conf, "ls", "idle", "dead", check=0)
+    assert len(p.stdout.splitlines()) == 101 and b"100 of 103 jobs shown" in p.stderr
+    assert len(jctl(conf, "ls", "idle", "dead", "-n", "0")["jobs"]) == 103
+    r.ltrim("qw:{idle}:dead", 0, 1)
     p = ctl(conf, "ls", "idle", "dead", "-n1", check=0)
     assert len(p.stdout.splitlines()) == 2 and b"1 of 2 jobs shown (-n 0 shows all)" in p.stderr
     out = ctl(conf, "ls", "mail", "running", check=0).stdout.decode()
