@@ -534,6 +534,38 @@ def test_race_retry_delete_and_daemon(r, daemon, tmp):
     assert stats(r, "mail").get("deleted", 0) == len(done("deldead") + done("delpend"))
 
 
+def test_race_cancel_and_daemon(r, daemon, tmp):
+    """cancel of 200 jobs, one by one from four processes at a time, while a
+    daemon runs them: each job ends once, succeeded or dead as cancelled."""
+    h = script(tmp, "h.sh", "cat > /dev/null\nsleep 0.05\n")
+    d = configured(daemon, {"mail": "handler = %s" % h}, workers="concurrency = 4\n")
+    ids = ["c%03d" % i for i in range(200)]
+    r.lpush("qw:{mail}:pending", *[json.dumps({"payload": i, "id": i}) for i in ids])
+    d.start()
+    codes = []
+
+    def run(part):
+        for i in part:
+            p = ctl(d.conf_path, "cancel", "mail", i, "--reason", "race")
+            codes.append(p.returncode)
+            assert p.returncode in (0, 1), p.stderr
+
+    ts = [threading.Thread(target=run, args=(ids[k::4],)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wait_until(lambda: r.llen("qw:{mail}:pending") == 0 and inflight(r, "mail") == 0,
+               timeout=60, what="every job settled")
+    dead = [json.loads(e) for e in r.lrange("qw:{mail}:dead", 0, -1)]
+    assert all(e["error"] == "cancelled: race" for e in dead)
+    assert len({e["id"] for e in dead}) == len(dead)
+    st = stats(r, "mail")
+    assert st.get("succeeded", 0) + len(dead) == 200, st
+    assert st.get("cancelled", 0) == len(dead) == st.get("dead", 0)
+    assert len(codes) == 200
+
+
 # ---- the man page ------------------------------------------------------------
 
 PAGE = os.path.join(TOP, "man", "qworkerctl.1.in")
