@@ -62,6 +62,10 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	WK("metrics_listen", T_LISTEN, metrics_listen, 0, 0),
 	QK("handler", T_HANDLER, argv, 0, 0),
 	QK("plugin", T_PLUGIN, plugin, 0, 0),
+	QK("worker", T_HANDLER, worker_argv, 0, 0),
+	QK("worker_processes", T_UINT, worker_processes, 1, 1000),
+	QK("worker_inflight", T_UINT, worker_inflight, 1, 10000),
+	QK("worker_max_jobs", T_UINT, worker_max_jobs, 0, UINT_MAX),
 	QK("timeout", T_DUR, timeout_ms, 1, 365 * DAY),
 	QK("max_attempts", T_UINT, max_attempts, 1, 1000000),
 	QK("retry_base", T_DUR, retry_base_ms, 1, 365 * DAY),
@@ -86,6 +90,7 @@ struct qw_conf_parser {
 	unsigned qline;			/* line of the current [queue] or [cron] header */
 	unsigned pwline;		/* line of password_file */
 	uint64_t seen;			/* keys set in the current section */
+	unsigned keyline[64];		/* the line each of them was set on */
 	bool client;			/* for qworkerctl: handlers and plugins unread */
 	struct qw_conf *conf;
 	char *err;
@@ -373,17 +378,17 @@ qw_conf_set_str(struct qw_conf_parser *p, char **slot, const char *key, const ch
 }
 
 static int
-qw_conf_set_handler(struct qw_conf_parser *p, char ***slot, const char *raw)
+qw_conf_set_handler(struct qw_conf_parser *p, char ***slot, const char *key, const char *raw)
 {
 	const char *why;
 	char **argv = qw_conf_split_words(raw, &why);
 	char *prog;
 
 	if (argv == NULL)
-		return qw_conf_fail(p, p->line, "handler: %s", why);
+		return qw_conf_fail(p, p->line, "%s: %s", key, why);
 	prog = qw_conf_resolve_program(argv[0], &why);
 	if (prog == NULL) {
-		qw_conf_fail(p, p->line, "handler: %s: %s", argv[0], why);
+		qw_conf_fail(p, p->line, "%s: %s: %s", key, argv[0], why);
 		qw_conf_free_argv(argv);
 		return -1;
 	}
@@ -519,6 +524,7 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 	if (p->seen & (1ULL << i))
 		return qw_conf_fail(p, p->line, "%s: set twice in one section", key);
 	p->seen |= 1ULL << i;
+	p->keyline[i] = p->line;
 	if (strcmp(key, "password_file") == 0)
 		p->pwline = p->line;
 
@@ -556,7 +562,7 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 	case T_HANDLER:
 		if (p->client)
 			return 0;
-		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), raw);
+		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), key, raw);
 	case T_PLUGIN: {
 		if (p->client)
 			return 0;
@@ -598,6 +604,22 @@ qw_conf_queue_defaults(struct qw_queue_conf *q)
 	/* Users run defaults: a fixed number fits either short jobs (a large
 	 * buffer) or long ones (none), never both. */
 	q->prefetch = QW_PREFETCH_AUTO;
+	q->worker_processes = 1;
+	q->worker_inflight = 1;
+}
+
+/* The line of a worker_* key set in a queue without a worker, or 0. */
+static unsigned
+qw_conf_stray_worker_key(const struct qw_conf_parser *p, const char **name)
+{
+	for (size_t i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++) {
+		if (qw_conf_keys[i].sect == S_QUEUE && (p->seen & (1ULL << i)) &&
+		    strncmp(qw_conf_keys[i].name, "worker_", 7) == 0) {
+			*name = qw_conf_keys[i].name;
+			return p->keyline[i];
+		}
+	}
+	return 0;
 }
 
 /* Checks what a finished [cron] section must have. */
@@ -670,16 +692,24 @@ static int
 qw_conf_end_section(struct qw_conf_parser *p)
 {
 	struct qw_queue_conf *q;
+	const char *key;
+	unsigned line;
+	int kinds;
 
 	if (p->in_section && p->sect == S_CRON)
 		return p->client ? 0 : qw_conf_end_cron(p);
 	if (!p->in_section || p->sect != S_QUEUE || p->client)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
-	if (q->argv == NULL && q->plugin == NULL)
-		return qw_conf_fail(p, p->qline, "[queue %s]: no handler or plugin set", q->name);
-	if (q->argv != NULL && q->plugin != NULL)
-		return qw_conf_fail(p, p->qline, "[queue %s]: set handler or plugin, not both", q->name);
+	kinds = (q->argv != NULL) + (q->plugin != NULL) + (q->worker_argv != NULL);
+	if (kinds == 0)
+		return qw_conf_fail(p, p->qline, "[queue %s]: no handler, plugin or worker set",
+		    q->name);
+	if (kinds > 1)
+		return qw_conf_fail(p, p->qline,
+		    "[queue %s]: set one of handler, plugin or worker, not more", q->name);
+	if (q->worker_argv == NULL && (line = qw_conf_stray_worker_key(p, &key)) != 0)
+		return qw_conf_fail(p, line, "%s: only for a queue with worker = PROGRAM", key);
 	if (q->retry_max_ms < q->retry_base_ms)
 		return qw_conf_fail(p, p->qline, "[queue %s]: retry_max is below retry_base", q->name);
 	return 0;
@@ -949,6 +979,7 @@ qw_conf_free(struct qw_conf *c)
 	for (size_t i = 0; i < c->nqueues; i++) {
 		free(c->queues[i].name);
 		qw_conf_free_argv(c->queues[i].argv);
+		qw_conf_free_argv(c->queues[i].worker_argv);
 		qw_plugin_unload(c->queues[i].plugin);
 	}
 	free(c->queues);

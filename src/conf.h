@@ -19,6 +19,10 @@ struct qw_queue_conf {
 	char *name;
 	char **argv;		/* exec handler, argv[0] resolved to an absolute path */
 	struct qw_plugin *plugin;	/* or an in-process handler (owned) */
+	char **worker_argv;	/* or persistent workers (SPEC 12), resolved like argv */
+	unsigned worker_processes;
+	unsigned worker_inflight;	/* jobs outstanding per worker process */
+	unsigned worker_max_jobs;	/* jobs before a process is replaced; 0: never */
 	uint64_t timeout_ms;
 	uint64_t retry_base_ms;
 	uint64_t retry_max_ms;

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -42,6 +43,7 @@ struct qw_exec {
 	size_t input_len, input_off;
 	struct event *in_ev, *out_ev, *kill_ev;
 	char *tag;
+	const char *what;
 	size_t logged, output_max;
 	bool truncated;
 	char line[QW_EXEC_LINE_MAX];
@@ -63,11 +65,12 @@ qw_exec_emit(struct qw_exec *x)
 		return;
 	if (!x->truncated) {
 		/* Control characters are escaped by qw_log, as for every line. */
-		qw_log_info("job %s: %.*s", x->tag, (int)x->line_len, x->line);
+		qw_log_info("%s %s: %.*s", x->what, x->tag, (int)x->line_len, x->line);
 		x->logged += x->line_len + 1;
 		if (x->logged >= x->output_max) {
 			x->truncated = true;
-			qw_log_warn("job %s: output truncated after %zu bytes", x->tag, x->logged);
+			qw_log_warn("%s %s: output truncated after %zu bytes", x->what, x->tag,
+			    x->logged);
 		}
 	}
 	x->line_len = 0;
@@ -176,7 +179,7 @@ qw_exec_kill_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_exec *x = arg;
 
 	if (!x->exited) {
-		qw_log_warn("job %s: still running after SIGTERM, sending SIGKILL", x->tag);
+		qw_log_warn("%s %s: still running after SIGTERM, sending SIGKILL", x->what, x->tag);
 		kill(-x->pid, SIGKILL);
 	}
 }
@@ -300,7 +303,9 @@ qw_exec_spawn(const struct qw_exec_spec *spec, int in_r, int out_w, pid_t *pid)
 	if ((rc = posix_spawn_file_actions_adddup2(&fa, in_r, 0)) == 0 &&
 	    (rc = posix_spawn_file_actions_adddup2(&fa, out_w, 1)) == 0 &&
 	    (rc = posix_spawn_file_actions_adddup2(&fa, out_w, 2)) == 0 &&
-	    (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) == 0 &&
+	    (spec->extra_fd <= 3 ||
+	    (rc = posix_spawn_file_actions_adddup2(&fa, spec->extra_fd, 3)) == 0) &&
+	    (rc = posix_spawn_file_actions_addclosefrom_np(&fa, spec->extra_fd > 3 ? 4 : 3)) == 0 &&
 	    (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
 	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0 &&
 	    (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0 &&
@@ -322,6 +327,18 @@ qw_exec_setup_events(struct event_base *base, struct qw_exec *x)
 	return 0;
 }
 
+static int
+qw_exec_tag_pid(struct qw_exec *x)
+{
+	char *tag;
+
+	if (asprintf(&tag, "%s[%d]", x->tag, (int)x->pid) < 0)
+		return ENOMEM;
+	free(x->tag);
+	x->tag = tag;
+	return 0;
+}
+
 int
 qw_exec_start(struct qw_execs *set, const struct qw_exec_spec *spec,
     qw_exec_done_fn *done, void *arg, struct qw_exec **out)
@@ -340,6 +357,7 @@ qw_exec_start(struct qw_execs *set, const struct qw_exec_spec *spec,
 	x->input = spec->input;
 	x->input_len = spec->input_len;
 	x->output_max = spec->output_max;
+	x->what = spec->what ? spec->what : "job";
 	if ((x->tag = strdup(spec->tag)) == NULL)
 		goto fail;
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
@@ -361,6 +379,8 @@ qw_exec_start(struct qw_execs *set, const struct qw_exec_spec *spec,
 		goto fail;
 	}
 	TAILQ_INSERT_TAIL(&set->running, x, link);
+	if (spec->tag_pid && (rc = qw_exec_tag_pid(x)) != 0)
+		goto fail;
 	if ((rc = qw_exec_setup_events(set->base, x)) != 0)
 		goto fail;
 	qw_exec_write(x);

@@ -2,6 +2,7 @@
 #ifndef QW_EXEC_H
 #define QW_EXEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,6 +21,9 @@ struct qw_exec_spec {
 	size_t input_len;
 	const char *tag;	/* "queue/id" for output lines */
 	size_t output_max;	/* bytes of output logged before truncating */
+	const char *what;	/* what output lines say it is: "job" when NULL */
+	bool tag_pid;		/* the tag gets "[PID]" once it runs */
+	int extra_fd;		/* > 3: becomes the program's fd 3 (persistent workers) */
 };
 
 /* The running handlers of one event loop; reaps them on SIGCHLD. Free it

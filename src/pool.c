@@ -126,7 +126,33 @@ qw_pool_stopping(const struct qw_pool *pool)
 unsigned
 qw_pool_cap(const struct qw_queue *q)
 {
-	return q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
+	unsigned cap = q->qc.concurrency ? q->qc.concurrency : q->pool->concurrency;
+
+	if (q->worker != NULL && qw_worker_group_capacity(q->worker) < cap)
+		cap = qw_worker_group_capacity(q->worker);
+	return cap;
+}
+
+const char *
+qw_pool_handler_name(const struct qw_queue *q)
+{
+	if (q->plugin != NULL)
+		return qw_plugin_path(q->plugin);
+	return q->qc.worker_argv != NULL ? q->qc.worker_argv[0] : q->qc.argv[0];
+}
+
+/* A worker queue takes no more than its ready processes have room for,
+ * less the slots a fetch in flight holds for them. */
+static unsigned
+qw_pool_worker_room(const struct qw_queue *q, unsigned room)
+{
+	unsigned free_now;
+
+	if (q->worker == NULL)
+		return room;
+	free_now = qw_worker_group_room(q->worker);
+	free_now = free_now > q->asked_slots ? free_now - q->asked_slots : 0;
+	return room < free_now ? room : free_now;
 }
 
 /* The fetch gate's bound: what the queue may hold in its active hash while
@@ -150,6 +176,7 @@ qw_pool_room(const struct qw_queue *q)
 
 	if (q->lease != QW_LEASE_HELD || q->fetch == QW_FETCH_PAUSED)
 		return 0;
+	room = qw_pool_worker_room(q, room);
 	if (q->fetch != QW_FETCH_IDLE && room > nbuf)
 		room = nbuf;
 	if (room > nbuf && room - nbuf > gate)
@@ -301,6 +328,38 @@ qw_pool_start_plugin(struct qw_queue *q)
 	return 0;
 }
 
+static void
+qw_pool_worker_changed(void *arg)
+{
+	qw_pool_dirty(arg);
+}
+
+static void
+qw_pool_worker_conf(const struct qw_pool *pool, const struct qw_queue *q,
+    const struct qw_queue_conf *qc, struct qw_worker_conf *wc)
+{
+	wc->queue = q->name;
+	wc->argv = qc->worker_argv;
+	wc->env = pool->env;
+	wc->nenv = pool->nenv;
+	wc->processes = qc->worker_processes;
+	wc->inflight = qc->worker_inflight;
+	wc->max_jobs = qc->worker_max_jobs;
+	wc->kill_grace_ms = pool->conf->kill_grace_ms;
+}
+
+/* Starts a worker queue's processes (SPEC 12). */
+static int
+qw_pool_start_workers(struct qw_queue *q)
+{
+	struct qw_worker_conf wc;
+
+	qw_pool_worker_conf(q->pool, q, &q->qc, &wc);
+	q->worker = qw_worker_group_new(q->pool->base, q->pool->execs, &wc,
+	    qw_pool_worker_changed, q->pool);
+	return q->worker == NULL ? -1 : 0;
+}
+
 static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
@@ -330,6 +389,8 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 		return -1;
 	if (qc->plugin != NULL && qw_pool_start_plugin(q) < 0)
 		return -1;
+	if (qc->worker_argv != NULL && qw_pool_start_workers(q) < 0)
+		return -1;
 	return 0;
 }
 
@@ -344,6 +405,7 @@ qw_pool_fini_queue(struct qw_queue *q)
 	for (size_t i = 0; q->recs.bucket != NULL && i < 3; i++)
 		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
 			qw_run_drop(rec->run);
+	qw_worker_group_free(q->worker);
 	if (q->recs.bucket != NULL)
 		qw_record_set_fini(&q->recs);
 	if (q->promote_ev != NULL)
@@ -596,10 +658,16 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 			    "written: %s", q->qc.name, qw_pool_settle_room(q) == 0 ?
 			    "fetching stopped: " : "", held, why);
 	}
-	for (size_t i = 0; i < pool->nqueues && off < len; i++)
-		if (pool->queues[i].paused_seen)
-			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused",
-			    pool->queues[i].qc.name);
+	for (size_t i = 0; i < pool->nqueues && off < len; i++) {
+		const struct qw_queue *q = &pool->queues[i];
+		const char *trouble = q->worker ? qw_worker_group_trouble(q->worker) : NULL;
+
+		if (q->paused_seen)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused", q->qc.name);
+		if (trouble != NULL && off < len)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s: %s", q->qc.name,
+			    trouble);
+	}
 	if (pool->policy_warning != NULL && off < len)
 		off += (size_t)snprintf(buf + off, len - off, "; WARNING: %s", pool->policy_warning);
 	for (size_t i = 0; i < pool->nqueues && off < len; i++)
@@ -664,6 +732,10 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 			*why = "a queue's plugin cannot change without a restart";
 			return -1;
 		}
+		if ((q->worker == NULL) != (match[i]->worker_argv == NULL)) {
+			*why = "a queue cannot change to or from worker = without a restart";
+			return -1;
+		}
 	}
 	if ((ml == NULL) != (oml == NULL) || (ml != NULL && strcmp(ml, oml) != 0)) {
 		*why = "metrics_listen cannot change without a restart";
@@ -672,8 +744,16 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	for (size_t i = 0; i < pool->nqueues; i++) {
-		pool->queues[i].qc = *match[i];
-		pool->queues[i].qc.name = pool->queues[i].name;
+		struct qw_queue *q = &pool->queues[i];
+		struct qw_worker_conf wc;
+		q->qc = *match[i];
+		q->qc.name = q->name;
+		if (q->worker == NULL)
+			continue;
+		/* As an exec queue's next job runs the program as it is now:
+		 * the old processes get S, new ones start. */
+		qw_pool_worker_conf(pool, q, &q->qc, &wc);
+		qw_worker_group_reconfigure(q->worker, &wc);
 	}
 	qw_redis_reconfigure(pool->redis, conf);
 	for (size_t i = 0; i < pool->nqueues; i++)
@@ -702,7 +782,9 @@ qw_pool_drain_left(const struct qw_pool *pool)
 		return true;
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].fetch == QW_FETCH_ASKING ||
-		    pool->queues[i].recs.n[QW_REC_BUFFERED] > 0)
+		    pool->queues[i].recs.n[QW_REC_BUFFERED] > 0 ||
+		    (pool->queues[i].worker != NULL &&
+		    qw_worker_group_live(pool->queues[i].worker) > 0))
 			return true;
 	return false;
 }
@@ -747,6 +829,8 @@ qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms)
 		for (size_t i = 0; i < pool->nqueues; i++) {
 			qw_fetch_abandon_wake(&pool->queues[i], true);
 			qw_fetch_give_back(&pool->queues[i]);
+			if (pool->queues[i].worker != NULL)
+				qw_worker_group_stop(pool->queues[i].worker);
 		}
 		pool->giveup_ev = evtimer_new(pool->base, qw_pool_giveup_cb, pool);
 	}

@@ -20,6 +20,7 @@
 #include "keys.h"
 #include "record.h"
 #include "redis.h"
+#include "worker.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
 #define QW_CANCEL_TEXT_MAX 500	/* bytes of an operator's cancel reason kept */
@@ -47,6 +48,7 @@ struct qw_run {
 	struct qw_rec *rec;	/* NULL once detached */
 	struct qw_job job;
 	struct qw_exec *exec;
+	struct qw_worker_job *wjob;	/* a job out to a persistent worker */
 	struct qw_cts *cts;	/* linked to the shutdown source, with the job's deadline */
 	struct qw_work work;	/* a plugin job on a worker thread */
 	bool in_thread;		/* work is with a worker thread */
@@ -184,6 +186,7 @@ struct qw_queue {
 	struct qw_writable wr;	/* settle.c's: whether results can be written */
 	struct qw_plugin *plugin;	/* the pool's own reference, or NULL */
 	void *plugin_state;
+	struct qw_worker_group *worker;	/* worker = queues: their processes, or NULL */
 	struct event *promote_ev, *lease_ev;
 	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
 	char *pause_err, *cancel_err;	/* the last pause check, cancel poll error (owned) */
@@ -281,6 +284,9 @@ void qw_run_cancel(struct qw_rec *rec, const char *text, size_t len);
 /* The lease tick: reads the queue's cancel requests for this process's
  * jobs and cancels them; drops the requests of its jobs that are gone. */
 void qw_cancel_poll(struct qw_queue *q);
+
+/* The program or plugin that runs the queue's jobs, for log lines. */
+const char *qw_pool_handler_name(const struct qw_queue *q);
 
 /* settle.c */
 /* A result decided without running the job (reconcile, recovery): takes

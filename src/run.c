@@ -31,6 +31,8 @@ qw_run_release(struct qw_run *run)
 	free(run->work.error);
 	free(run->cancel_text);
 	qw_exec_free(run->exec);
+	if (run->wjob != NULL)
+		qw_worker_job_drop(run->wjob);
 	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
 	free(run);
@@ -184,15 +186,16 @@ qw_run_log_outcome(const struct qw_run *run, const struct qw_outcome *o, const c
 		    o->attempt, run->job.max_attempts);
 }
 
-/* What a finished or failed handler means for the job (SPEC 4): decided by
- * qw_decide_outcome, carried out here. */
+/* What a finished or failed handler means for the job (SPEC 4), REASON
+ * being why it was cancelled (if it was): decided by qw_decide_outcome,
+ * carried out here. */
 static void
-qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
+qw_run_outcome_why(struct qw_run *run, enum qw_result result, const char *error, int reason)
 {
 	struct qw_queue *q = run->q;
 	struct qw_pool *pool = q->pool;
 	struct qw_outcome_in in = {
-		.result = result, .attempt = run->job.attempt, .reason = qw_run_reason(run),
+		.result = result, .attempt = run->job.attempt, .reason = reason,
 		.max_attempts = run->job.max_attempts, .interrupted = run->job.interrupted,
 		.max_interruptions = q->qc.max_interruptions,
 	};
@@ -224,6 +227,42 @@ qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
 	qw_run_log_outcome(run, &o, error, delay);
 	qw_run_finish(run, o.dest, o.dest != QW_DEST_DONE,
 	    o.dest == QW_DEST_PENDING ? NULL : error, delay, o.counters);
+}
+
+static void
+qw_run_outcome(struct qw_run *run, enum qw_result result, const char *error)
+{
+	qw_run_outcome_why(run, result, error, qw_run_reason(run));
+}
+
+/* A persistent worker's answer, or its death with the job (SPEC 12). A
+ * death during the drain gives the job back as a shutdown does. */
+static void
+qw_run_worker_done(struct qw_worker_job *j, enum qw_worker_result result, const char *error,
+    void *arg)
+{
+	struct qw_run *run = arg;
+	int reason = qw_run_reason(run);
+	char msg[600];
+
+	run->wjob = NULL;
+	switch (result) {
+	case QW_WORKER_DONE:
+		qw_run_outcome(run, QW_RESULT_OK, NULL);
+		break;
+	case QW_WORKER_PERMANENT:
+		snprintf(msg, sizeof(msg), "%s (permanent failure)", error);
+		qw_run_outcome(run, QW_RESULT_PERMANENT, msg);
+		break;
+	case QW_WORKER_FAILED:
+		qw_run_outcome(run, QW_RESULT_FAILED, error);
+		break;
+	case QW_WORKER_LOST:
+		if (reason == QW_CANCEL_NONE && qw_pool_stopping(run->q->pool))
+			reason = QW_CANCEL_SHUTDOWN;
+		qw_run_outcome_why(run, QW_RESULT_FAILED, error, reason);
+		break;
+	}
 }
 
 static void
@@ -319,6 +358,9 @@ qw_run_cancelled(void *arg, int reason)
 		    run->job.id);
 	if (run->exec != NULL)
 		qw_exec_cancel(run->exec, run->q->pool->conf->kill_grace_ms);
+	if (run->wjob != NULL)
+		qw_worker_cancel(run->wjob, reason == QW_CANCEL_TIMEOUT ? "timeout" :
+		    reason == QW_CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
 	if (run->in_thread) {
 		uint64_t grace = run->q->pool->conf->kill_grace_ms;
 		/* Not taken by a thread yet: take it back. The outcome waits for
@@ -414,6 +456,20 @@ qw_run_start_exec(struct qw_run *run)
 	return rc;
 }
 
+static int
+qw_run_start_worker(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+	struct qw_worker_jobspec js = {
+		.id = run->job.id, .attempt = run->job.attempt + 1,
+		.max_attempts = run->job.max_attempts,
+		.deadline_ms = qw_clock_wall_ms() + (int64_t)run->job.timeout_ms,
+		.payload = run->job.payload, .payload_len = run->job.payload_len,
+	};
+
+	return qw_worker_submit(q->worker, &js, qw_run_worker_done, run, &run->wjob);
+}
+
 /* Out of descriptors or processes for a moment (a flood of connections, a
  * busy machine): the handler never ran, so it is not the job's failure. */
 static bool
@@ -432,8 +488,7 @@ qw_run_requeue_unstarted(struct qw_run *run, int rc)
 	struct qw_queue *q = run->q;
 
 	qw_log_warn("job %s/%s: could not start %s: %s; back on pending, no attempt spent",
-	    q->qc.name, run->job.id, q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0],
-	    strerror(rc));
+	    q->qc.name, run->job.id, qw_pool_handler_name(q), strerror(rc));
 	if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING) {
 		qw_fetch_move(q, QW_FETCH_HELD);
 		qw_clock_arm(q->fetch_retry_ev, 1000);
@@ -505,14 +560,15 @@ qw_run_start(struct qw_rec *rec)
 		qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
 		return;
 	}
-	rc = q->plugin ? qw_run_start_plugin(run) : qw_run_start_exec(run);
+	rc = q->plugin ? qw_run_start_plugin(run) : q->worker ? qw_run_start_worker(run) :
+	    qw_run_start_exec(run);
 	if (qw_run_start_is_transient(rc)) {
 		qw_run_requeue_unstarted(run, rc);
 		return;
 	}
 	if (rc != 0) {
-		snprintf(error, sizeof(error), "could not start %s: %s",
-		    q->plugin ? qw_plugin_path(q->plugin) : q->qc.argv[0], strerror(rc));
+		snprintf(error, sizeof(error), "could not start %s: %s", qw_pool_handler_name(q),
+		    strerror(rc));
 		qw_run_outcome(run, QW_RESULT_FAILED, error);
 		return;
 	}
@@ -520,8 +576,8 @@ qw_run_start(struct qw_rec *rec)
 		qw_log_debug("job %s/%s: started, pid %d", q->qc.name, run->job.id,
 		    (int)qw_exec_pid(run->exec));
 	else
-		qw_log_debug("job %s/%s: started, plugin %s", q->qc.name, run->job.id,
-		    qw_plugin_path(q->plugin));
+		qw_log_debug("job %s/%s: started, %s %s", q->qc.name, run->job.id,
+		    q->plugin ? "plugin" : "worker", qw_pool_handler_name(q));
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
 }

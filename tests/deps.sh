@@ -5,7 +5,7 @@ set -eu
 pkgs="build-essential autoconf automake pkg-config libevent-dev libhiredis-dev \
 libsystemd-dev libjansson-dev libcmocka-dev redis-server redis-tools \
 debhelper devscripts lintian bash-completion man-db \
-python3 python3-pytest python3-redis mandoc valgrind procps util-linux mount"
+python3 python3-pytest python3-redis mandoc valgrind procps util-linux mount nodejs"
 [ $# -gt 0 ] && pkgs="$pkgs $*"
 missing=""
 for p in $pkgs; do

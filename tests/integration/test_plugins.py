@@ -128,7 +128,7 @@ def test_bad_plugins_are_config_errors(tmp):
     with open(conf, "w") as f:
         f.write("[queue mail]\nplugin = %s\nhandler = /bin/true\n" % plugin("noop"))
     p = check(conf)
-    assert p.returncode == 78 and "set handler or plugin, not both" in p.stderr
+    assert p.returncode == 78 and "set one of handler, plugin or worker, not more" in p.stderr
 
 
 def test_plugin_init_failure_says_so(r, daemon, tmp):

@@ -794,6 +794,43 @@ test_err_duplicate_queue(void **state)
 	    "[queue mail]\nhandler = /bin/true\n", 6, "mail", "twice", NULL);
 }
 
+/* worker = and its keys (SPEC 12). */
+static void
+test_load_worker(void **state)
+{
+	(void)state;
+	struct qw_conf *c = load_ok("worker.conf",
+	    "[queue a]\nworker = /bin/cat -u\n"
+	    "[queue b]\nworker = /bin/cat\nworker_processes = 3\nworker_inflight = 8\n"
+	    "worker_max_jobs = 1000\n");
+	assert_string_equal(c->queues[0].worker_argv[0], "/bin/cat");
+	assert_string_equal(c->queues[0].worker_argv[1], "-u");
+	assert_null(c->queues[0].argv);
+	assert_int_equal(c->queues[0].worker_processes, 1);
+	assert_int_equal(c->queues[0].worker_inflight, 1);
+	assert_int_equal(c->queues[0].worker_max_jobs, 0);
+	assert_int_equal(c->queues[1].worker_processes, 3);
+	assert_int_equal(c->queues[1].worker_inflight, 8);
+	assert_int_equal(c->queues[1].worker_max_jobs, 1000);
+	qw_conf_free(c);
+}
+
+static void
+test_err_worker(void **state)
+{
+	(void)state;
+	load_fails("[queue q]\nhandler = /bin/true\nworker = /bin/cat\n", 1,
+	    "one of handler, plugin or worker", NULL);
+	load_fails("[queue q]\nhandler = /bin/true\n\nworker_inflight = 4\n", 4,
+	    "worker_inflight", "only for a queue with worker", NULL);
+	load_fails("[queue q]\nworker = /no/such/program\n", 2, "worker", "/no/such/program",
+	    NULL);
+	load_fails("[queue q]\nworker = /bin/cat\nworker_processes = 0\n", 3,
+	    "worker_processes", "out of range", NULL);
+	load_fails("[queue q]\nworker = /bin/cat\nworker_inflight = many\n", 3,
+	    "worker_inflight", "not a whole number", NULL);
+}
+
 static void
 test_err_bad_queue_name(void **state)
 {
@@ -1148,6 +1185,8 @@ main(void)
 		T(test_err_bad_values),
 		T(test_err_duplicate_key),
 		T(test_err_duplicate_queue),
+		T(test_load_worker),
+		T(test_err_worker),
 		T(test_err_bad_queue_name),
 		T(test_err_missing_handler),
 		T(test_err_handler_not_found),
