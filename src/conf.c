@@ -7,6 +7,7 @@
  * FILE:LINE in every message. The grammar itself is twenty lines. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -28,8 +29,8 @@
 #include "log.h"
 #include "plugin_host.h"
 
-enum qw_conf_type { T_STR, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER, T_ADDR,
-	T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
+enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER,
+	T_ADDR, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
@@ -53,6 +54,11 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	RK("db", T_UINT, db, 0, 100000),
 	RK("password_file", T_STR, password_file, 0, 0),
 	RK("prefix", T_STR, prefix, 0, 0),
+	RK("sentinels", T_SENTINELS, sentinels, 0, 0),
+	RK("master_name", T_STR, master_name, 0, 0),
+	RK("sentinel_password_file", T_STR, sentinel_password_file, 0, 0),
+	RK("wait_replicas", T_UINT, wait_replicas, 0, 100),
+	RK("wait_timeout", T_DUR, wait_timeout_ms, 1, 60 * 1000),
 	WK("concurrency", T_UINT, concurrency, 1, 10000),
 	WK("shutdown_timeout", T_DUR, shutdown_timeout_ms, 0, DAY),
 	WK("kill_grace", T_DUR, kill_grace_ms, 0, 3600 * 1000),
@@ -81,6 +87,8 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	CK("payload", T_PAYLOAD, payload),
 	CK("timezone", T_TZ, sched.tz),
 };
+/* seen and keyline in the parser hold one bit and one line per key. */
+_Static_assert(sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]) <= 64, "more keys than bits in seen");
 
 struct qw_conf_parser {
 	const char *path;
@@ -89,6 +97,8 @@ struct qw_conf_parser {
 	bool in_section;
 	unsigned qline;			/* line of the current [queue] or [cron] header */
 	unsigned pwline;		/* line of password_file */
+	/* Lines of the keys checked against each other at the end (0: unset). */
+	unsigned addrline, sentline, nameline, spwline, wtline;
 	uint64_t seen;			/* keys set in the current section */
 	unsigned keyline[64];		/* the line each of them was set on */
 	bool client;			/* for qworkerctl: handlers and plugins unread */
@@ -99,6 +109,7 @@ struct qw_conf_parser {
 static int
 qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static char *qw_conf_trim(char *s);
 
 static int
 qw_conf_fail(struct qw_conf_parser *p, unsigned line, const char *fmt, ...)
@@ -418,6 +429,101 @@ qw_conf_check_address(const char *v)
 	return 0;
 }
 
+/* Where the keys that are checked against each other were set. */
+static void
+qw_conf_note_line(struct qw_conf_parser *p, const char *key)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} lines[] = {
+		{ "password_file", offsetof(struct qw_conf_parser, pwline) },
+		{ "address", offsetof(struct qw_conf_parser, addrline) },
+		{ "sentinels", offsetof(struct qw_conf_parser, sentline) },
+		{ "master_name", offsetof(struct qw_conf_parser, nameline) },
+		{ "sentinel_password_file", offsetof(struct qw_conf_parser, spwline) },
+		{ "wait_timeout", offsetof(struct qw_conf_parser, wtline) },
+	};
+
+	if (p->sect != S_REDIS)
+		return;
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (strcmp(key, lines[i].key) == 0)
+			*(unsigned *)((char *)p + lines[i].off) = p->line;
+}
+
+static bool
+qw_conf_valid_master_name(const char *v)
+{
+	for (; *v; v++)
+		if (*v <= ' ' || *v > '~')
+			return false;
+	return true;
+}
+
+/* An IP address and a port: the sentinels are asked from the event loop,
+ * which must not wait on a name server. */
+static int
+qw_conf_check_ip_port(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	char host[INET6_ADDRSTRLEN + 2];
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t hlen;
+
+	if (strncmp(v, "unix:", 5) == 0 || qw_conf_check_address(v) < 0)
+		return -1;
+	hlen = (size_t)(colon - v);
+	if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']')
+		v++, hlen -= 2;
+	if (hlen >= sizeof(host))
+		return -1;
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1 ? 0 : -1;
+}
+
+/* "IP:PORT, IP:PORT, ...": at least one, none twice. */
+static int
+qw_conf_set_sentinels(struct qw_conf_parser *p, const char *val)
+{
+	struct qw_conf *c = p->conf;
+	char *copy = strdup(val), *rest = copy, *tok;
+	int rc = -1;
+
+	if (copy == NULL)
+		return qw_conf_fail(p, p->line, "sentinels: out of memory");
+	while ((tok = strsep(&rest, ",")) != NULL) {
+		char *a = qw_conf_trim(tok), **more;
+		if (*a == '\0' || qw_conf_check_ip_port(a) < 0) {
+			qw_conf_fail(p, p->line, "sentinels: '%s' is not IP:PORT (IPv6 as "
+			    "[ADDRESS]:PORT; host names are not taken)", a);
+			goto out;
+		}
+		for (size_t i = 0; i < c->nsentinels; i++)
+			if (strcmp(c->sentinels[i], a) == 0) {
+				qw_conf_fail(p, p->line, "sentinels: %s is named twice", a);
+				goto out;
+			}
+		more = realloc(c->sentinels, (c->nsentinels + 1) * sizeof(*more));
+		if (more == NULL || (more[c->nsentinels] = strdup(a)) == NULL) {
+			if (more != NULL)
+				c->sentinels = more;
+			qw_conf_fail(p, p->line, "sentinels: out of memory");
+			goto out;
+		}
+		c->sentinels = more;
+		c->nsentinels++;
+	}
+	if (c->nsentinels == 0)
+		qw_conf_fail(p, p->line, "sentinels: no address given");
+	else
+		rc = 0;
+out:
+	free(copy);
+	return rc;
+}
+
 static int
 qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
     void *base, const char *val)
@@ -525,18 +631,22 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		return qw_conf_fail(p, p->line, "%s: set twice in one section", key);
 	p->seen |= 1ULL << i;
 	p->keyline[i] = p->line;
-	if (strcmp(key, "password_file") == 0)
-		p->pwline = p->line;
+	qw_conf_note_line(p, key);
 
 	const struct qw_conf_key *k = &qw_conf_keys[i];
 	if (*val == '\0' && k->type != T_HANDLER && k->type != T_PAYLOAD)
 		return qw_conf_fail(p, p->line, "%s: empty value", key);
 	switch (k->type) {
 	case T_STR:
+		if (strcmp(key, "master_name") == 0 && !qw_conf_valid_master_name(val))
+			return qw_conf_fail(p, p->line, "master_name: '%s' may hold only printable "
+			    "characters other than spaces", val);
 		if (strcmp(key, "prefix") == 0 && strpbrk(val, " \t{}") != NULL)
 			return qw_conf_fail(p, p->line,
 			    "prefix: '%s' may not contain spaces or braces", val);
 		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+	case T_SENTINELS:
+		return qw_conf_set_sentinels(p, val);
 	case T_LISTEN:
 		if (strncmp(val, "unix:", 5) == 0 || qw_conf_check_address(val) < 0)
 			return qw_conf_fail(p, p->line, "%s: '%s' is not host:port", key, val);
@@ -830,6 +940,7 @@ qw_conf_defaults(struct qw_conf *c, const char *path)
 	c->kill_grace_ms = 5 * 1000;
 	c->lease_timeout_ms = 15 * 1000;
 	c->log_level = LOG_INFO;
+	c->wait_timeout_ms = 1000;
 	return c->path && c->redis_address && c->prefix ? 0 : -1;
 }
 
@@ -850,22 +961,25 @@ qw_conf_default_instance(struct qw_conf *c)
 	return asprintf(&c->instance, "%s:%.*s", host, (int)blen, base) < 0 ? -1 : 0;
 }
 
+/* The first line of FILE (set on LINE by KEY), or without one of
+ * $CREDENTIALS_DIRECTORY/CRED when that exists (systemd's LoadCredential=);
+ * *OUT stays NULL when there is neither. */
 static int
-qw_conf_read_password(struct qw_conf_parser *p)
+qw_conf_read_secret(struct qw_conf_parser *p, const char *file, unsigned line,
+    const char *key, const char *cred, char **out)
 {
-	struct qw_conf *c = p->conf;
-	char *path = NULL, *line = NULL;
+	char *path = NULL, *first = NULL;
 	size_t cap = 0;
 	FILE *f;
 	int rc = -1;
 
-	if (c->password_file != NULL) {
-		path = strdup(c->password_file);
+	if (file != NULL) {
+		path = strdup(file);
 	} else {
-		const char *cred = getenv("CREDENTIALS_DIRECTORY");
-		if (cred == NULL)
+		const char *dir = getenv("CREDENTIALS_DIRECTORY");
+		if (dir == NULL)
 			return 0;
-		if (asprintf(&path, "%s/redis.pass", cred) < 0)
+		if (asprintf(&path, "%s/%s", dir, cred) < 0)
 			path = NULL;
 		else if (access(path, F_OK) < 0) {
 			free(path);
@@ -876,26 +990,74 @@ qw_conf_read_password(struct qw_conf_parser *p)
 		return qw_conf_fail(p, 0, "out of memory");
 	f = fopen(path, "r");
 	if (f == NULL) {
-		qw_conf_fail(p, c->password_file ? p->pwline : 0, "password_file: %s: %s", path,
-		    strerror(errno));
+		qw_conf_fail(p, file ? line : 0, "%s: %s: %s", key, path, strerror(errno));
 		goto out;
 	}
-	ssize_t n = getline(&line, &cap, f);
+	ssize_t n = getline(&first, &cap, f);
 	fclose(f);
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = '\0';
+	while (n > 0 && (first[n - 1] == '\n' || first[n - 1] == '\r'))
+		first[--n] = '\0';
 	if (n <= 0) {
-		qw_conf_fail(p, c->password_file ? p->pwline : 0,
-		    "password_file: %s: empty first line", path);
+		qw_conf_fail(p, file ? line : 0, "%s: %s: empty first line", key, path);
 		goto out;
 	}
-	c->password = line;
-	line = NULL;
+	*out = first;
+	first = NULL;
 	rc = 0;
 out:
-	free(line);
+	free(first);
 	free(path);
 	return rc;
+}
+
+static int
+qw_conf_read_password(struct qw_conf_parser *p)
+{
+	struct qw_conf *c = p->conf;
+
+	if (qw_conf_read_secret(p, c->password_file, p->pwline, "password_file", "redis.pass",
+	    &c->password) < 0)
+		return -1;
+	if (c->nsentinels == 0)
+		return 0;
+	return qw_conf_read_secret(p, c->sentinel_password_file, p->spwline,
+	    "sentinel_password_file", "sentinel.pass", &c->sentinel_password);
+}
+
+/* The [redis] keys that go together: sentinels with master_name and
+ * without address; WAIT short enough that the leases renewed on the same
+ * connection are not held up past their time. */
+static int
+qw_conf_check_redis(struct qw_conf_parser *p)
+{
+	const struct qw_conf *c = p->conf;
+
+	if (p->sentline != 0 && p->nameline == 0)
+		return qw_conf_fail(p, p->sentline, "sentinels: master_name must be set too "
+		    "(the name the sentinels know the master by)");
+	if (p->nameline != 0 && p->sentline == 0)
+		return qw_conf_fail(p, p->nameline, "master_name: sentinels must be set too");
+	if (p->sentline != 0 && p->addrline != 0)
+		return qw_conf_fail(p, p->addrline > p->sentline ? p->addrline : p->sentline,
+		    "address and sentinels exclude each other: with sentinels, they name the "
+		    "master");
+	if (p->spwline != 0 && p->sentline == 0)
+		return qw_conf_fail(p, p->spwline, "sentinel_password_file: sentinels are not set");
+	if (p->sentline != 0) {
+		/* For the log and STATUS= only: redis.c connects where the
+		 * sentinels say. */
+		free(p->conf->redis_address);
+		if (asprintf(&p->conf->redis_address, "master %s (via Sentinel)",
+		    c->master_name) < 0) {
+			p->conf->redis_address = NULL;
+			return qw_conf_fail(p, 0, "out of memory");
+		}
+	}
+	if (c->wait_replicas > 0 && c->wait_timeout_ms * 4 > c->lease_timeout_ms)
+		return qw_conf_fail(p, p->wtline, "wait_timeout: %llums is more than a quarter of "
+		    "lease_timeout (%llums): a WAIT holds up the lease renewals behind it",
+		    (unsigned long long)c->wait_timeout_ms, (unsigned long long)c->lease_timeout_ms);
+	return 0;
 }
 
 static int
@@ -945,7 +1107,7 @@ qw_conf_load_as(const char *path, struct qw_conf **out, char **err, bool client)
 		qw_conf_fail(&p, 0, "out of memory");
 		goto out;
 	}
-	if (qw_conf_read_password(&p) < 0)
+	if (qw_conf_check_redis(&p) < 0 || qw_conf_read_password(&p) < 0)
 		goto out;
 	*out = p.conf;
 	p.conf = NULL;
@@ -996,6 +1158,14 @@ qw_conf_free(struct qw_conf *c)
 		explicit_bzero(c->password, strlen(c->password));
 	free(c->password);
 	free(c->prefix);
+	for (size_t i = 0; i < c->nsentinels; i++)
+		free(c->sentinels[i]);
+	free(c->sentinels);
+	free(c->master_name);
+	free(c->sentinel_password_file);
+	if (c->sentinel_password != NULL)
+		explicit_bzero(c->sentinel_password, strlen(c->sentinel_password));
+	free(c->sentinel_password);
 	free(c->instance);
 	free(c->metrics_listen);
 	free(c);

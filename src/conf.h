@@ -54,6 +54,16 @@ struct qw_conf {
 	char *password_file;
 	char *password;		/* read at load time; NULL when none */
 	char *prefix;
+	/* Sentinel (instead of redis_address): the sentinels' IP:PORT
+	 * addresses and the master's name; the password is read at load time. */
+	char **sentinels;
+	size_t nsentinels;
+	char *master_name;
+	char *sentinel_password_file;
+	char *sentinel_password;	/* NULL when none */
+	/* Claims and results are confirmed by WAIT wait_replicas (0: not). */
+	unsigned wait_replicas;
+	uint64_t wait_timeout_ms;
 	/* [workers] */
 	unsigned concurrency;
 	uint64_t shutdown_timeout_ms;

@@ -39,6 +39,7 @@ struct qw_ctl {
 	redisContext *c;
 	char *password;		/* when the config has none (ctl_redis.c) */
 	char cred_hint[4200];	/* a credential we could not read, for errors */
+	char master[320];	/* with sentinels: the master they named */
 	int fail;		/* the exit status of the last failed command */
 	/* The command's own options. */
 	long n;			/* ls -n: at most this many, 0 all, -1 not given */

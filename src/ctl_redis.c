@@ -19,6 +19,8 @@ qw_ctl_address(const struct qw_ctl *ctl)
 {
 	if (ctl->address != NULL)
 		return ctl->address;
+	if (ctl->master[0] != '\0')
+		return ctl->master;
 	return ctl->conf != NULL ? ctl->conf->redis_address : "127.0.0.1:6379";
 }
 
@@ -142,14 +144,77 @@ fail:
 	return ctl->fail;
 }
 
+/* Asks sentinel ADDR which master NAME is; writes "host:port" into
+ * ctl->master, or why not into WHY. */
+static int
+qw_ctl_ask_sentinel(struct qw_ctl *ctl, const char *addr, struct timeval tv, char *why,
+    size_t len)
+{
+	const struct qw_conf *c = ctl->conf;
+	redisContext *s = qw_ctl_open(addr, tv);
+	redisReply *r = NULL;
+	int rc = -1;
+
+	if (s == NULL || s->err) {
+		snprintf(why, len, "%s: %s", addr, s ? s->errstr : "not an address");
+		goto out;
+	}
+	redisSetTimeout(s, tv);
+	if (c->sentinel_password != NULL) {
+		r = redisCommand(s, "AUTH %s", c->sentinel_password);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, len, "%s: AUTH: %s", addr, r ? r->str : s->errstr);
+			goto out;
+		}
+		freeReplyObject(r);
+	}
+	r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", c->master_name);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		snprintf(why, len, "%s: %s", addr, r == NULL ? s->errstr :
+		    r->type == REDIS_REPLY_ERROR ? r->str : "it knows no such master");
+		goto out;
+	}
+	snprintf(ctl->master, sizeof(ctl->master), strchr(r->element[0]->str, ':') ?
+	    "[%s]:%s" : "%s:%s", r->element[0]->str, r->element[1]->str);
+	rc = 0;
+out:
+	if (r != NULL)
+		freeReplyObject(r);
+	if (s != NULL)
+		redisFree(s);
+	return rc;
+}
+
+/* With [redis] sentinels: the master's address, from the first sentinel
+ * that names it (as qworkerd finds it, SPEC 15). */
+static int
+qw_ctl_find_master(struct qw_ctl *ctl, struct timeval tv)
+{
+	char why[512] = "no sentinel answered";
+
+	if (ctl->address != NULL || ctl->conf == NULL || ctl->conf->nsentinels == 0)
+		return 0;
+	for (size_t i = 0; i < ctl->conf->nsentinels; i++)
+		if (qw_ctl_ask_sentinel(ctl, ctl->conf->sentinels[i], tv, why, sizeof(why)) == 0)
+			return 0;
+	char *e = qw_ctl_escape(why, strlen(why));
+	qw_ctl_err("redis master %s (via Sentinel): no sentinel named its address; the last "
+	    "said %s", ctl->conf->master_name, e ? e : "?");
+	free(e);
+	return QW_CTL_UNAVAILABLE;
+}
+
 int
 qw_ctl_connect(struct qw_ctl *ctl)
 {
 	struct timeval tv = { (time_t)(ctl->timeout_ms / 1000),
 		(suseconds_t)(ctl->timeout_ms % 1000 * 1000) };
-	const char *addr = qw_ctl_address(ctl);
-	const char *pw;
+	const char *addr, *pw;
+	int rc;
 
+	if ((rc = qw_ctl_find_master(ctl, tv)) != 0)
+		return rc;
+	addr = qw_ctl_address(ctl);
 	qw_ctl_find_password(ctl);
 	pw = ctl->conf != NULL && ctl->conf->password != NULL ? ctl->conf->password : ctl->password;
 	ctl->c = qw_ctl_open(addr, tv);

@@ -189,6 +189,22 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_fetch_move(q, QW_FETCH_OFF);
 		return;
 	}
+	if (qw_redis_unconfirmed(reply)) {
+		/* wait_replicas: the claim may not outlive a failover, so its
+		 * jobs do not start. They are in the active hash: the reconcile
+		 * after the next lease renewal puts them back on pending, as for
+		 * a fetch whose reply was lost, and that result is confirmed in
+		 * turn (settle.c). If the master fails over first, either the
+		 * new one has the claim (reconcile gives the jobs back there) or
+		 * it does not (they are still in its pending, and the result is
+		 * skipped, the job not being in the active hash): each job is
+		 * in pending once, and none ran. */
+		if (qw_log_changed(&q->fetch_err, reply->str))
+			qw_log_err("queue %s: jobs taken are not started: %s; they go back to "
+			    "pending", q->qc.name, reply->str);
+		qw_fetch_move(q, QW_FETCH_OFF);
+		return;
+	}
 	if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PAUSED") == 0) {
 		qw_fetch_paused(q, true);
 		if (q->lease != QW_LEASE_HELD)
@@ -268,7 +284,8 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(maxp, q->qc.max_payload);
 	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	if (qw_redis_script(pool->redis, QW_SCRIPT_FETCH, qw_fetch_reply, q, 7, 13, argv, NULL) < 0)
+	if (qw_redis_script_wait(pool->redis, QW_SCRIPT_FETCH, pool->conf->wait_replicas,
+	    pool->conf->wait_timeout_ms, qw_fetch_reply, q, 7, 13, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
 	q->asked_us = qw_clock_mono_us();
@@ -400,7 +417,8 @@ qw_fetch_open_wake(struct qw_queue *q)
 	if (q->blk != NULL)
 		return 0;
 	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
-	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->conf, name, false, qw_fetch_wake_state, q);
+	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->sentinel, q->pool->conf, name,
+	    false, qw_fetch_wake_state, q);
 	return q->blk == NULL ? -1 : 0;
 }
 

@@ -220,19 +220,23 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	refused = qw_redis_down_reason(qw_pool_redis(d->pool));
 	if (refused != NULL)
 		snprintf(status, sizeof(status), "Redis at %s %s; reconnecting; %u/%u busy, "
-		    "%u results waiting to be written", d->conf->redis_address, refused, st.busy,
+		    "%u results waiting to be written", qw_redis_target(qw_pool_redis(d->pool)),
+		    refused, st.busy,
 		    st.total, st.unsettled);
 	else if (!qw_redis_is_up(qw_pool_redis(d->pool)))
 		snprintf(status, sizeof(status), "waiting for Redis at %s; %u/%u busy, "
-		    "%u results waiting to be written", d->conf->redis_address, st.busy, st.total,
+		    "%u results waiting to be written", qw_redis_target(qw_pool_redis(d->pool)),
+		    st.busy, st.total,
 		    st.unsettled);
 	else if (stage <= QW_STAGE_LEASING && qw_pool_lease_wait(d->pool) != NULL)
 		snprintf(status, sizeof(status), "starting: %s", qw_pool_lease_wait(d->pool));
 	else if (stage <= QW_STAGE_LEASING)
 		snprintf(status, sizeof(status), "starting: taking over instance %s", d->conf->instance);
 	else
-		snprintf(status, sizeof(status), "%s%s%s", stage == QW_STAGE_RUNNING ? "" :
-		    qw_pool_stage_name(stage), stage == QW_STAGE_RUNNING ? "" : ": ", line);
+		snprintf(status, sizeof(status), "%s%s%s%s%s", stage == QW_STAGE_RUNNING ? "" :
+		    qw_pool_stage_name(stage), stage == QW_STAGE_RUNNING ? "" : ": ", line,
+		    d->conf->nsentinels > 0 ? "; " : "",
+		    d->conf->nsentinels > 0 ? qw_redis_target(qw_pool_redis(d->pool)) : "");
 	qw_notify_status(status);
 	qw_pool_poll(d->pool);
 	if (stage == QW_STAGE_DRAINING || stage == QW_STAGE_RELEASING) {

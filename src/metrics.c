@@ -194,12 +194,16 @@ qw_http_route(struct qw_http_conn *c, const char *target, bool head)
 	} else if (plen == 7 && strncmp(target, "/health", 7) == 0) {
 		const char *refused = qw_redis_down_reason(qw_pool_redis(m->pool));
 		bool up = qw_redis_is_up(qw_pool_redis(m->pool));
+		const char *master = qw_redis_master_info(qw_pool_redis(m->pool));
 		if (up)
 			evbuffer_add_printf(b, "ok\n");
 		else if (refused != NULL)
 			evbuffer_add_printf(b, "Redis %s; reconnecting\n", refused);
 		else
 			evbuffer_add_printf(b, "waiting for Redis\n");
+		/* With Sentinel: which master, and why it moved there. */
+		if (master != NULL)
+			evbuffer_add_printf(b, "%s\n", master);
 		qw_http_reply(c, up ? 200 : 503, up ? "OK" : "Service Unavailable", "text/plain",
 		    b, head);
 	} else {

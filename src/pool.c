@@ -26,6 +26,7 @@
 #include "fmt.h"
 #include "log.h"
 #include "pool_int.h"
+#include "sentinel.h"
 #include "token.h"
 
 extern char **environ;
@@ -492,6 +493,8 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	if (pool->flush_ev == NULL || pool->eval_ev == NULL || pool->execs == NULL || pool->workers == NULL ||
 	    qw_pool_init_env(pool) < 0)
 		goto fail;
+	if (conf->nsentinels > 0 && (pool->sentinel = qw_sentinel_new(base, conf)) == NULL)
+		goto fail;
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
 	if (pool->queues == NULL)
 		goto fail;
@@ -503,7 +506,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	}
 	if (qw_lease_init(pool) < 0)
 		goto fail;
-	pool->redis = qw_redis_new(base, dns, conf, "main", true, qw_pool_redis_cb, pool);
+	pool->redis = qw_redis_new(base, dns, pool->sentinel, conf, "main", true, qw_pool_redis_cb, pool);
 	if (pool->redis == NULL)
 		goto fail;
 	return pool;
@@ -531,6 +534,7 @@ qw_pool_free(struct qw_pool *pool)
 		}
 		free(pool->queues);
 	}
+	qw_sentinel_free(pool->sentinel);	/* after every connection it names the master to */
 	qw_execs_free(pool->execs);
 	if (pool->flush_ev != NULL)
 		event_free(pool->flush_ev);
@@ -708,6 +712,17 @@ qw_pool_quiet(struct qw_pool *pool, bool quiet)
 	}
 }
 
+static bool
+qw_pool_same_sentinels(const struct qw_conf *a, const struct qw_conf *b)
+{
+	if (a->nsentinels != b->nsentinels)
+		return false;
+	for (size_t i = 0; i < a->nsentinels; i++)
+		if (strcmp(a->sentinels[i], b->sentinels[i]) != 0)
+			return false;
+	return a->nsentinels == 0 || strcmp(a->master_name, b->master_name) == 0;
+}
+
 int
 qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char **why)
 {
@@ -741,6 +756,10 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 		*why = "metrics_listen cannot change without a restart";
 		return -1;
 	}
+	if (!qw_pool_same_sentinels(conf, pool->conf)) {
+		*why = "sentinels and master_name cannot change without a restart";
+		return -1;
+	}
 	pool->conf = conf;
 	pool->concurrency = conf->concurrency;
 	for (size_t i = 0; i < pool->nqueues; i++) {
@@ -755,6 +774,8 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 		qw_pool_worker_conf(pool, q, &q->qc, &wc);
 		qw_worker_group_reconfigure(q->worker, &wc);
 	}
+	if (pool->sentinel != NULL)
+		qw_sentinel_reconfigure(pool->sentinel, conf);
 	qw_redis_reconfigure(pool->redis, conf);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].blk != NULL)

@@ -206,6 +206,7 @@ struct qw_pool {
 	struct evdns_base *dns;
 	const struct qw_conf *conf;
 	struct qw_redis *redis;
+	struct qw_sentinel *sentinel;	/* with Sentinel: names every connection's master */
 	struct qw_queue *queues;
 	size_t nqueues;
 	unsigned concurrency;

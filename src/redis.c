@@ -25,11 +25,18 @@
 #include "log.h"
 #include "redis.h"
 #include "scripts.h"
+#include "sentinel.h"
 
 #define QW_REDIS_BACKOFF_MIN_MS 100
 #define QW_REDIS_BACKOFF_MAX_MS 5000
 
-enum qw_redis_state { QW_R_DOWN, QW_R_HANDSHAKE, QW_R_UP };
+/* A connection's life:
+ *   DOWN      -> HANDSHAKE  connecting (after the backoff)
+ *   DOWN      -> AWAIT      with Sentinel: no master known yet
+ *   AWAIT     -> HANDSHAKE  the sentinels named and confirmed one
+ *   HANDSHAKE -> UP         every handshake command went through
+ *   HANDSHAKE, UP -> DOWN   lost, refused, dropped; the backoff is armed */
+enum qw_redis_state { QW_R_DOWN, QW_R_AWAIT, QW_R_HANDSHAKE, QW_R_UP };
 
 /* Replies that say this server cannot take our writes now, whatever the
  * command: the connection is dropped and made again (after a new lookup),
@@ -53,6 +60,7 @@ struct qw_lookup {
 struct qw_redis {
 	struct event_base *base;
 	struct evdns_base *dns;
+	struct qw_sentinel *sentinel;	/* names the address; NULL: conf's address */
 	struct qw_lookup *lookup;
 	unsigned failures;	/* connects failed in a row: picks the next address */
 	redisAsyncContext *ac;
@@ -71,6 +79,7 @@ struct qw_redis {
 	char client_name[128];
 	unsigned backoff_ms;
 	struct event *retry_ev;
+	int64_t retry_ms;	/* when the backoff after the last loss ends */
 	/* The watch: commands sent and answered on this connection, how many
 	 * were answered at the last look, and since when nothing moved. */
 	struct event *watch_ev;
@@ -193,10 +202,15 @@ qw_redis_lost(struct qw_redis *r, const char *why)
 	if (!was_up || r->down_refusal != QW_REFUSAL_NONE)
 		r->failures++;
 	r->drop_why[0] = '\0';
+	/* Ours or not, the master may have gone: the sentinels are asked
+	 * again unless they named another one meanwhile. */
+	if (r->sentinel != NULL)
+		qw_sentinel_suspect(r->sentinel, r->address, why);
 	delay_ms = qw_redis_jitter_ms(r->backoff_ms, erand48(r->rnd));
 	tv.tv_sec = delay_ms / 1000;
 	tv.tv_usec = (delay_ms % 1000) * 1000;
 	evtimer_add(r->retry_ev, &tv);
+	r->retry_ms = qw_clock_mono_ms() + delay_ms;
 	r->backoff_ms = r->backoff_ms * 2 > QW_REDIS_BACKOFF_MAX_MS ?
 	    QW_REDIS_BACKOFF_MAX_MS : r->backoff_ms * 2;
 	if (was_up && r->state_fn != NULL)
@@ -549,14 +563,39 @@ qw_redis_resolve(struct qw_redis *r, const char *host)
 		lk->req = req;
 }
 
+/* With Sentinel, the address is the master the sentinels confirmed last;
+ * none yet: wait for them (qw_redis_master_cb). Returns -1 then. */
+static int
+qw_redis_follow(struct qw_redis *r)
+{
+	const char *master;
+	char *addr;
+
+	if (r->sentinel == NULL)
+		return 0;
+	if ((master = qw_sentinel_master(r->sentinel)) == NULL ||
+	    (addr = strdup(master)) == NULL) {
+		r->state = QW_R_AWAIT;
+		return -1;
+	}
+	free(r->address);
+	r->address = addr;
+	return 0;
+}
+
 static void
 qw_redis_connect(struct qw_redis *r)
 {
 	char host[256];
 	unsigned char bin[sizeof(struct in6_addr)];
-	const char *colon = strrchr(r->address, ':'), *h = r->address;
-	size_t hlen = (size_t)(colon - r->address);
+	const char *colon, *h;
+	size_t hlen;
 
+	if (qw_redis_follow(r) < 0)
+		return;
+	colon = strrchr(r->address, ':');
+	h = r->address;
+	hlen = (size_t)(colon - r->address);
 	if (strncmp(r->address, "unix:", 5) == 0) {
 		qw_redis_open(r, redisAsyncConnectUnix(r->address + 5));
 		return;
@@ -625,8 +664,8 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 		qw_redis_send_subscribe(r);
 	if (r->ac != NULL)
 		(void)ioctl(r->ac->c.fd, FIONREAD, &unread);
-	if (r->state == QW_R_DOWN || held_up || unread > 0 || (r->state == QW_R_UP &&
-	    (r->answered != r->seen || r->sent == r->answered))) {
+	if (r->state == QW_R_DOWN || r->state == QW_R_AWAIT || held_up || unread > 0 ||
+	    (r->state == QW_R_UP && (r->answered != r->seen || r->sent == r->answered))) {
 		r->seen = r->answered;
 		r->still_ms = now;
 		return;
@@ -638,7 +677,8 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 static int
 qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 {
-	char *addr = strdup(conf->redis_address);
+	char *addr = strdup(r->sentinel != NULL && r->address != NULL ? r->address :
+	    conf->redis_address);
 	char *pw = conf->password ? strdup(conf->password) : NULL;
 
 	if (addr == NULL || (conf->password && pw == NULL)) {
@@ -654,9 +694,77 @@ qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 	return 0;
 }
 
+/* Leaves the server we are connected (or connecting) to, for another. */
+static void
+qw_redis_disconnect(struct qw_redis *r)
+{
+	redisAsyncContext *ac = r->ac;
+
+	if (r->state == QW_R_UP) {
+		redisAsyncDisconnect(ac);	/* outstanding replies still arrive */
+		return;
+	}
+	/* Still connecting, with no command of a caller waiting: go to the
+	 * new one now. */
+	ac->data = NULL;
+	r->ac = NULL;
+	r->state = QW_R_DOWN;
+	redisAsyncFree(ac);
+	qw_redis_connect(r);
+}
+
+/* The sentinels confirmed MASTER: a connection waiting for it, or waiting
+ * out its backoff, connects now; one open to another address is dropped
+ * (its outstanding commands end as with any lost connection) and made
+ * again to MASTER. */
+static void
+qw_redis_master_cb(void *arg, const char *master)
+{
+	struct qw_redis *r = arg;
+	bool elsewhere = strcmp(r->address, master) != 0;
+	int64_t wait_ms = r->retry_ms - qw_clock_mono_ms();
+
+	switch (r->state) {
+	case QW_R_AWAIT:
+		/* The backoff still holds for the same server: one that
+		 * refuses us (a wrong password) must not be asked in a loop. */
+		r->state = QW_R_DOWN;
+		if (!elsewhere && wait_ms > 0)
+			qw_clock_arm(r->retry_ev, (uint64_t)wait_ms);
+		else
+			qw_redis_connect(r);
+		return;
+	case QW_R_DOWN:
+		if (!elsewhere)
+			return;		/* its backoff, or its lookup, goes on */
+		qw_redis_forget_lookup(r);
+		evtimer_del(r->retry_ev);
+		qw_redis_connect(r);
+		return;
+	case QW_R_HANDSHAKE:
+	case QW_R_UP:
+		if (!elsewhere)
+			return;
+		/* At once, not after the replies outstanding: the old master
+		 * may hold them for long (a WAIT no replica will answer), and
+		 * what it still writes a failover may lose anyway. Callers take
+		 * a NULL reply as "may or may not have run". */
+		snprintf(r->drop_why, sizeof(r->drop_why), "the master moved to %s", master);
+		if (r->state == QW_R_UP) {
+			redisAsyncFree(r->ac);	/* calls qw_redis_on_disconnect */
+			evtimer_del(r->retry_ev);
+			qw_redis_connect(r);
+		} else {
+			qw_redis_disconnect(r);
+		}
+		return;
+	}
+}
+
 struct qw_redis *
-qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_conf *conf,
-    const char *name, bool load_scripts, qw_redis_state_fn *state_fn, void *arg)
+qw_redis_new(struct event_base *base, struct evdns_base *dns, struct qw_sentinel *sentinel,
+    const struct qw_conf *conf, const char *name, bool load_scripts,
+    qw_redis_state_fn *state_fn, void *arg)
 {
 	struct qw_redis *r = calloc(1, sizeof(*r));
 
@@ -664,6 +772,7 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 		return NULL;
 	r->base = base;
 	r->dns = dns;
+	r->sentinel = sentinel;
 	r->load_scripts = load_scripts;
 	r->state_fn = state_fn;
 	r->arg = arg;
@@ -683,7 +792,8 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, const struct qw_co
 	r->watch_ev = event_new(base, -1, EV_PERSIST, qw_redis_watch_cb, r);
 	if (r->name == NULL || r->retry_ev == NULL || r->watch_ev == NULL ||
 	    event_add(r->watch_ev, &(struct timeval){ 1, 0 }) < 0 ||
-	    qw_redis_set_target(r, conf) < 0) {
+	    qw_redis_set_target(r, conf) < 0 ||
+	    (sentinel != NULL && qw_sentinel_listen(sentinel, qw_redis_master_cb, r) < 0)) {
 		qw_redis_free(r);
 		return NULL;
 	}
@@ -697,7 +807,8 @@ qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 	bool same;
 
 	r->patience_ms = (int64_t)(conf->lease_timeout_ms + QW_REDIS_LONGEST_WAIT_MS);
-	same = strcmp(r->address, conf->redis_address) == 0 && r->db == conf->db &&
+	same = (r->sentinel != NULL || strcmp(r->address, conf->redis_address) == 0) &&
+	    r->db == conf->db &&
 	    ((r->password == NULL && conf->password == NULL) ||
 	    (r->password && conf->password && strcmp(r->password, conf->password) == 0));
 
@@ -705,17 +816,8 @@ qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 		return;
 	qw_log_notice("redis %s: reconnecting to %s", r->name, r->address);
 	r->failures = 0;
-	if (r->state == QW_R_UP) {
-		redisAsyncDisconnect(r->ac);	/* outstanding replies still arrive */
-	} else if (r->ac != NULL) {
-		/* Still connecting to the old address, with no command of a
-		 * caller waiting: go to the new one now. */
-		redisAsyncContext *ac = r->ac;
-		ac->data = NULL;
-		r->ac = NULL;
-		r->state = QW_R_DOWN;
-		redisAsyncFree(ac);
-		qw_redis_connect(r);
+	if (r->ac != NULL) {
+		qw_redis_disconnect(r);
 	} else if (r->lookup != NULL) {
 		/* Looking up the old host: look up the new one instead. */
 		qw_redis_forget_lookup(r);
@@ -729,6 +831,8 @@ qw_redis_free(struct qw_redis *r)
 	if (r == NULL)
 		return;
 	qw_redis_forget_lookup(r);
+	if (r->sentinel != NULL)
+		qw_sentinel_unlisten(r->sentinel, qw_redis_master_cb, r);
 	if (r->ac != NULL) {
 		redisAsyncContext *ac = r->ac;
 		/* Detach first: the callbacks hiredis runs while freeing must not
@@ -749,6 +853,18 @@ qw_redis_free(struct qw_redis *r)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
 	free(r);
+}
+
+const char *
+qw_redis_target(const struct qw_redis *r)
+{
+	return r->sentinel != NULL ? qw_sentinel_describe(r->sentinel) : r->address;
+}
+
+const char *
+qw_redis_master_info(const struct qw_redis *r)
+{
+	return r->sentinel != NULL ? qw_sentinel_describe(r->sentinel) : NULL;
 }
 
 long long
@@ -919,6 +1035,141 @@ qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn, voi
 		sl[i + 3] = lens ? lens[i] : strlen(argv[i]);
 	}
 	return qw_redis_cmd(r, fn, priv, argc + 3, sv, sl);
+}
+
+/* ---- WAIT ---------------------------------------------------------------- */
+
+#define QW_UNCONFIRMED "UNCONFIRMED "
+
+/* A script call waiting for its WAIT: the script's reply is kept (hiredis
+ * frees it after its callback) until WAIT says whether it counts. */
+struct qw_redis_wait {
+	qw_redis_reply_fn *fn;
+	void *priv;
+	unsigned replicas;
+	uint64_t timeout_ms;
+	bool wait_sent;
+	redisReply *kept;	/* a copy (freeReplyObject frees it); NULL: none came */
+};
+
+/* A deep copy of REPLY, laid out as hiredis lays out its own. */
+static redisReply *
+qw_redis_reply_dup(const redisReply *reply)
+{
+	redisReply *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->type = reply->type;
+	c->integer = reply->integer;
+	c->len = reply->len;
+	if (reply->str != NULL && (c->str = malloc(reply->len + 1)) != NULL) {
+		memcpy(c->str, reply->str, reply->len);
+		c->str[reply->len] = '\0';
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    (c->element = calloc(reply->elements, sizeof(*c->element))) != NULL) {
+		for (c->elements = 0; c->elements < reply->elements; c->elements++)
+			if ((c->element[c->elements] = qw_redis_reply_dup(
+			    reply->element[c->elements])) == NULL)
+				break;
+	}
+	if ((reply->str != NULL && c->str == NULL) || c->elements != reply->elements) {
+		freeReplyObject(c);
+		return NULL;
+	}
+	return c;
+}
+
+bool
+qw_redis_unconfirmed(const redisReply *reply)
+{
+	return reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	    reply->len >= strlen(QW_UNCONFIRMED) &&
+	    memcmp(reply->str, QW_UNCONFIRMED, strlen(QW_UNCONFIRMED)) == 0;
+}
+
+/* Gives FN the kept reply, or the error saying why it does not count. */
+static void
+qw_redis_wait_deliver(struct qw_redis *r, struct qw_redis_wait *w, const redisReply *wait)
+{
+	char msg[200];
+	redisReply err = { .type = REDIS_REPLY_ERROR, .str = msg };
+
+	if (w->kept == NULL || w->kept->type == REDIS_REPLY_ERROR ||
+	    (wait != NULL && wait->type == REDIS_REPLY_INTEGER &&
+	    wait->integer >= (long long)w->replicas)) {
+		w->fn(r, w->kept, w->priv);
+		return;
+	}
+	if (wait != NULL && wait->type == REDIS_REPLY_INTEGER)
+		snprintf(msg, sizeof(msg), "%sonly %lld of %u replicas confirmed the write within "
+		    "%llums", QW_UNCONFIRMED, wait->integer, w->replicas,
+		    (unsigned long long)w->timeout_ms);
+	else {
+		/* The reply reaches the log: escaped here, once. */
+		char esc[128] = "";
+		if (wait != NULL && wait->str != NULL)
+			qw_log_escape(esc, sizeof(esc), wait->str, wait->len);
+		snprintf(msg, sizeof(msg), "%sWAIT failed: %s", QW_UNCONFIRMED, esc);
+	}
+	err.len = strlen(msg);
+	w->fn(r, &err, w->priv);
+}
+
+static void
+qw_redis_wait_script_cb(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_redis_wait *w = priv;
+
+	/* NULL: WAIT's callback gets NULL too, and says so. */
+	if (reply != NULL)
+		w->kept = qw_redis_reply_dup(reply);
+	if (w->wait_sent)
+		return;
+	qw_redis_wait_deliver(r, w, NULL);	/* WAIT could not be sent */
+	if (w->kept != NULL)
+		freeReplyObject(w->kept);
+	free(w);
+}
+
+static void
+qw_redis_wait_cb(struct qw_redis *r, redisReply *reply, void *priv)
+{
+	struct qw_redis_wait *w = priv;
+
+	if (reply == NULL)
+		w->fn(r, NULL, w->priv);
+	else
+		qw_redis_wait_deliver(r, w, reply);
+	if (w->kept != NULL)
+		freeReplyObject(w->kept);
+	free(w);
+}
+
+int
+qw_redis_script_wait(struct qw_redis *r, enum qw_script s, unsigned replicas,
+    uint64_t timeout_ms, qw_redis_reply_fn *fn, void *priv, int nkeys, int argc,
+    const char **argv, const size_t *lens)
+{
+	struct qw_redis_wait *w;
+	char nb[16], tb[24];
+	const char *wv[] = { "WAIT", nb, tb };
+
+	if (replicas == 0)
+		return qw_redis_script(r, s, fn, priv, nkeys, argc, argv, lens);
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return -1;
+	*w = (struct qw_redis_wait){ .fn = fn, .priv = priv, .replicas = replicas,
+		.timeout_ms = timeout_ms };
+	if (qw_redis_script(r, s, qw_redis_wait_script_cb, w, nkeys, argc, argv, lens) < 0) {
+		free(w);
+		return -1;
+	}
+	snprintf(nb, sizeof(nb), "%u", replicas);
+	snprintf(tb, sizeof(tb), "%llu", (unsigned long long)timeout_ms);
+	w->wait_sent = qw_redis_cmd(r, qw_redis_wait_cb, w, 3, wv, NULL) == 0;
+	return 0;
 }
 
 /* hiredis calls a subscription's callback for every message and every

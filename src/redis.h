@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The longest a connection waits on purpose for an answer: how often a
  * subscribed connection subscribes again. A connection is given up when a
@@ -16,6 +17,7 @@ struct event_base;
 struct evdns_base;
 struct qw_conf;
 struct qw_redis;
+struct qw_sentinel;
 
 enum qw_script {
 	QW_SCRIPT_FETCH,	/* claim list, then pending -> active hash */
@@ -38,10 +40,12 @@ typedef void qw_redis_reply_fn(struct qw_redis *r, redisReply *reply, void *priv
 typedef void qw_redis_state_fn(struct qw_redis *r, bool up, void *arg);
 
 /* Host names in the address are looked up through DNS (owned by the caller,
- * and freed after every connection that uses it). */
+ * and freed after every connection that uses it). With SENTINEL (owned by
+ * the caller, freed after every connection that uses it) the address is
+ * the master it names, and the connection follows it; else conf's. */
 struct qw_redis *qw_redis_new(struct event_base *base, struct evdns_base *dns,
-    const struct qw_conf *conf, const char *name, bool load_scripts,
-    qw_redis_state_fn *state_fn, void *arg);
+    struct qw_sentinel *sentinel, const struct qw_conf *conf, const char *name,
+    bool load_scripts, qw_redis_state_fn *state_fn, void *arg);
 /* Drops the connection now: outstanding commands get a NULL reply. No
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);
@@ -53,6 +57,11 @@ const char *qw_redis_down_reason(const struct qw_redis *r);
 /* The next reconnect's delay: between half of BACKOFF_MS and all of it, as
  * R in [0, 1) says. */
 unsigned qw_redis_jitter_ms(unsigned backoff_ms, double r);
+/* What the connection is pointed at, for STATUS= and /health: the
+ * address, or with Sentinel which master and why it moved there. */
+const char *qw_redis_target(const struct qw_redis *r);
+/* With Sentinel, the same; NULL without. */
+const char *qw_redis_master_info(const struct qw_redis *r);
 /* The server's CLIENT ID for this connection; 0 while not up. */
 long long qw_redis_client_id(const struct qw_redis *r);
 /* Points the connection at another address/password after a reload; it
@@ -65,6 +74,17 @@ int qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 /* ARGV holds the keys first, then the arguments. */
 int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
     void *priv, int nkeys, int argc, const char **argv, const size_t *lens);
+
+/* As qw_redis_script, with WAIT REPLICAS TIMEOUT_MS pipelined right after
+ * it (REPLICAS 0: qw_redis_script). FN gets the script's reply only once
+ * WAIT has answered; when fewer replicas confirmed it, an error reply that
+ * qw_redis_unconfirmed recognizes instead (the script ran on the master,
+ * but a failover may still lose what it wrote); NULL when the connection
+ * went before WAIT answered. */
+int qw_redis_script_wait(struct qw_redis *r, enum qw_script s, unsigned replicas,
+    uint64_t timeout_ms, qw_redis_reply_fn *fn, void *priv, int nkeys, int argc,
+    const char **argv, const size_t *lens);
+bool qw_redis_unconfirmed(const redisReply *reply);
 
 /* Subscribes to CHANNEL for as long as the connection lasts (call it again
  * after it comes back up). FN gets each message and each confirmation: the

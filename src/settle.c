@@ -288,7 +288,22 @@ qw_settle_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		free(b);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || qw_settle_batch_written(b, reply) < 0) {
+	if (qw_redis_unconfirmed(reply)) {
+		/* wait_replicas: written, but a failover may lose it. Sent
+		 * again (the script skips what it finds settled) until a WAIT
+		 * confirms it; meanwhile the queue fetches only as much as it
+		 * could hold, as with any result that cannot be written. Sent
+		 * again after a failover, it finds the job in the new master's
+		 * active hash (the claim was confirmed before the job started)
+		 * and writes it there: the job does not run again. WAIT waits
+		 * for the connection's last write, so a resend that finds
+		 * nothing left to write still waits for the first one; on a new
+		 * connection, for the lease take (a ZADD) that every connect
+		 * sends before any result (qw_pool_redis_state). */
+		qw_settle_keys_move(q, QW_KEYS_WRONG, QW_BAD_CALL, reply->str);
+		b->nowed = 0;	/* added on the master; not owed again */
+		qw_settle_batch_unsend(b, false);
+	} else if (reply->type != REDIS_REPLY_ARRAY || qw_settle_batch_written(b, reply) < 0) {
 		/* Nothing was written: the active hash holds the wrong type, or
 		 * Redis refused the call (out of memory, say). */
 		qw_settle_keys_move(q, QW_KEYS_WRONG, QW_BAD_CALL, qw_redis_errstr(r, reply));
@@ -450,8 +465,8 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_SETTLE, qw_settle_reply, b, 8,
-	    (int)argc, argv, lens) < 0)
+	if (qw_redis_script_wait(q->pool->redis, QW_SCRIPT_SETTLE, c->wait_replicas,
+	    c->wait_timeout_ms, qw_settle_reply, b, 8, (int)argc, argv, lens) < 0)
 		goto out;
 	b = NULL;
 	q->sending++;

@@ -3,7 +3,7 @@
 # asking apt only for what is missing. Run as root.
 set -eu
 pkgs="build-essential autoconf automake pkg-config libevent-dev libhiredis-dev \
-libsystemd-dev libjansson-dev libcmocka-dev redis-server redis-tools \
+libsystemd-dev libjansson-dev libcmocka-dev redis-server redis-sentinel redis-tools \
 debhelper devscripts lintian bash-completion man-db \
 python3 python3-pytest python3-redis mandoc valgrind procps util-linux mount nodejs"
 [ $# -gt 0 ] && pkgs="$pkgs $*"

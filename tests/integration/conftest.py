@@ -65,6 +65,37 @@ class RedisServer:
         return redislib.Redis(unix_socket_path=self.sock)
 
 
+class TcpRedis(RedisServer):
+    """A private redis-server on a unix socket and on a TCP port of
+    127.0.0.1, so that another one can replicate from it."""
+
+    def start(self, *extra):
+        self.port = free_port()
+        super().start("--port", str(self.port), "--bind", "127.0.0.1", *extra)
+
+
+@pytest.fixture
+def servers():
+    """Makes private TCP redis-servers (TcpRedis), stopped at the end."""
+    made = []
+
+    def make(*extra):
+        srv = TcpRedis(tempfile.mkdtemp(prefix="qw-failover-"))
+        srv.start(*extra)
+        made.append(srv)
+        return srv
+    yield make
+    for srv in made:
+        srv.stop()
+        shutil.rmtree(srv.dir, ignore_errors=True)
+
+
+def synced(replica):
+    """Whether REPLICA's link to its master is up."""
+    info = replica.client().info("replication")
+    return info.get("master_link_status") == "up"
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     tmp = tempfile.mkdtemp(prefix="qw-redis-")

@@ -476,6 +476,27 @@ def test_silent_redis_is_a_temporary_failure(tmp):
         srv.close()
 
 
+def test_master_found_through_the_sentinels(servers, tmp):
+    """[redis] sentinels: qworkerctl asks them for the master, as qworkerd
+    does (SPEC 15); with none answering, exit 69 naming the master."""
+    from test_sentinel import NAME, start_ha
+    master, replica, s = start_ha(servers, tmp)
+    try:
+        s.start(1)
+        conf = os.path.join(tmp, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write("[redis]\nsentinels = %s\nmaster_name = %s\n[queue work]\n"
+                    "handler = /bin/true\n" % (s.addresses(), NAME))
+        ctl(conf, "enqueue", "work", "--id", "a", "x", check=0)
+        assert master.client().llen("qw:{work}:pending") == 1
+        assert jctl(conf, "status")["queues"][0]["pending"] == 1
+    finally:
+        s.stop()
+    p = ctl(conf, "status", check=69)
+    assert b"redis master %s (via Sentinel): no sentinel named its address" % NAME.encode() \
+        in p.stderr, p.stderr
+
+
 # ---- a race with a running daemon ------------------------------------------
 
 

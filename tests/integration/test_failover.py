@@ -5,39 +5,13 @@ replica, answers 503 on /health and says why in STATUS=, and once the server
 is a master again every job, including those pushed meanwhile and the one
 that was running through it, runs exactly once."""
 import os
-import shutil
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import Daemon, RedisServer, free_port, get, read_lines, script, stats, wait_until
-
-
-class TcpRedis(RedisServer):
-    """A private redis-server on a unix socket and on a TCP port of
-    127.0.0.1, so that another one can replicate from it."""
-
-    def start(self, *extra):
-        self.port = free_port()
-        super().start("--port", str(self.port), "--bind", "127.0.0.1", *extra)
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def make(*extra):
-        srv = TcpRedis(tempfile.mkdtemp(prefix="qw-failover-"))
-        srv.start(*extra)
-        made.append(srv)
-        return srv
-    yield make
-    for srv in made:
-        srv.stop()
-        shutil.rmtree(srv.dir, ignore_errors=True)
+from conftest import Daemon, free_port, get, read_lines, script, stats, synced, wait_until
 
 
 @pytest.fixture
@@ -60,11 +34,6 @@ def make_daemon(tmp):
 
 def role(srv):
     return srv.client().execute_command("ROLE")[0].decode()
-
-
-def synced(replica):
-    info = replica.client().info("replication")
-    return info.get("master_link_status") == "up"
 
 
 def start_daemon(make_daemon, tmp, srv, port):

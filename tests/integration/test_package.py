@@ -50,7 +50,8 @@ def extract(deb, tmp_path):
 
 
 def test_lintian_clean_and_both_packages(debs):
-    assert set(debs) >= {"qworkerd", "libqworkerd-plugin-dev"}, debs
+    assert set(debs) >= {"qworkerd", "libqworkerd-plugin-dev", "python3-qworkerd",
+                         "node-qworkerd"}, debs
     report = open(os.path.join(OUT, "lintian.txt")).read()
     assert not re.search(r"^E: ", report, re.M), report
 
@@ -107,3 +108,11 @@ def test_maintainer_scripts_start_and_create_nothing(debs, tmp_path):
 
 def test_dev_package_has_the_header(debs):
     assert contents(debs["libqworkerd-plugin-dev"]) >= {"/usr/include/qworkerd/plugin.h"}
+
+
+def test_worker_libraries_packages(debs):
+    """The persistent workers' libraries (qworkerd-worker(7)) in their own
+    packages, where Debian keeps Python 3 and Node.js modules."""
+    assert "/usr/lib/python3/dist-packages/qworkerd/__init__.py" in contents(debs["python3-qworkerd"])
+    node = contents(debs["node-qworkerd"])
+    assert {"/usr/share/nodejs/qworkerd/index.js", "/usr/share/nodejs/qworkerd/package.json"} <= node
