@@ -24,6 +24,8 @@
 /* How far ahead a tick is looked for: 31 February has none, and 29
  * February one in four (eight) years. */
 #define QW_CRON_HORIZON_S (9LL * 366 * QW_CRON_DAY_S)
+/* qw_cron_latest's first window before now. */
+#define QW_CRON_LATEST_WINDOW_MS 60000
 
 struct qw_cron_field {
 	const char *name;
@@ -327,6 +329,29 @@ qw_cron_next(const struct qw_cron *c, int64_t after_ms)
 		return (after_ms / (int64_t)c->every_ms + 1) * (int64_t)c->every_ms;
 	s = qw_cron_next_s(c, after_ms / 1000 + 1);
 	return s < 0 ? -1 : s * 1000;
+}
+
+int64_t
+qw_cron_latest(const struct qw_cron *c, int64_t tick, int64_t now)
+{
+	int64_t next;
+
+	/* Far behind (a host that booted in 1970 and then got the time): walking
+	 * every tick between, 1.7 billion for @every 1s over 56 years, holds the
+	 * caller's loop for seconds. Start instead from the first tick of a
+	 * window that ends at NOW, widened until it holds one: the walk then
+	 * covers at most that window. */
+	for (int64_t back = QW_CRON_LATEST_WINDOW_MS; now - back > tick; back *= 8) {
+		if ((next = qw_cron_next(c, now - back)) >= 0 && next <= now) {
+			tick = next;
+			break;
+		}
+		if (back > INT64_MAX / 8)
+			break;
+	}
+	while ((next = qw_cron_next(c, tick)) >= 0 && next <= now)
+		tick = next;
+	return tick;
 }
 
 bool

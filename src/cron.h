@@ -40,6 +40,11 @@ int qw_cron_parse(const char *s, struct qw_cron *out, char *err, size_t errlen);
 /* The first tick strictly after AFTER_MS (Unix ms), or -1 when there is
  * none in the next nine years (31 February). */
 int64_t qw_cron_next(const struct qw_cron *c, int64_t after_ms);
+/* The latest tick at or before NOW_MS, TICK_MS being a tick at or before
+ * it: what a schedule whose timer fired late (a stopped process, a wall
+ * clock that jumped forward) should send now. Its cost does not grow with
+ * the number of ticks in between. */
+int64_t qw_cron_latest(const struct qw_cron *c, int64_t tick_ms, int64_t now_ms);
 /* Whether T (Unix ms) is one of C's ticks. */
 bool qw_cron_is_tick(const struct qw_cron *c, int64_t t_ms);
 /* Whether the two schedules are the same. */

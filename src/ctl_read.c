@@ -33,7 +33,9 @@ qw_ctl_paused_value(const redisReply *r)
 	return v != NULL ? v : qw_ctl_json_bytes(r->str, r->len);
 }
 
-/* The breaker's state (SPEC 14): closed while its key is absent. */
+/* The breaker's state (SPEC 14): closed while its key is absent, open
+ * while it exists (as the metrics count it), or what its value or "state"
+ * field says when it says more. */
 static void
 qw_ctl_breaker(struct qw_ctl *ctl, const char *key, char *out, size_t len)
 {
@@ -46,9 +48,9 @@ qw_ctl_breaker(struct qw_ctl *ctl, const char *key, char *out, size_t len)
 		v = qw_ctl_cmd(ctl, "GET %s", key);
 	else if (strcmp(t->str, "hash") == 0)
 		v = qw_ctl_cmd(ctl, "HGET %s state", key);
-	else if (strcmp(t->str, "none") != 0)
-		snprintf(out, len, "? (a %s)", t->str);
-	if (v != NULL && v->type == REDIS_REPLY_STRING)
+	if (strcmp(t->str, "none") != 0)
+		snprintf(out, len, "open");
+	if (v != NULL && v->type == REDIS_REPLY_STRING && v->len > 0)
 		snprintf(out, len, "%.*s", (int)v->len, v->str);
 	freeReplyObject(t);
 	if (v != NULL)

@@ -58,7 +58,8 @@ qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
 /* A record of a job taken from Redis that waits here for a slot. Takes
  * ownership of FIELD and ELEM. */
 static int
-qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
+qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len,
+    int64_t seen_ms)
 {
 	struct qw_rec *rec = qw_record_new(&q->recs, q, field, NULL);
 
@@ -67,6 +68,7 @@ qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_
 		return -1;
 	}
 	rec->seq = seq;
+	rec->seen_ms = seen_ms;
 	rec->elem = elem;
 	rec->len = len;
 	return qw_record_move(&q->recs, rec, QW_REC_BUFFERED);
@@ -179,6 +181,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	unsigned asked = q->asked;
 	bool lost = false, woken = q->woken;
 	size_t got;
+	int64_t seen_ms;
 
 	q->asked = q->asked_slots = 0;
 	q->woken = false;
@@ -230,6 +233,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
 		    q->qc.name, reply->element[--got]->integer);
 	}
+	seen_ms = qw_clock_wall_ms();
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_fetch_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
@@ -241,7 +245,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len) < 0)
+		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len, seen_ms) < 0)
 			lost = true;
 	}
 	if (lost)
@@ -299,12 +303,12 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 /* ---- prefetch ---------------------------------------------------------- */
 
 void
-qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us)
+qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us)
 {
 	/* A longer run counts at once, a shorter one slowly: taking long jobs
 	 * ahead keeps them from idle instances, while too small a buffer for
 	 * short ones costs only some speed until it grows again. */
-	q->job_us = qw_decide_smooth(q->job_us, qw_clock_mono_us() - started_us, 1, 3);
+	q->job_us = qw_decide_smooth(q->job_us, ran_us, 1, 3);
 }
 
 /* How many jobs Q keeps taken ahead of its free slots: its prefetch, or

@@ -9,8 +9,7 @@
 /* PREFIX:{QUEUE}:WORD, or PREFIX:{QUEUE}:WORD:INSTANCE for the keys each
  * instance keeps of its own (qw_keys_per_instance). The keys the daemon
  * holds names of come first, in the order of pool_int.h's K_*, which are
- * these values (a daemon that takes up paused and cancel adds K_PAUSED and
- * K_CANCEL right after K_UNIQUE). */
+ * these values (K_COUNT must follow the last of them). */
 enum qw_key {
 	QW_KEY_PENDING,		/* list: producers LPUSH, the tail runs next */
 	QW_KEY_CLAIM,		/* list, per instance: an old blocking pop's jobs */
@@ -24,8 +23,8 @@ enum qw_key {
 	QW_KEY_UNIQUE,		/* hash: id -> unique_for hold */
 	QW_KEY_PAUSED,		/* string: set while the queue is paused */
 	QW_KEY_CANCEL,		/* hash: active field -> reason, cancels asked for */
-	QW_KEY_SEQ,		/* string: qw_enqueue's counter */
 	QW_KEY_BREAKER,		/* the circuit breaker's state (SPEC 14) */
+	QW_KEY_SEQ,		/* string: qw_enqueue's counter */
 	QW_KEY_COUNT
 };
 

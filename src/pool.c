@@ -499,7 +499,8 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	if (pool->queues == NULL)
 		goto fail;
 	for (size_t i = 0; i < conf->nqueues; i++) {
-		pool->queues[i].pending = -1;
+		struct qw_queue *q = &pool->queues[i];
+		q->pending = q->scheduled = q->dead = q->breaker = -1;
 		pool->nqueues++;
 		if (qw_pool_init_queue(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
@@ -620,22 +621,33 @@ qw_pool_check_ready(struct qw_pool *pool)
 	pool->ready(pool, pool->cb_arg);
 }
 
+/* PRIV is the figure the reply is for. A key of the wrong type (a
+ * producer's mistake) leaves it unknown, not 0. */
 static void
-qw_pool_pending_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_pool_gauge_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
-	struct qw_queue *q = priv;
+	int64_t *v = priv;
 
-	q->pending = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+	if (r != NULL)
+		*v = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
 }
 
+/* One small command per figure, all written in one go (hiredis sends what
+ * a loop turn queued together) and each O(1) in Redis. */
 void
 qw_pool_poll(struct qw_pool *pool)
 {
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		const char *argv[] = { "LLEN", q->key[K_PENDING] };
-		if (qw_redis_cmd(pool->redis, qw_pool_pending_reply, q, 2, argv, NULL) < 0)
-			q->pending = -1;
+		const struct { const char *cmd; int k; int64_t *v; } ask[] = {
+			{ "LLEN", K_PENDING, &q->pending }, { "ZCARD", K_SCHEDULED, &q->scheduled },
+			{ "LLEN", K_DEAD, &q->dead }, { "EXISTS", K_BREAKER, &q->breaker },
+		};
+		for (size_t a = 0; a < sizeof(ask) / sizeof(ask[0]); a++) {
+			const char *argv[] = { ask[a].cmd, q->key[ask[a].k] };
+			if (qw_redis_cmd(pool->redis, qw_pool_gauge_reply, ask[a].v, 2, argv, NULL) < 0)
+				*ask[a].v = -1;
+		}
 	}
 }
 
@@ -928,6 +940,11 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	qi->name = q->qc.name;
 	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
 	    q->recs.n[QW_REC_FENCED];
+	qi->slots = qw_pool_cap(q);
 	qi->pending = q->pending;
-	qi->paused = q->paused_seen;
+	qi->scheduled = q->scheduled;
+	qi->dead = q->dead;
+	qi->paused = q->paused_seen ? 1 : 0;
+	qi->breaker = q->breaker;
+	qi->tally = &q->tally;
 }

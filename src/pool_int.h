@@ -20,6 +20,7 @@
 #include "keys.h"
 #include "record.h"
 #include "redis.h"
+#include "tally.h"
 #include "worker.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
@@ -38,7 +39,8 @@
 enum { K_PENDING = QW_KEY_PENDING, K_CLAIM = QW_KEY_CLAIM, K_ACTIVE = QW_KEY_ACTIVE,
 	K_SCHEDULED = QW_KEY_SCHEDULED, K_DEAD = QW_KEY_DEAD, K_STATS = QW_KEY_STATS,
 	K_LEASES = QW_KEY_LEASES, K_HOLDERS = QW_KEY_HOLDERS, K_STARTED = QW_KEY_STARTED,
-	K_UNIQUE = QW_KEY_UNIQUE, K_PAUSED = QW_KEY_PAUSED, K_CANCEL = QW_KEY_CANCEL, K_COUNT };
+	K_UNIQUE = QW_KEY_UNIQUE, K_PAUSED = QW_KEY_PAUSED, K_CANCEL = QW_KEY_CANCEL,
+	K_BREAKER = QW_KEY_BREAKER, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -55,7 +57,7 @@ struct qw_run {
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
-	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
+	uint64_t started_us;	/* monotonic: the run's duration, for prefetch = auto and /metrics */
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_fetch_move
@@ -198,7 +200,10 @@ struct qw_queue {
 	 * only once it is lease_timeout plus a tick old (SPEC 10). */
 	int64_t lease_ok_ms;
 	char *reaping;		/* the dead instance being recovered, if any */
-	int64_t pending;	/* LLEN of pending at the last status tick; -1 unknown */
+	/* At the last status tick (qw_pool_poll), -1 unknown: LLEN of pending
+	 * and dead, ZCARD of scheduled, whether the breaker key exists. */
+	int64_t pending, scheduled, dead, breaker;
+	struct qw_tally tally;	/* for /metrics; kept across reloads */
 };
 
 struct qw_pool {
@@ -261,9 +266,9 @@ unsigned qw_pool_cap(const struct qw_queue *q);
 /* How many jobs it takes ahead of its free slots now (prefetch, or auto's
  * current choice). */
 unsigned qw_fetch_prefetch(const struct qw_queue *q);
-/* A job of Q that started at STARTED_US (monotonic) has ended: prefetch =
- * auto learns how long jobs take. */
-void qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us);
+/* A job of Q has ended after RAN_US: prefetch = auto learns how long jobs
+ * take. */
+void qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */

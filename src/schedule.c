@@ -117,17 +117,6 @@ qw_schedule_entry_free(struct qw_sched_entry *e)
 	free(e);
 }
 
-/* The latest tick at or before NOW, starting from TICK (itself due). */
-static int64_t
-qw_schedule_current(const struct qw_sched_entry *e, int64_t tick, int64_t now)
-{
-	int64_t next;
-
-	while ((next = qw_cron_next(&e->cron, tick)) >= 0 && next <= now)
-		tick = next;
-	return tick;
-}
-
 /* Waits for e->tick, in naps of at most QW_SCHEDULE_NAP_MS. */
 static void
 qw_schedule_arm(struct qw_sched_entry *e)
@@ -148,18 +137,21 @@ qw_schedule_wait_next(struct qw_sched_entry *e)
 	qw_schedule_arm(e);
 }
 
+/* Logs a problem once, not at each tick while it lasts: WHAT says what is
+ * wrong and is compared with the last one; DETAIL (the tick, how far)
+ * changes from tick to tick and is only logged with it. */
 static void
-qw_schedule_problem(struct qw_sched_entry *e, int prio, const char *what)
+qw_schedule_problem(struct qw_sched_entry *e, int prio, const char *what, const char *detail)
 {
 	if (qw_log_changed(&e->err, what))
-		qw_log(prio, "cron %s: %s", e->name, what);
+		qw_log(prio, "cron %s: %s%s", e->name, what, detail);
 }
 
 static void
 qw_schedule_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_sched_entry *e = priv;
-	char why[256];
+	char why[256], detail[96];
 
 	if (e->removed) {
 		qw_schedule_entry_free(e);
@@ -176,14 +168,16 @@ qw_schedule_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
 	    reply->element[0]->type != REDIS_REPLY_INTEGER ||
 	    reply->element[1]->type != REDIS_REPLY_INTEGER) {
-		snprintf(why, sizeof(why), "tick %" PRId64 " of queue %s not enqueued: %s", e->tick,
-		    e->queue, qw_redis_errstr(r, reply));
-		qw_schedule_problem(e, LOG_ERR, why);
+		snprintf(why, sizeof(why), "ticks of queue %s not enqueued: %s", e->queue,
+		    qw_redis_errstr(r, reply));
+		snprintf(detail, sizeof(detail), " (from tick %" PRId64 " on)", e->tick);
+		qw_schedule_problem(e, LOG_ERR, why, detail);
 	} else if (reply->element[0]->integer < 0) {
-		snprintf(why, sizeof(why), "tick %" PRId64 " refused: this host's clock is %lldms "
-		    "ahead of Redis's (more than %dms)", e->tick,
-		    (long long)(e->tick - reply->element[1]->integer), QW_SCHEDULE_AHEAD_MS);
-		qw_schedule_problem(e, LOG_WARNING, why);
+		snprintf(why, sizeof(why), "ticks refused: this host's clock is more than %dms ahead "
+		    "of Redis's", QW_SCHEDULE_AHEAD_MS);
+		snprintf(detail, sizeof(detail), " (tick %" PRId64 ": %lldms ahead)", e->tick,
+		    (long long)(e->tick - reply->element[1]->integer));
+		qw_schedule_problem(e, LOG_WARNING, why, detail);
 	} else {
 		if (qw_log_changed(&e->err, NULL))
 			qw_log_notice("cron %s: ticks are enqueued again", e->name);
@@ -247,9 +241,9 @@ qw_schedule_timer_cb(evutil_socket_t fd, short what, void *arg)
 		qw_schedule_arm(e);	/* a nap ended, or the wall clock went back */
 		return;
 	}
-	cur = qw_schedule_current(e, e->tick, now);
+	cur = qw_cron_latest(&e->cron, e->tick, now);
 	if (cur != e->tick && e->state == QW_SCHED_RETRYING)
-		qw_schedule_problem(e, LOG_WARNING, "ticks are missed while Redis is not up");
+		qw_schedule_problem(e, LOG_WARNING, "ticks are missed while Redis is not up", "");
 	else if (cur != e->tick)
 		qw_log_warn("cron %s: ticks from %" PRId64 " to before %" PRId64 " missed: the "
 		    "timer fired late (the process was stopped, or the clock jumped)", e->name,

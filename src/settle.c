@@ -198,6 +198,7 @@ qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, si
 			free(elem);
 		return -1;
 	}
+	qw_tally_outcomes(&q->tally, counters);
 	if (job != NULL)
 		qw_settle_hold(rec, job);
 	qw_settle_soon(q);

@@ -334,6 +334,9 @@ def test_breaker_state_is_read_when_present(r, daemon):
     r.delete("qw:{mail}:breaker")
     r.set("qw:{mail}:breaker", "half-open")
     assert jctl(conf, "status")["queues"][0]["breaker"] == "half-open"
+    r.delete("qw:{mail}:breaker")
+    r.zadd("qw:{mail}:breaker", {"x": 1})
+    assert jctl(conf, "status")["queues"][0]["breaker"] == "open"
 
 
 def test_enqueue_every_option(r, daemon, tmp):

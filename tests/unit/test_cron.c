@@ -247,6 +247,45 @@ test_wild_and_equal(void **state)
 	assert_false(qw_cron_is_tick(&a, 120001));
 }
 
+/* The tick to send after a late timer: the same as walking tick by tick,
+ * and found without the walk after decades (a clock set from 1970). */
+static void
+test_latest(void **state)
+{
+	static const char *const exprs[] = { "* * * * *", "@every 1s", "0 0 29 2 *",
+		"30 2 * * *", "*/7 1-3 * * MON", "0 0 1 1 *" };
+	struct qw_cron c;
+	char err[256];
+
+	use_tz("America/New_York");
+	for (size_t i = 0; i < sizeof(exprs) / sizeof(exprs[0]); i++) {
+		int64_t tick, next, now = utc("2026-11-01T06:31:17Z");
+		assert_int_equal(qw_cron_parse(exprs[i], &c, err, sizeof(err)), 0);
+		c.tz = QW_CRON_LOCAL;
+		/* a gap of about two days: the walk is short enough to compare */
+		tick = qw_cron_next(&c, now - 2 * 86400000LL);
+		if (tick > now)
+			tick = qw_cron_next(&c, utc("2024-01-01T00:00:00Z"));
+		int64_t walked = tick;
+		while ((next = qw_cron_next(&c, walked)) >= 0 && next <= now)
+			walked = next;
+		if (qw_cron_latest(&c, tick, now) != walked)
+			fail_msg("'%s': %lld, walking gives %lld", exprs[i],
+			    (long long)qw_cron_latest(&c, tick, now), (long long)walked);
+		assert_int_equal(qw_cron_latest(&c, walked, now), walked);
+	}
+	assert_int_equal(qw_cron_parse("@every 1s", &c, err, sizeof(err)), 0);
+	assert_int_equal(qw_cron_latest(&c, 1000, utc("2026-12-07T13:00:05.250Z")),
+	    utc("2026-12-07T13:00:05Z"));
+	assert_int_equal(qw_cron_parse("* * * * *", &c, err, sizeof(err)), 0);
+	c.tz = QW_CRON_LOCAL;
+	assert_int_equal(qw_cron_latest(&c, 60000, utc("2026-12-07T13:00:59.999Z")),
+	    utc("2026-12-07T13:00:00Z"));
+	assert_int_equal(qw_cron_parse("0 0 1 1 *", &c, err, sizeof(err)), 0);
+	assert_int_equal(qw_cron_latest(&c, 0, utc("2026-12-07T13:00:00Z")),
+	    utc("2026-01-01T00:00:00Z"));
+}
+
 int
 main(void)
 {
@@ -255,6 +294,7 @@ main(void)
 		cmocka_unit_test(test_walk_days),
 		cmocka_unit_test(test_bad_table),
 		cmocka_unit_test(test_wild_and_equal),
+		cmocka_unit_test(test_latest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
