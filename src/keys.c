@@ -24,6 +24,7 @@ static const char *const qw_keys_words[QW_KEY_COUNT] = {
 	[QW_KEY_PAUSED] = "paused",
 	[QW_KEY_CANCEL] = "cancel",
 	[QW_KEY_BREAKER] = "breaker",
+	[QW_KEY_RATE] = "rate",
 };
 
 const char *

@@ -24,6 +24,7 @@ enum qw_key {
 	QW_KEY_PAUSED,		/* string: set while the queue is paused */
 	QW_KEY_CANCEL,		/* hash: active field -> reason, cancels asked for */
 	QW_KEY_BREAKER,		/* the circuit breaker's state (SPEC 14) */
+	QW_KEY_RATE,		/* the rate limit's starts (SPEC 14) */
 	QW_KEY_SEQ,		/* string: qw_enqueue's counter */
 	QW_KEY_COUNT
 };

@@ -93,7 +93,7 @@ static const struct qw_metrics_gauge {
 	{ "qworkerd_queue_paused", "1 while the queue is paused (its paused key exists), "
 	  "as last seen.", offsetof(struct qw_pool_queue_info, paused) },
 	{ "qworkerd_breaker_open", "1 while the queue's circuit breaker is open or half-open "
-	  "(its breaker key exists; polled once a second), else 0.",
+	  "as this instance last saw it (its last fetch or result), else 0.",
 	  offsetof(struct qw_pool_queue_info, breaker) },
 };
 

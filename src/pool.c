@@ -385,6 +385,10 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 			return -1;
 		}
 	}
+	if (asprintf(&q->active_any, "%s:{%s}:active:", c->prefix, qc->name) < 0) {
+		q->active_any = NULL;
+		return -1;
+	}
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
 		return -1;
@@ -421,6 +425,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 	free(q->promote_err);
 	free(q->fetch_err);
 	free(q->pause_err);
+	free(q->active_any);
+	free(q->flow_err);
 	free(q->cancel_err);
 	free(q->lease_wait);
 	qw_settle_fini(q);
@@ -500,7 +506,7 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 		goto fail;
 	for (size_t i = 0; i < conf->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		q->pending = q->scheduled = q->dead = q->breaker = -1;
+		q->pending = q->scheduled = q->dead = -1;
 		pool->nqueues++;
 		if (qw_pool_init_queue(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
@@ -641,7 +647,7 @@ qw_pool_poll(struct qw_pool *pool)
 		struct qw_queue *q = &pool->queues[i];
 		const struct { const char *cmd; int k; int64_t *v; } ask[] = {
 			{ "LLEN", K_PENDING, &q->pending }, { "ZCARD", K_SCHEDULED, &q->scheduled },
-			{ "LLEN", K_DEAD, &q->dead }, { "EXISTS", K_BREAKER, &q->breaker },
+			{ "LLEN", K_DEAD, &q->dead },
 		};
 		for (size_t a = 0; a < sizeof(ask) / sizeof(ask[0]); a++) {
 			const char *argv[] = { ask[a].cmd, q->key[ask[a].k] };
@@ -680,6 +686,9 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 
 		if (q->paused_seen)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused", q->qc.name);
+		if (q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED && off < len)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s breaker %s",
+			    q->qc.name, qw_flow_breaker_name(q->breaker_seen));
 		if (trouble != NULL && off < len)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s: %s", q->qc.name,
 			    trouble);
@@ -945,6 +954,6 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	qi->scheduled = q->scheduled;
 	qi->dead = q->dead;
 	qi->paused = q->paused_seen ? 1 : 0;
-	qi->breaker = q->breaker;
+	qi->breaker = q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED;
 	qi->tally = &q->tally;
 }

@@ -91,8 +91,8 @@ struct qw_tally;
 struct qw_pool_queue_info {
 	const char *name;
 	int64_t running, slots;
-	/* At the last qw_pool_poll; -1 unknown. Breaker: 1 while its key
-	 * exists. Paused: 1 while the queue is paused, as last seen. */
+	/* At the last qw_pool_poll; -1 unknown. Breaker: 1 while it is open
+	 * or half-open, as this instance last saw it. Paused: 1 while the queue is paused, as last seen. */
 	int64_t pending, scheduled, dead, paused, breaker;
 	const struct qw_tally *tally;	/* jobs by outcome, durations, waits */
 };

@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "flow.h"
 #include "fmt.h"
 #include "job.h"
 #include "plugin_host.h"
@@ -31,6 +32,14 @@
 #define QW_PROMOTE_MS 200
 #define QW_PROMOTE_LIMIT 1000
 #define QW_LEASE_TICK_MS 500
+/* How long a queue held back by global_concurrency (by the jobs of other
+ * instances), or by a half-open breaker's trial elsewhere, waits before it
+ * asks again; its own results written end the wait at once. */
+#define QW_FLOW_RETRY_MS 250
+/* The longest a held queue waits before it asks again, whatever the wait it
+ * was given: an operator's DEL of the breaker or rate key, or a reload, is
+ * seen within this. */
+#define QW_FLOW_WAIT_MAX_MS 5000
 /* How many buffered jobs past the next one a started mark covers, at least
  * (qw_pool_say_started). */
 #define QW_STARTED_AHEAD 32
@@ -40,7 +49,7 @@ enum { K_PENDING = QW_KEY_PENDING, K_CLAIM = QW_KEY_CLAIM, K_ACTIVE = QW_KEY_ACT
 	K_SCHEDULED = QW_KEY_SCHEDULED, K_DEAD = QW_KEY_DEAD, K_STATS = QW_KEY_STATS,
 	K_LEASES = QW_KEY_LEASES, K_HOLDERS = QW_KEY_HOLDERS, K_STARTED = QW_KEY_STARTED,
 	K_UNIQUE = QW_KEY_UNIQUE, K_PAUSED = QW_KEY_PAUSED, K_CANCEL = QW_KEY_CANCEL,
-	K_BREAKER = QW_KEY_BREAKER, K_COUNT };
+	K_BREAKER = QW_KEY_BREAKER, K_RATE = QW_KEY_RATE, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -58,6 +67,7 @@ struct qw_run {
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
 	uint64_t started_us;	/* monotonic: the run's duration, for prefetch = auto and /metrics */
+	int breaker;		/* the outcome's, for its record (qw_outcome) */
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_fetch_move
@@ -77,7 +87,15 @@ struct qw_run {
  *   ASKING       -> PAUSED       the fetch script found the queue paused
  *   IDLE, WAITING, HELD -> PAUSED   the lease tick found it paused
  *   PAUSED       -> IDLE         the lease tick found it resumed
- *   IDLE, WAITING, HELD, PAUSED -> OFF   the main connection went away
+ *   ASKING       -> LIMITED      the fetch script said a flow limit (breaker,
+ *                                rate, global_concurrency) holds the queue
+ *                                back: fetch_retry_ev is armed with the wait
+ *                                it gave, so nothing polls in between
+ *   LIMITED      -> IDLE         fetch_retry_ev fired, or (global_concurrency)
+ *                                results of ours were written: a slot may be
+ *                                free over all instances
+ *   LIMITED      -> PAUSED       the lease tick found it paused
+ *   IDLE, WAITING, HELD, PAUSED, LIMITED -> OFF   the main connection went away
  * A fetch in flight (ASKING) holds the slots it asked for until its reply.
  * A queue is paused while its key PREFIX:{Q}:paused exists (qworkerd(8),
  * "PAUSE AND RESUME"): PAUSED takes and starts nothing, and its buffer went
@@ -90,6 +108,7 @@ enum qw_fetch_state {
 	QW_FETCH_WAITING,
 	QW_FETCH_HELD,
 	QW_FETCH_PAUSED,
+	QW_FETCH_LIMITED,
 	QW_FETCH_NSTATES
 };
 
@@ -180,6 +199,12 @@ struct qw_queue {
 	/* Whether the paused key existed when last seen: what the log said last
 	 * (once per change, not once per reconnect), STATUS= and metrics say. */
 	bool paused_seen;
+	/* The circuit breaker as the last fetch reply said (CLOSED while it is
+	 * off): STATUS= and metrics. Other instances move it too, so this is a
+	 * view, not a machine of ours (flow.h has the machine). */
+	enum qw_breaker_state breaker_seen;
+	char *active_any;	/* "PREFIX:{Q}:active:": any instance's active hash (owned) */
+	char *flow_err;		/* the last unreadable flow status (owned) */
 	int cw;			/* smooth weighted round robin */
 	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
 	bool blocking;		/* that wake-up is armed (subscribed) */
@@ -201,8 +226,8 @@ struct qw_queue {
 	int64_t lease_ok_ms;
 	char *reaping;		/* the dead instance being recovered, if any */
 	/* At the last status tick (qw_pool_poll), -1 unknown: LLEN of pending
-	 * and dead, ZCARD of scheduled, whether the breaker key exists. */
-	int64_t pending, scheduled, dead, breaker;
+	 * and dead, ZCARD of scheduled. */
+	int64_t pending, scheduled, dead;
 	struct qw_tally tally;	/* for /metrics; kept across reloads */
 };
 
@@ -256,6 +281,11 @@ unsigned qw_fetch_ahead(struct qw_queue *q);
 void qw_fetch_give_back(struct qw_queue *q);
 /* Asks whether the queue is paused (the lease tick): PAUSED, or back. */
 void qw_fetch_check_paused(struct qw_queue *q);
+/* Results of Q were written: a queue held back by global_concurrency asks
+ * again at once. */
+void qw_fetch_settled(struct qw_queue *q);
+/* Whether Q has a flow limit (breaker, rate, global_concurrency). */
+bool qw_fetch_flow_on(const struct qw_queue *q);
 int qw_fetch_open_wake(struct qw_queue *q);
 /* Stops waiting for wake-ups (quiet); with CLOSE the connection goes. */
 void qw_fetch_abandon_wake(struct qw_queue *q, bool close);

@@ -77,6 +77,7 @@ struct qw_rec {
 	enum qw_dest dest;	/* FINISHED, SETTLING: the result */
 	uint64_t delay_ms;
 	const char *counters;	/* static string */
+	int breaker;		/* FINISHED, SETTLING: qw_outcome's breaker */
 	/* FINISHED, SETTLING: the unique_for hold its result ends with the job
 	 * (the job's id and its "unique" member), or NULL. Owned. */
 	char *hold_id, *hold_token;

@@ -125,8 +125,10 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 	qw_tally_outcomes(&q->tally, counters);
 	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
-	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0)
+	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0) {
+		run->rec->breaker = run->breaker;
 		qw_settle_hold(run->rec, &run->job);
+	}
 	qw_settle_soon(q);
 	run->rec = NULL;
 	qw_run_release(run);
@@ -228,6 +230,7 @@ qw_run_outcome_why(struct qw_run *run, enum qw_result result, const char *error,
 	if (o.dest == QW_DEST_SCHEDULED)
 		delay = qw_job_backoff_ms(&q->qc, o.attempt, erand48(pool->rnd));
 	qw_run_log_outcome(run, &o, error, delay);
+	run->breaker = o.breaker;
 	qw_run_finish(run, o.dest, o.dest != QW_DEST_DONE,
 	    o.dest == QW_DEST_PENDING ? NULL : error, delay, o.counters);
 }

@@ -339,6 +339,17 @@ def test_breaker_state_is_read_when_present(r, daemon):
     assert jctl(conf, "status")["queues"][0]["breaker"] == "open"
 
 
+def test_status_shows_an_open_breaker(r, daemon):
+    d = configured(daemon, {"mail": "handler = /bin/false\nbreaker_failures = 1\n"
+                                     "breaker_cooldown = 1h\nmax_attempts = 1"})
+    d.start()
+    ctl(d.conf_path, "enqueue", "mail", "--id", "f", "x", check=0)
+    wait_until(lambda: r.hget("qw:{mail}:breaker", "state") == b"open", what="breaker open")
+    out = ctl(d.conf_path, "status", check=0).stdout.decode()
+    assert out.splitlines()[1].split()[-1] == "open"
+    assert jctl(d.conf_path, "status")["queues"][0]["breaker"] == "open"
+
+
 def test_enqueue_every_option(r, daemon, tmp):
     h, jobs = handler(tmp)
     d = configured(daemon, {"mail": "handler = %s" % h})

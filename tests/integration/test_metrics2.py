@@ -153,7 +153,6 @@ def test_every_family_against_the_jobs_run(r, daemon, tmp):
     d.wait_log("SIGUSR1")
     r.lpush("qw:{mail}:pending", "ok a", "ok b", "ok c")
     r.set("qw:{mail}:paused", "1")
-    r.set("qw:{mail}:breaker", "open")
 
     def gauges_match():
         s = scrape(port)
@@ -164,12 +163,12 @@ def test_every_family_against_the_jobs_run(r, daemon, tmp):
                 and s.value("qworkerd_queue_dead", queue="other") == 0
                 and s.value("qworkerd_queue_paused", queue="mail") == 1
                 and s.value("qworkerd_queue_paused", queue="other") == 0
-                and s.value("qworkerd_breaker_open", queue="mail") == 1
+                and s.value("qworkerd_breaker_open", queue="mail") == 0
                 and s.value("qworkerd_queue_running", queue="other") == 1)
     wait_until(gauges_match, what="gauges equal to Redis")
-    r.delete("qw:{mail}:breaker", "qw:{mail}:paused")
-    wait_until(lambda: scrape(port).value("qworkerd_breaker_open", queue="mail") == 0,
-               what="breaker closed")
+    # (the breaker gauge's moves are test_flow's: it follows the breaker's
+    # state as the fetch script reports it, not a key's existence)
+    r.delete("qw:{mail}:paused")
     open(os.path.join(tmp, "release"), "w").close()
     wait_until(lambda: stats(r, "other").get("succeeded") == 1, what="held job done")
     s = scrape(port)
