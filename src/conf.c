@@ -108,6 +108,7 @@ struct qw_conf_parser {
 	unsigned addrline, sentline, nameline, spwline, wtline;
 	uint64_t seen;			/* keys set in the current section */
 	unsigned keyline[64];		/* the line each of them was set on */
+	bool client;			/* for qworkerctl: handlers and plugins unread */
 	struct qw_conf *conf;
 	char *err;
 };
@@ -706,8 +707,12 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 		*(unsigned *)((char *)base + k->off) = QW_PREFETCH_AUTO;
 		return 0;
 	case T_HANDLER:
+		if (p->client)
+			return 0;
 		return qw_conf_set_handler(p, (char ***)((char *)base + k->off), key, raw);
 	case T_PLUGIN: {
+		if (p->client)
+			return 0;
 		char *why;
 		struct qw_plugin *pl;
 		if (val[0] != '/')
@@ -851,8 +856,8 @@ qw_conf_end_section(struct qw_conf_parser *p)
 	int kinds;
 
 	if (p->in_section && p->sect == S_CRON)
-		return qw_conf_end_cron(p);
-	if (!p->in_section || p->sect != S_QUEUE)
+		return p->client ? 0 : qw_conf_end_cron(p);
+	if (!p->in_section || p->sect != S_QUEUE || p->client)
 		return 0;
 	q = &p->conf->queues[p->conf->nqueues - 1];
 	kinds = (q->argv != NULL) + (q->plugin != NULL) + (q->worker_argv != NULL);
@@ -1109,10 +1114,10 @@ qw_conf_check_redis(struct qw_conf_parser *p)
 	return 0;
 }
 
-int
-qw_conf_load(const char *path, struct qw_conf **out, char **err)
+static int
+qw_conf_load_as(const char *path, struct qw_conf **out, char **err, bool client)
 {
-	struct qw_conf_parser p = { .path = path };
+	struct qw_conf_parser p = { .path = path, .client = client };
 	char *line = NULL;
 	size_t cap = 0;
 	FILE *f = NULL;
@@ -1146,11 +1151,11 @@ qw_conf_load(const char *path, struct qw_conf **out, char **err)
 	}
 	if (qw_conf_end_section(&p) < 0)
 		goto out;
-	if (p.conf->nqueues == 0) {
+	if (p.conf->nqueues == 0 && !client) {
 		qw_conf_fail(&p, 0, "no [queue NAME] section: nothing to do");
 		goto out;
 	}
-	if (qw_conf_check_cron_queues(&p) < 0)
+	if (!client && qw_conf_check_cron_queues(&p) < 0)
 		goto out;
 	if (p.conf->instance == NULL && qw_conf_default_instance(p.conf) < 0) {
 		qw_conf_fail(&p, 0, "out of memory");
@@ -1168,6 +1173,18 @@ out:
 	qw_conf_free(p.conf);
 	*err = p.err;
 	return rc;
+}
+
+int
+qw_conf_load(const char *path, struct qw_conf **out, char **err)
+{
+	return qw_conf_load_as(path, out, err, false);
+}
+
+int
+qw_conf_load_client(const char *path, struct qw_conf **out, char **err)
+{
+	return qw_conf_load_as(path, out, err, true);
 }
 
 void

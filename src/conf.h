@@ -92,6 +92,11 @@ struct qw_conf {
 /* Loads and checks PATH. On error returns -1 and sets *err to a malloc'd
  * "FILE:LINE: message" (the caller frees it). */
 int qw_conf_load(const char *path, struct qw_conf **out, char **err);
+/* The same for a client (qworkerctl): the same grammar and checks, but
+ * what only the daemon needs is left out, so that it cannot fail: handlers
+ * are not looked up (argv stays NULL), plugins not loaded, and a file
+ * without queues is fine. */
+int qw_conf_load_client(const char *path, struct qw_conf **out, char **err);
 void qw_conf_free(struct qw_conf *conf);
 
 /* Value parsers, shared with the unit tests. Return 0 or -1. */

@@ -94,8 +94,10 @@ qw_lease_holder_info(void)
 	gethostname(host, sizeof(host) - 1);
 	qw_lease_read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
 	qw_lease_proc_starttime((long)getpid(), &start);
-	if (asprintf(&out, "%s\t%s\t%llu\t%ld\t%llu", host, boot, qw_lease_pidns(), (long)getpid(),
-	    start) < 0)
+	/* The wall-clock time last, for people (qworkerctl instances): older
+	 * readers take the first five fields and ignore it. */
+	if (asprintf(&out, "%s\t%s\t%llu\t%ld\t%llu\t%" PRId64, host, boot, qw_lease_pidns(),
+	    (long)getpid(), start, qw_clock_wall_ms()) < 0)
 		return NULL;
 	return out;
 }
@@ -349,11 +351,12 @@ qw_lease_reconcile(struct qw_queue *q)
 /* ---- recovering a dead instance ------------------------------------------ */
 
 static char *
-qw_lease_instance_key(const struct qw_queue *q, const char *what, const char *inst)
+qw_lease_instance_key(const struct qw_queue *q, enum qw_key what, const char *inst)
 {
 	char *k;
 
-	if (asprintf(&k, "%s:{%s}:%s:%s", q->pool->conf->prefix, q->qc.name, what, inst) < 0)
+	if (asprintf(&k, "%s:{%s}:%s:%s", q->pool->conf->prefix, q->qc.name, qw_keys_word(what),
+	    inst) < 0)
 		return NULL;
 	return k;
 }
@@ -423,9 +426,9 @@ qw_lease_forget_reply(struct qw_redis *r, redisReply *reply, void *priv)
 static void
 qw_lease_reap_forget(struct qw_queue *q)
 {
-	char *akey = qw_lease_instance_key(q, "active", q->reaping);
-	char *ckey = qw_lease_instance_key(q, "claim", q->reaping);
-	char *skey = qw_lease_instance_key(q, "started", q->reaping);
+	char *akey = qw_lease_instance_key(q, QW_KEY_ACTIVE, q->reaping);
+	char *ckey = qw_lease_instance_key(q, QW_KEY_CLAIM, q->reaping);
+	char *skey = qw_lease_instance_key(q, QW_KEY_STARTED, q->reaping);
 
 	if (akey != NULL && ckey != NULL && skey != NULL) {
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, skey,
@@ -443,8 +446,8 @@ qw_lease_reap_forget(struct qw_queue *q)
 static void
 qw_lease_reap_step(struct qw_queue *q)
 {
-	char *akey = qw_lease_instance_key(q, "active", q->reaping);
-	char *skey = qw_lease_instance_key(q, "started", q->reaping);
+	char *akey = qw_lease_instance_key(q, QW_KEY_ACTIVE, q->reaping);
+	char *skey = qw_lease_instance_key(q, QW_KEY_STARTED, q->reaping);
 
 	if (akey != NULL && skey != NULL) {
 		const char *argv[] = { akey, skey, "" };

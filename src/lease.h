@@ -4,8 +4,9 @@
 
 #include <stddef.h>
 
-/* "host<TAB>boot-id<TAB>pid-namespace<TAB>pid<TAB>start-time" for this
- * process; malloc'd. */
+/* "host<TAB>boot-id<TAB>pid-namespace<TAB>pid<TAB>start-time<TAB>started-ms"
+ * for this process (start-time in clock ticks since boot, as /proc has it;
+ * started-ms when it took up its leases, in Unix ms); malloc'd. */
 char *qw_lease_holder_info(void);
 
 /* What this process can tell about the holder INFO names. */

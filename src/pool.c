@@ -364,9 +364,6 @@ qw_pool_start_workers(struct qw_queue *q)
 static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
-	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel",
-		"breaker", "rate" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -379,9 +376,10 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 	if (qw_record_set_init(&q->recs, q->name) < 0)
 		return -1;
 	for (int k = 0; k < K_COUNT; k++) {
-		int rc = (k == K_CLAIM || k == K_ACTIVE || k == K_STARTED) ?
-		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, names[k], c->instance) :
-		    asprintf(&q->key[k], "%s:{%s}:%s", c->prefix, qc->name, names[k]);
+		int rc = qw_keys_per_instance(k) ?
+		    asprintf(&q->key[k], "%s:{%s}:%s:%s", c->prefix, qc->name, qw_keys_word(k),
+		    c->instance) :
+		    asprintf(&q->key[k], "%s:{%s}:%s", c->prefix, qc->name, qw_keys_word(k));
 		if (rc < 0) {
 			q->key[k] = NULL;
 			return -1;

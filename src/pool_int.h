@@ -18,6 +18,7 @@
 #include "job.h"
 #include "plugin_host.h"
 #include "pool.h"
+#include "keys.h"
 #include "record.h"
 #include "redis.h"
 #include "tally.h"
@@ -43,8 +44,12 @@
  * (qw_pool_say_started). */
 #define QW_STARTED_AHEAD 32
 
-enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
-	K_STARTED, K_UNIQUE, K_PAUSED, K_CANCEL, K_BREAKER, K_RATE, K_COUNT };
+/* The keys of a queue the daemon uses, named in keys.c. */
+enum { K_PENDING = QW_KEY_PENDING, K_CLAIM = QW_KEY_CLAIM, K_ACTIVE = QW_KEY_ACTIVE,
+	K_SCHEDULED = QW_KEY_SCHEDULED, K_DEAD = QW_KEY_DEAD, K_STATS = QW_KEY_STATS,
+	K_LEASES = QW_KEY_LEASES, K_HOLDERS = QW_KEY_HOLDERS, K_STARTED = QW_KEY_STARTED,
+	K_UNIQUE = QW_KEY_UNIQUE, K_PAUSED = QW_KEY_PAUSED, K_CANCEL = QW_KEY_CANCEL,
+	K_BREAKER = QW_KEY_BREAKER, K_RATE = QW_KEY_RATE, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled

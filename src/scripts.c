@@ -553,6 +553,68 @@ static const char qw_lua_forget[] =
     "redis.call('HDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
+/* qworkerctl's changes (SPEC 11), each one script so that a job is in
+ * exactly one key even while a daemon settles or fetches it at the same
+ * moment: a job is moved only when it is still where qworkerctl read it.
+ *
+ * KEYS: from, to, stats, unique. ARGV: what from is ('head': a list
+ * searched from its head, 'tail': from its tail, 'zset'), mode ('tail': to
+ * the tail of the list to, as a retry; 'dead': to the head of the dead list
+ * to, cut to dead_max; 'none': removed),
+ * dead_max, counters to raise per job moved (space separated), then per
+ * job four values: the member as read, the member to write, and its
+ * unique_for hold (id and token, or two '') that ends with it. Returns per
+ * job 1 moved or 0 not there any more (taken, settled or moved meanwhile).
+ * A list is searched from the end its jobs were read from, so that moving
+ * a whole list costs about one step per job, not one pass over the list. */
+const char qw_ctl_lua_move[] =
+    QW_LUA_CHECK
+    QW_LUA_RELEASE
+    "local from, mode = ARGV[1], ARGV[2]\n"
+    "local rank = from == 'tail' and -1 or 1\n"
+    "local err = check(KEYS[1], from == 'zset' and 'zset' or 'list')\n"
+    "  or (mode ~= 'none' and check(KEYS[2], 'list'))\n"
+    "  or check(KEYS[3], 'hash')\n"
+    "if err then return err end\n"
+    "local out, moved, dead = {}, 0, 0\n"
+    "for i = 5, #ARGV, 4 do\n"
+    "  local old, here = ARGV[i], nil\n"
+    "  if from ~= 'zset' then here = redis.call('LPOS', KEYS[1], old, 'RANK', rank)\n"
+    "  else here = redis.call('ZSCORE', KEYS[1], old) end\n"
+    "  if here then\n"
+    "    if mode == 'tail' then redis.call('RPUSH', KEYS[2], ARGV[i + 1])\n"
+    "    elseif mode == 'dead' then\n"
+    "      redis.call('LPUSH', KEYS[2], ARGV[i + 1])\n"
+    "      dead = dead + 1\n"
+    "    end\n"
+    "    if from ~= 'zset' then redis.call('LREM', KEYS[1], rank, old)\n"
+    "    else redis.call('ZREM', KEYS[1], old) end\n"
+    "    if ARGV[i + 2] ~= '' then release(KEYS[4], ARGV[i + 2], ARGV[i + 3]) end\n"
+    "    moved = moved + 1\n"
+    "    out[#out + 1] = 1\n"
+    "  else\n"
+    "    out[#out + 1] = 0\n"
+    "  end\n"
+    "end\n"
+    "local cap = tonumber(ARGV[3])\n"
+    "if dead > 0 and cap > 0 then redis.call('LTRIM', KEYS[2], 0, cap - 1) end\n"
+    "if moved > 0 then\n"
+    "  for c in string.gmatch(ARGV[4], '%S+') do redis.call('HINCRBY', KEYS[3], c, moved) end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: the active hash of the instance that runs the job, cancel. ARGV:
+ * the job's field in it, the reason. Asks for the cancel of a running job
+ * (the daemon that runs it reads the cancel hash) while the job is still
+ * in flight: returns 1, or 0 when it has been settled meanwhile. */
+const char qw_ctl_lua_cancel[] =
+    QW_LUA_CHECK
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')\n"
+    "if err then return err end\n"
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "return 1\n";
+
 /* KEYS: cancel, active (ours). ARGV: our run id. The operators' cancel
  * requests for jobs of this process: every field of the cancel hash that
  * starts with our run id names a job of ours. Returns {{field, reason,

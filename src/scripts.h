@@ -15,4 +15,8 @@ extern const char *const qw_script_names[QW_SCRIPT_COUNT];
 #define QW_LIBRARY_VERSION 1
 extern const char qw_library_code[];
 
+/* qworkerctl's scripts (the comments in scripts.c say what each takes). */
+extern const char qw_ctl_lua_move[];
+extern const char qw_ctl_lua_cancel[];
+
 #endif

@@ -12,7 +12,8 @@ from conftest import QWORKERD
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("QW_SRCDIR", os.path.abspath(os.path.join(HERE, "..", "..")))
-MAN_PAGES = ["qworkerd.8.in", "qworkerd.conf.5.in", "qworkerd-jobs.7.in", "qworkerd-worker.7.in"]
+MAN_PAGES = ["qworkerd.8.in", "qworkerd.conf.5.in", "qworkerd-jobs.7.in", "qworkerd-worker.7.in",
+             "qworkerctl.1.in"]
 
 # RK/WK/QK(name, ...) lines of the key table, by section.
 TABLE_SECTIONS = {"RK": "redis", "WK": "workers", "QK": "queue", "CK": "cron"}

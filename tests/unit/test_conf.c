@@ -1058,6 +1058,44 @@ test_credentials_directory_without_file(void **state)
 	qw_conf_free(c);
 }
 
+/* qworkerctl's reading: what only the daemon needs cannot fail it. */
+static void
+test_client_load_skips_daemon_only_checks(void **state)
+{
+	char path[PATH_MAX];
+	struct qw_conf *conf = NULL;
+	char *err = NULL;
+	const char *text = "[redis]\naddress = unix:/run/r.sock\ndb = 3\nprefix = app\n"
+	    "[queue mail]\nhandler = /no/such/program --flag\ndead_max = 7\n"
+	    "[queue img]\nplugin = /no/such/plugin.so\n[queue bare]\n"
+	    "[cron nightly]\nqueue = elsewhere\n";
+
+	(void)state;
+	write_file(path, sizeof(path), "client.conf", text, 0644);
+	assert_int_equal(qw_conf_load(path, &conf, &err), -1);
+	assert_non_null(err);
+	free(err);
+	err = NULL;
+	assert_int_equal(qw_conf_load_client(path, &conf, &err), 0);
+	assert_null(err);
+	assert_string_equal(conf->redis_address, "unix:/run/r.sock");
+	assert_int_equal(conf->db, 3);
+	assert_string_equal(conf->prefix, "app");
+	assert_int_equal(conf->nqueues, 3);
+	assert_null(conf->queues[0].argv);
+	assert_int_equal(conf->queues[0].dead_max, 7);
+	assert_null(conf->queues[1].plugin);
+	qw_conf_free(conf);
+	/* No queue at all is fine too; the grammar still is checked. */
+	write_file(path, sizeof(path), "client.conf", "[redis]\nprefix = x\n", 0644);
+	assert_int_equal(qw_conf_load_client(path, &conf, &err), 0);
+	qw_conf_free(conf);
+	write_file(path, sizeof(path), "client.conf", "[redis]\nbogus = 1\n", 0644);
+	assert_int_equal(qw_conf_load_client(path, &conf, &err), -1);
+	assert_non_null(strstr(err, "client.conf:2: unknown key 'bogus'"));
+	free(err);
+}
+
 static void
 test_load_cron(void **state)
 {
@@ -1165,6 +1203,7 @@ main(void)
 		T(test_credentials_directory),
 		T(test_password_file_beats_credentials),
 		T(test_credentials_directory_without_file),
+		T(test_client_load_skips_daemon_only_checks),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
