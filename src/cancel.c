@@ -7,10 +7,102 @@
  * job's result deletes its request in the same step. */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
 
 #include "log.h"
 #include "pool_int.h"
+
+char *
+qw_cancel_text(const char *text, size_t len)
+{
+	static const char not_text[] = "(the reason given is not UTF-8 text)";
+	json_t *check;
+	char *s;
+
+	/* Cut before a UTF-8 sequence rather than inside one. */
+	if (len > QW_CANCEL_TEXT_MAX) {
+		len = QW_CANCEL_TEXT_MAX;
+		while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
+			len--;
+	}
+	if ((check = json_stringn(text, len)) == NULL || memchr(text, '\0', len) != NULL) {
+		text = not_text;
+		len = sizeof(not_text) - 1;
+	}
+	json_decref(check);
+	if ((s = malloc(len + 1)) == NULL)
+		return NULL;
+	memcpy(s, text, len);
+	s[len] = '\0';
+	return s;
+}
+
+void
+qw_cancel_error(char *buf, size_t len, const char *text)
+{
+	if (text == NULL || text[0] == '\0')
+		snprintf(buf, len, "cancelled");
+	else
+		snprintf(buf, len, "cancelled: %s", text);
+}
+
+/* The counters of a result that was to put the job back, once it goes to
+ * dead as cancelled instead: the run's failure and the recovery stay
+ * counted, the retry or requeue does not happen. */
+static const char *
+qw_cancel_counters(const char *was)
+{
+	if (strstr(was, "timed_out") != NULL)
+		return "failed timed_out cancelled dead";
+	if (strstr(was, "failed") != NULL)
+		return "failed cancelled dead";
+	if (strstr(was, "recovered") != NULL)
+		return "recovered cancelled dead";
+	return "cancelled dead";
+}
+
+int
+qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen)
+{
+	struct qw_queue *q = rec->q;
+	const char *was = rec->dest == QW_DEST_SCHEDULED ? "a retry" : "back on pending";
+	char error[QW_CANCEL_TEXT_MAX + 32], *kept, *copy, *out;
+	struct qw_job job;
+	size_t len = 0;
+	int rc = -1;
+
+	if (rec->elem == NULL || (kept = qw_cancel_text(text, tlen)) == NULL)
+		return -1;
+	qw_cancel_error(error, sizeof(error), kept);
+	free(kept);
+	/* The element that was to go back becomes the dead one: the job keeps
+	 * the attempt and interrupted counts it had on its way back. The record
+	 * keeps its own until then, to be sent again should this fail. */
+	if ((copy = malloc(rec->len + 1)) == NULL)
+		return -1;
+	memcpy(copy, rec->elem, rec->len);
+	copy[rec->len] = '\0';
+	if (qw_job_parse(&job, copy, rec->len, &q->qc, rec->field) < 0)
+		return -1;
+	out = job.verbatim ? job.elem : qw_job_encode(&job, error, qw_clock_wall_ms(), NULL, &len);
+	if (job.verbatim) {
+		len = job.elem_len;
+		job.elem = NULL;
+	}
+	if (out != NULL && qw_record_finish(&q->recs, rec, QW_DEST_DEAD, out, len, 0,
+	    qw_cancel_counters(rec->counters)) == 0) {
+		qw_settle_hold(rec, &job);
+		qw_log_notice("job %s/%s: %s; moved to dead instead of %s", q->qc.name, job.id, error,
+		    was);
+		rc = 0;
+	}
+	qw_job_clear(&job);
+	return rc;
+}
 
 /* The cancels script's reply: {{field, reason, ...}, dropped}, or NULL
  * when it is not one. */

@@ -281,6 +281,17 @@ void qw_run_cancel(struct qw_rec *rec, const char *text, size_t len);
 /* The lease tick: reads the queue's cancel requests for this process's
  * jobs and cancels them; drops the requests of its jobs that are gone. */
 void qw_cancel_poll(struct qw_queue *q);
+/* An operator's reason as it is kept (malloc'd): at most QW_CANCEL_TEXT_MAX
+ * bytes of TEXT (LEN bytes), or a note when it is not UTF-8 text (the
+ * error in the dead envelope is JSON). NULL when out of memory. */
+char *qw_cancel_text(const char *text, size_t len);
+/* "cancelled: TEXT" into BUF, or "cancelled" when TEXT is NULL or empty. */
+void qw_cancel_error(char *buf, size_t len, const char *text);
+/* The settle script found a request to cancel the job of REC (SETTLING),
+ * whose result was to put it back on pending or in scheduled: its result
+ * becomes dead as cancelled with reason TEXT (TLEN bytes), and REC is
+ * FINISHED, to be sent again. -1 (REC unchanged) when out of memory. */
+int qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen);
 
 /* The program or plugin that runs the queue's jobs, for log lines. */
 const char *qw_pool_handler_name(const struct qw_queue *q);

@@ -200,6 +200,13 @@ static const char qw_lua_fetch[] =
  * carried out, or came too late (the cancel hash costs one TYPE when it
  * does not exist, and is left alone when it holds another type).
  *
+ * A recovered job that was to go back on pending and has a request is not
+ * moved: it stays in the active hash and comes back in the reply with the
+ * reason, and the daemon sends it again as dead, cancelled
+ * (qw_cancel_settled), which deletes the request. The job never goes back
+ * to run again, and the daemon alone writes envelopes. This costs one
+ * HMGET for the batch's recovered jobs, and nothing for the others.
+ *
  * A job that leaves for good (done or dead) with a unique_for hold comes
  * with a triple: its hold ends in the same step that removes it, and only
  * when it does (release, above). Such a job goes with the five values
@@ -212,7 +219,7 @@ static const char qw_lua_fetch[] =
  * hash untouched (never in two keys, never in none), and counts that stats
  * cannot take are handed back. Returns {written, wrong keys (bits: 1
  * pending, 2 scheduled, 4 dead, 8 stats), why, {fields held}, {counter,
- * count, ...} owed}. */
+ * count, ...} owed, {field, reason, ...} of the jobs to cancel}. */
 static const char qw_lua_settle[] =
     QW_LUA_WRONG
     QW_LUA_RELEASE
@@ -249,11 +256,27 @@ static const char qw_lua_settle[] =
     "  if cx then redis.call('HDEL', KEYS[8], unpack(ARGV, base + 1, base + k)) end\n"
     "  if done > 0 then counts['succeeded'] = (counts['succeeded'] or 0) + done end\n"
     "end\n"
+    "local asked, cancels = {}, {}\n"
+    "if cx then\n"
+    "  local fs = {}\n"
+    "  for i = base + 1 + k, #ARGV, 5 do\n"
+    "    if ARGV[i + 1] == 'p' and string.find(ARGV[i + 4], 'recovered') then\n"
+    "      fs[#fs + 1] = ARGV[i]\n"
+    "    end\n"
+    "  end\n"
+    "  if #fs > 0 then\n"
+    "    local v = redis.call('HMGET', KEYS[8], unpack(fs))\n"
+    "    for j = 1, #fs do if v[j] then asked[fs[j]] = v[j] end end\n"
+    "  end\n"
+    "end\n"
     "local dests = {p = 2, s = 3, d = 4}\n"
     "for i = base + 1 + k, #ARGV, 5 do\n"
     "  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
-    "    if dests[w] and bad[dests[w]] then held[#held + 1] = ARGV[i]\n"
+    "    if asked[ARGV[i]] then\n"
+    "      cancels[#cancels + 1] = ARGV[i]\n"
+    "      cancels[#cancels + 1] = asked[ARGV[i]]\n"
+    "    elseif dests[w] and bad[dests[w]] then held[#held + 1] = ARGV[i]\n"
     "    else\n"
     "      if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
     "      elseif w == 's' then\n"
@@ -278,7 +301,7 @@ static const char qw_lua_settle[] =
     "  if bad[5] then owed[#owed + 1] = c; owed[#owed + 1] = v\n"
     "  else redis.call('HINCRBY', KEYS[5], c, v) end\n"
     "end\n"
-    "return {done, mask, table.concat(why, '; '), held, owed}\n";
+    "return {done, mask, table.concat(why, '; '), held, owed, cancels}\n";
 
 /* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
  * the earliest is nearest the tail that workers take from (pending is

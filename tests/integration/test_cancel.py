@@ -202,3 +202,65 @@ def test_cancel_job_taken_ahead_and_stale_requests(r, daemon, tmp):
     assert r.hkeys("qw:{c}:cancel") == [other.encode()]
     assert inflight(r, "c") == 0
     assert d.stop() == 0
+
+
+def stop_pids(pids):
+    """Ends handler processes a SIGKILLed daemon left behind, by their ids."""
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_cancel_survives_the_death_of_the_instance(r, daemon, tmp):
+    """A request for a job whose instance died is carried out by the
+    recovery: the job goes to dead as cancelled (one of a running job with
+    attempts left, one taken ahead and never started) instead of back on
+    pending to run again; the job without a request is recovered as usual.
+    Its unique_for hold ends with it."""
+    h, marks = handler(tmp)
+    d = daemon("a")
+    d.conf({"c": "handler = %s\nconcurrency = 2\nprefetch = 1\ntimeout = 5m\n"
+                 "max_attempts = 5\n" % h}, workers="lease_timeout = 60s\n")
+    d.start()
+    r.execute_command("FCALL", "qw_enqueue", 1, "qw:{c}:pending", "obey", "id", "ran",
+                      "unique_for", 600000)
+    for job_id in ("kept", "ahead"):
+        r.lpush("qw:{c}:pending", json.dumps({"payload": "obey", "id": job_id}))
+    pids = []
+    for job_id in ("ran", "kept"):
+        path = os.path.join(marks, job_id + ".pids")
+        wait_until(lambda: read_lines(path), what="job %s running" % job_id)
+        pids += [int(x) for x in read_lines(path)[0].split()]
+    wait_until(lambda: field_of(r, "c", "ahead"), what="a job taken ahead")
+    first_kept = read_lines(os.path.join(marks, "kept.pids"))
+    d.proc.kill()
+    d.wait()
+    stop_pids(pids)
+    for job_id in ("ran", "ahead"):
+        r.hset("qw:{c}:cancel", field_of(r, "c", job_id), "stop " + job_id)
+    assert r.hexists("qw:{c}:unique", "ran")
+    d2 = daemon("b")
+    d2.conf_path = d.conf_path          # same config, same identity: recovers at once
+    d2.start()
+    wait_until(lambda: len(dead_jobs(r, "c")) == 2, 30, what="both requested jobs in dead")
+    dead = dead_jobs(r, "c")
+    assert dead["ran"]["error"] == "cancelled: stop ran" and dead["ran"]["attempt"] == 1
+    assert dead["ahead"]["error"] == "cancelled: stop ahead"
+    kept = os.path.join(marks, "kept.pids")
+    wait_until(lambda: read_lines(kept) and read_lines(kept) != first_kept,
+               what="the job without a request runs again")
+    assert not r.exists("qw:{c}:cancel"), r.hgetall("qw:{c}:cancel")
+    assert not r.hexists("qw:{c}:unique", "ran")
+    st = stats(r, "c")
+    assert st.get("cancelled") == 2 and st.get("dead") == 2, st
+    assert r.llen("qw:{c}:pending") == 0
+    assert "job c/ran: cancelled: stop ran; moved to dead instead of back on pending" in d2.log()
+    # Neither requested job ran again.
+    pids = [int(x) for x in read_lines(kept)[0].split()]
+    assert not os.path.exists(os.path.join(marks, "ahead.pids"))
+    r.hset("qw:{c}:cancel", field_of(r, "c", "kept"), "")
+    wait_until(lambda: len(dead_jobs(r, "c")) == 3, what="the third one cancelled")
+    assert d2.stop() == 0
+    stop_pids(pids)
