@@ -200,12 +200,15 @@ static const char qw_lua_fetch[] =
  * carried out, or came too late (the cancel hash costs one TYPE when it
  * does not exist, and is left alone when it holds another type).
  *
- * A recovered job that was to go back on pending and has a request is not
- * moved: it stays in the active hash and comes back in the reply with the
- * reason, and the daemon sends it again as dead, cancelled
- * (qw_cancel_settled), which deletes the request. The job never goes back
- * to run again, and the daemon alone writes envelopes. This costs one
- * HMGET for the batch's recovered jobs, and nothing for the others.
+ * A job that was to go back on pending or into scheduled (a retry, a
+ * shutdown's requeue, a recovery) and has a request is not moved: it stays
+ * in the active hash and comes back in the reply with the reason, and the
+ * daemon sends it again as dead, cancelled (qw_cancel_settled), which
+ * deletes the request. So a request that came in the half second before
+ * the instance read it is not lost, the job does not run again, and the
+ * daemon alone writes envelopes. A job that succeeded or goes to dead
+ * anyway keeps its result. This costs one HMGET for the batch's jobs that
+ * go back, and nothing for the succeeded ones.
  *
  * A job that leaves for good (done or dead) with a unique_for hold comes
  * with a triple: its hold ends in the same step that removes it, and only
@@ -260,7 +263,7 @@ static const char qw_lua_settle[] =
     "if cx then\n"
     "  local fs = {}\n"
     "  for i = base + 1 + k, #ARGV, 5 do\n"
-    "    if ARGV[i + 1] == 'p' and string.find(ARGV[i + 4], 'recovered') then\n"
+    "    if ARGV[i + 1] == 'p' or ARGV[i + 1] == 's' then\n"
     "      fs[#fs + 1] = ARGV[i]\n"
     "    end\n"
     "  end\n"

@@ -264,3 +264,66 @@ def test_cancel_survives_the_death_of_the_instance(r, daemon, tmp):
     wait_until(lambda: len(dead_jobs(r, "c")) == 3, what="the third one cancelled")
     assert d2.stop() == 0
     stop_pids(pids)
+
+
+ASKER = """#!/usr/bin/python3
+import json, os, signal, sys, time
+import redis
+r = redis.Redis(unix_socket_path=%r)
+q, me = os.environ["QW_QUEUE"], os.environ["QW_JOB_ID"]
+marks = %r
+
+
+def ask(why):
+    # The request comes just before the handler ends: the instance has had
+    # no lease tick to read it.
+    for f, v in r.hgetall("qw:{%%s}:active:test-1" %% q).items():
+        if json.loads(v).get("id") == me:
+            r.hset("qw:{%%s}:cancel" %% q, f, why)
+    sys.exit(1)
+
+
+payload = sys.stdin.read()
+if payload == "fail":
+    ask("asked as it failed")
+signal.signal(signal.SIGTERM, lambda s, f: ask("asked as it was interrupted"))
+open(os.path.join(marks, me), "w").close()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_cancel_asked_as_the_job_fails_or_is_interrupted(r, daemon, tmp):
+    """A request that comes in the half second before the instance reads it,
+    while the job fails (it would be retried) or is interrupted by the
+    shutdown (it would go back on pending), wins: the job goes to dead as
+    cancelled and the request is deleted in the same step. A job that
+    succeeds keeps its success."""
+    marks = os.path.join(tmp, "marks")
+    os.makedirs(marks)
+    h = os.path.join(tmp, "asker.py")
+    with open(h, "w") as f:
+        f.write(ASKER % (r.connection_pool.connection_kwargs["path"], marks))
+    os.chmod(h, 0o755)
+    d = daemon()
+    d.conf({"c": "handler = %s\nmax_attempts = 5\ntimeout = 5m\n" % h},
+           workers="concurrency = 2\nshutdown_timeout = 1s\nkill_grace = 10s\n")
+    d.start()
+    r.lpush("qw:{c}:pending", json.dumps({"payload": "fail", "id": "failing"}),
+            json.dumps({"payload": "wait", "id": "drained"}))
+    wait_until(lambda: "failing" in dead_jobs(r, "c"), what="the failing job in dead")
+    job = dead_jobs(r, "c")["failing"]
+    assert job["error"] == "cancelled: asked as it failed" and job["attempt"] == 1, job
+    assert r.zcard("qw:{c}:scheduled") == 0
+    assert "job c/failing: cancelled: asked as it failed; moved to dead instead of a retry" \
+        in d.log()
+    wait_until(lambda: os.path.exists(os.path.join(marks, "drained")), what="a long job running")
+    assert d.stop() == 0
+    job = dead_jobs(r, "c")["drained"]
+    assert job["error"] == "cancelled: asked as it was interrupted", job
+    assert r.llen("qw:{c}:pending") == 0
+    st = stats(r, "c")
+    assert st.get("cancelled") == 2 and st.get("dead") == 2, st
+    assert st.get("failed") == 1 and "retried" not in st and "requeued" not in st, st
+    assert not r.exists("qw:{c}:cancel"), r.hgetall("qw:{c}:cancel")
+    assert inflight(r, "c") == 0
