@@ -2,9 +2,10 @@
  * JOB"). The hash PREFIX:{Q}:cancel maps a job's field in its instance's
  * active hash to the reason given. Each lease tick, while this process has
  * jobs of the queue running or taken ahead, one script call reads the
- * requests for its own jobs and drops those for jobs no longer in its
- * active hash; run.c stops each job, and the settle script that writes the
- * job's result deletes its request in the same step. */
+ * requests for its own jobs and deletes a share of those for jobs no live
+ * instance holds; run.c stops each job, and the settle script that writes
+ * the job's result deletes its request in the same step, or sends back a
+ * job that was to go back but has a request (qw_cancel_settled). */
 #include "config.h"
 
 #include <stdio.h>
@@ -104,16 +105,22 @@ qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen)
 	return rc;
 }
 
-/* The cancels script's reply: {{field, reason, ...}, dropped}, or NULL
- * when it is not one. */
+/* How often an instance with no job of the queue in hand looks anyway, to
+ * sweep stale requests (qworkerd-jobs(7), the cancel key): in lease ticks. */
+#define QW_CANCEL_IDLE_TICKS 10
+
+/* The cancels script's reply: {{field, reason, ...}, deleted, cursor}, or
+ * NULL when it is not one. */
 static const redisReply *
-qw_cancel_requests(const redisReply *reply, long long *dropped)
+qw_cancel_requests(const redisReply *reply, long long *deleted, const redisReply **cursor)
 {
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
 	    reply->element[0]->type != REDIS_REPLY_ARRAY ||
-	    reply->element[1]->type != REDIS_REPLY_INTEGER)
+	    reply->element[1]->type != REDIS_REPLY_INTEGER ||
+	    reply->element[2]->type != REDIS_REPLY_STRING)
 		return NULL;
-	*dropped = reply->element[1]->integer;
+	*deleted = reply->element[1]->integer;
+	*cursor = reply->element[2];
 	return reply->element[0];
 }
 
@@ -121,23 +128,28 @@ static void
 qw_cancel_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
 	struct qw_queue *q = priv;
-	const redisReply *reqs;
-	long long dropped = 0;
+	const redisReply *reqs, *cursor;
+	long long deleted = 0;
 
 	if (reply == NULL)
 		return;		/* the next tick asks again */
-	if ((reqs = qw_cancel_requests(reply, &dropped)) == NULL) {
+	if ((reqs = qw_cancel_requests(reply, &deleted, &cursor)) == NULL) {
 		const char *err = qw_redis_errstr(r, reply);
 		if (qw_log_changed(&q->cancel_err, err))
 			qw_log_err("queue %s: cannot read the cancel requests in %s: %s (retrying "
 			    "each tick)", q->qc.name, q->key[K_CANCEL], err);
+		q->cancel_cursor[0] = '\0';
 		return;
 	}
 	if (qw_log_changed(&q->cancel_err, NULL))
 		qw_log_notice("queue %s: reading cancel requests works again", q->qc.name);
-	if (dropped > 0)
-		qw_log_info("queue %s: dropped %lld cancel request(s) for jobs that had already "
-		    "left this instance", q->qc.name, dropped);
+	if (cursor->len < sizeof(q->cancel_cursor)) {
+		memcpy(q->cancel_cursor, cursor->str, cursor->len);
+		q->cancel_cursor[cursor->len] = '\0';
+	}
+	if (deleted > 0)
+		qw_log_info("queue %s: deleted %lld cancel request(s) for jobs no live instance runs "
+		    "(they had ended, or never were)", q->qc.name, deleted);
 	for (size_t i = 0; i + 1 < reqs->elements; i += 2) {
 		const redisReply *f = reqs->element[i], *why = reqs->element[i + 1];
 		struct qw_rec *rec;
@@ -151,11 +163,20 @@ qw_cancel_reply(struct qw_redis *r, redisReply *reply, void *priv)
 void
 qw_cancel_poll(struct qw_queue *q)
 {
-	const char *argv[] = { q->key[K_CANCEL], q->key[K_ACTIVE], q->pool->runid };
 	const struct qw_recset *rs = &q->recs;
+	const char *cursor = q->cancel_cursor[0] ? q->cancel_cursor : "0";
+	const char *argv[] = { q->key[K_CANCEL], q->key[K_ACTIVE], q->key[K_LEASES], cursor,
+		q->key[K_CANCEL] };
+	size_t lens[5];
 
-	/* Nothing of ours can be cancelled: no request to read. */
-	if (rs->n[QW_REC_BUFFERED] + rs->n[QW_REC_RUNNING] + rs->n[QW_REC_CANCELLING] == 0)
+	/* With jobs in hand, every tick: a request reaches them within a
+	 * second. Without, only now and then, to sweep stale requests. */
+	if (rs->n[QW_REC_BUFFERED] + rs->n[QW_REC_RUNNING] + rs->n[QW_REC_CANCELLING] == 0 &&
+	    ++q->cancel_idle < QW_CANCEL_IDLE_TICKS)
 		return;
-	qw_redis_script(q->pool->redis, QW_SCRIPT_CANCELS, qw_cancel_reply, q, 2, 3, argv, NULL);
+	q->cancel_idle = 0;
+	for (size_t i = 0; i < 5; i++)
+		lens[i] = strlen(argv[i]);
+	lens[4] -= strlen("cancel");	/* PREFIX:{Q}: */
+	qw_redis_script(q->pool->redis, QW_SCRIPT_CANCELS, qw_cancel_reply, q, 3, 5, argv, lens);
 }

@@ -459,31 +459,68 @@ static const char qw_lua_forget[] =
     "redis.call('HDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
-/* KEYS: cancel, active (ours). ARGV: our run id. The operators' cancel
- * requests for jobs of this process: every field of the cancel hash that
- * starts with our run id names a job of ours. Returns {{field, reason,
- * ...} of those still in our active hash, how many others it deleted}: a
- * request for a job that has left (its result written before the request
- * came) would otherwise stay for ever. Requests for other instances' jobs
- * are theirs. */
+/* KEYS: cancel, active (ours), leases. ARGV: the HSCAN cursor where the
+ * last sweep stopped, the queue's key prefix (PREFIX:{Q}:, to which the
+ * keys of each instance add "active:NAME" and "started:NAME"). Returns
+ * {{field, reason, ...} of the requests for jobs in our active hash, how
+ * many stale requests it deleted, the cursor for the next call}. It costs
+ * one TYPE while the cancel hash does not exist, as it mostly does.
+ *
+ * Our requests are looked up by our own fields (HMGET), so their cost
+ * follows the jobs we hold, not the size of the hash. The sweep then takes
+ * one HSCAN page of the hash (about 1000 fields; all of a small hash) and
+ * deletes the requests whose field is in no active hash of an instance
+ * with a lease, live or expired: the job ended, was recovered (which
+ * carries out its request), or never was. An instance's runs are the
+ * fields of its started hash (qw_pool_say_started); an instance without
+ * one (a qworkerd older than the started marks) has each field looked up
+ * in its active hash. An instance whose lease expired keeps its requests
+ * until its jobs are recovered, so that the recovery finds them. */
 static const char qw_lua_cancels[] =
     QW_LUA_CHECK
-    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')\n"
+    "if redis.call('TYPE', KEYS[1])['ok'] == 'none' then return {{}, 0, '0'} end\n"
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash') or check(KEYS[3], 'zset')\n"
     "if err then return err end\n"
-    "local all = redis.call('HGETALL', KEYS[1])\n"
-    "local out, gone, n = {}, 0, #ARGV[1]\n"
-    "for i = 1, #all, 2 do\n"
-    "  if string.sub(all[i], 1, n) == ARGV[1] then\n"
-    "    if redis.call('HEXISTS', KEYS[2], all[i]) == 1 then\n"
-    "      out[#out + 1] = all[i]\n"
-    "      out[#out + 1] = all[i + 1]\n"
+    "local out, gone = {}, 0\n"
+    "local mine = redis.call('HKEYS', KEYS[2])\n"
+    "for i = 1, #mine, 1000 do\n"
+    "  local j = math.min(i + 999, #mine)\n"
+    "  local v = redis.call('HMGET', KEYS[1], unpack(mine, i, j))\n"
+    "  for n = i, j do\n"
+    "    local why = v[n - i + 1]\n"
+    "    if why then out[#out + 1] = mine[n]; out[#out + 1] = why end\n"
+    "  end\n"
+    "end\n"
+    "local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', 1000)\n"
+    "local runs, blind\n"
+    "local function where()\n"
+    "  runs, blind = {}, {}\n"
+    "  for _, inst in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
+    "    local sk = ARGV[2] .. 'started:' .. inst\n"
+    "    if redis.call('TYPE', sk)['ok'] == 'hash' then\n"
+    "      for _, run in ipairs(redis.call('HKEYS', sk)) do runs[run] = inst end\n"
     "    else\n"
-    "      redis.call('HDEL', KEYS[1], all[i])\n"
-    "      gone = gone + 1\n"
+    "      blind[#blind + 1] = inst\n"
     "    end\n"
     "  end\n"
     "end\n"
-    "return {out, gone}\n";
+    "local function held(inst, f)\n"
+    "  local ak = ARGV[2] .. 'active:' .. inst\n"
+    "  local t = redis.call('TYPE', ak)['ok']\n"
+    "  return t ~= 'none' and (t ~= 'hash' or redis.call('HEXISTS', ak, f) == 1)\n"
+    "end\n"
+    "local f = page[2]\n"
+    "for i = 1, #f, 2 do\n"
+    "  if not runs then where() end\n"
+    "  local run = string.match(f[i], '^(.*%-)%d+$')\n"
+    "  local live = run and runs[run] and held(runs[run], f[i])\n"
+    "  for n = 1, #blind do live = live or held(blind[n], f[i]) end\n"
+    "  if not live then\n"
+    "    redis.call('HDEL', KEYS[1], f[i])\n"
+    "    gone = gone + 1\n"
+    "  end\n"
+    "end\n"
+    "return {out, gone, page[1]}\n";
 
 /* The Redis function library "qworkerd" (Redis 7, SPEC 11): the producers'
  * function qw_enqueue, and qw_version, which says which version of the
