@@ -304,6 +304,19 @@ qw_run_plugin_done(struct qw_work *w)
 	}
 }
 
+/* An operator cancelled RUN's job before its handler started (taken ahead,
+ * or waiting for a plugin thread): to dead, no attempt spent. */
+static void
+qw_run_dead_unstarted(struct qw_run *run)
+{
+	char error[QW_CANCEL_TEXT_MAX + 32];
+
+	qw_run_cancel_error(run, error, sizeof(error));
+	qw_log_notice("job %s/%s: %s before it started, moved to dead", run->q->qc.name,
+	    run->job.id, error);
+	qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, error, 0, "cancelled dead");
+}
+
 /* A cancelled plugin that has not returned within kill_grace: settle the job
  * now as its cancellation says, and let the thread finish on its own. */
 static void
@@ -313,9 +326,13 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
 		 * untouched, its own deadline counts as a timeout, an operator's
-		 * cancel puts it in dead. */
-		if (qw_run_reason(run) == QW_CANCEL_SHUTDOWN)
+		 * cancel puts it in dead with no attempt spent, as for a job taken
+		 * ahead: it never started. */
+		int reason = qw_run_reason(run);
+		if (reason == QW_CANCEL_SHUTDOWN)
 			qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
+		else if (reason == QW_CANCEL_CANCELLED)
+			qw_run_dead_unstarted(run);
 		else
 			qw_run_outcome(run, QW_RESULT_FAILED, NULL);
 		return;
@@ -583,7 +600,6 @@ static void
 qw_run_cancel_unstarted(struct qw_rec *rec, char *text)
 {
 	struct qw_run *run = qw_run_new(rec);
-	char error[QW_CANCEL_TEXT_MAX + 32];
 
 	if (run == NULL) {
 		free(text);
@@ -591,10 +607,7 @@ qw_run_cancel_unstarted(struct qw_rec *rec, char *text)
 		return;
 	}
 	run->cancel_text = text;
-	qw_run_cancel_error(run, error, sizeof(error));
-	qw_log_notice("job %s/%s: %s before it started, moved to dead", rec->q->qc.name,
-	    run->job.id, error);
-	qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, error, 0, "cancelled dead");
+	qw_run_dead_unstarted(run);
 }
 
 void

@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 
-from conftest import BUILD, TOP, inflight, read_lines, stats, wait_until
+import pytest
+
+from conftest import BUILD, TOP, WRAPPER, inflight, read_lines, stats, wait_until
 
 HANDLER = """#!/usr/bin/python3
 import os, signal, subprocess, sys, time
@@ -355,4 +357,60 @@ def test_stale_requests_are_deleted_by_any_instance(r, daemon, tmp):
     wait_until(lambda: stats(r, "c").get("succeeded") == 200, what="the jobs run")
     assert r.hget("qw:{c}:cancel", "feedfacecafe-7") == b"the ghost's"
     assert r.hexists("qw:{c}:active:ghost", "feedfacecafe-7")
+    assert d.stop() == 0
+
+
+NO_THREADS = """#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+/* pthread_create fails while the file $QW_TEST_NO_THREADS exists. */
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*f)(void *), void *arg)
+{
+	static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+	const char *stop = getenv("QW_TEST_NO_THREADS");
+
+	if (stop != NULL && access(stop, F_OK) == 0)
+		return EAGAIN;
+	if (real == NULL)
+		real = dlsym(RTLD_NEXT, "pthread_create");
+	return real(t, a, f, arg);
+}
+"""
+
+
+def test_cancel_plugin_job_waiting_for_a_thread(r, daemon, tmp):
+    """A plugin job that waits for a worker thread has not started: cancelled
+    there it goes to dead with its attempt unchanged, as a job taken ahead
+    does."""
+    if WRAPPER:
+        pytest.skip("the thread shim is preloaded into the daemon, not into %s" % WRAPPER[0])
+    src, shim = os.path.join(tmp, "shim.c"), os.path.join(tmp, "shim.so")
+    with open(src, "w") as f:
+        f.write(NO_THREADS)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", shim, src, "-ldl"], check=True)
+    stop = os.path.join(tmp, "no-threads")
+    d = daemon()
+    d.conf({"s": "plugin = %s\ntimeout = 5m\n" % os.path.join(BUILD, "sleep.so")},
+           workers="concurrency = 2\nkill_grace = 30s\n")
+    d.start(env={"LD_PRELOAD": shim, "QW_TEST_NO_THREADS": stop})
+    r.lpush("qw:{s}:pending", json.dumps({"payload": "600000", "id": "first"}))
+    d.wait_log("job s/first: started")
+    open(stop, "w").close()     # no second thread: the next job waits
+    r.lpush("qw:{s}:pending", json.dumps({"payload": "600000", "id": "waiting"}))
+    d.wait_log("job s/waiting: started")
+    r.hset("qw:{s}:cancel", field_of(r, "s", "waiting"), "not needed")
+    wait_until(lambda: "waiting" in dead_jobs(r, "s"), what="the waiting job in dead")
+    job = dead_jobs(r, "s")["waiting"]
+    assert job["error"] == "cancelled: not needed", job
+    assert job.get("attempt", 0) == 0, job
+    assert "job s/waiting: cancelled: not needed before it started, moved to dead" in d.log()
+    st = stats(r, "s")
+    assert st.get("cancelled") == 1 and st.get("dead") == 1 and "failed" not in st, st
+    r.hset("qw:{s}:cancel", field_of(r, "s", "first"), "")
+    wait_until(lambda: "first" in dead_jobs(r, "s"), what="the running job in dead")
+    assert dead_jobs(r, "s")["first"]["attempt"] == 1
+    os.unlink(stop)
     assert d.stop() == 0
