@@ -74,7 +74,7 @@ qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen)
 	char error[QW_CANCEL_TEXT_MAX + 32], *kept, *copy, *out;
 	struct qw_job job;
 	size_t len = 0;
-	int rc = -1;
+	int rc = -1, breaker;
 
 	if (rec->elem == NULL || (kept = qw_cancel_text(text, tlen)) == NULL)
 		return -1;
@@ -94,8 +94,12 @@ qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen)
 		len = job.elem_len;
 		job.elem = NULL;
 	}
+	/* A failed run still counts for the circuit breaker: the first call
+	 * counted nothing for a job it left in the active hash. */
+	breaker = rec->breaker;
 	if (out != NULL && qw_record_finish(&q->recs, rec, QW_DEST_DEAD, out, len, 0,
 	    qw_cancel_counters(rec->counters)) == 0) {
+		rec->breaker = breaker;
 		qw_settle_hold(rec, &job);
 		qw_log_notice("job %s/%s: %s; moved to dead instead of %s", q->qc.name, job.id, error,
 		    was);

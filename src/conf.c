@@ -30,7 +30,7 @@
 #include "plugin_host.h"
 
 enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER,
-	T_ADDR, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ };
+	T_ADDR, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ, T_RATE };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
@@ -46,6 +46,9 @@ struct qw_conf_key {
 #define QK(n, t, f, lo, hi) { S_QUEUE, n, t, offsetof(struct qw_queue_conf, f), lo, hi }
 #define CK(n, t, f) { S_CRON, n, t, offsetof(struct qw_cron_conf, f), 0, 0 }
 #define DAY (24ULL * 3600 * 1000)
+/* Ten times the most one instance runs at once: far more than any set of
+ * instances a queue is shared by. */
+#define QW_GLOBAL_CONCURRENCY_MAX 100000
 
 /* The documented keys; tests/integration/test_docs.py checks qworkerd.conf(5)
  * against it. */
@@ -82,6 +85,10 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	QK("max_interruptions", T_UINT, max_interruptions, 1, 1000000),
 	QK("dead_max", T_UINT, dead_max, 0, 1000000000),
 	QK("prefetch", T_PREFETCH, prefetch, 0, 10000),
+	QK("breaker_failures", T_UINT, breaker_failures, 0, 1000000),
+	QK("breaker_cooldown", T_DUR, breaker_cooldown_ms, 1, DAY),
+	QK("rate", T_RATE, rate, 1, 1000000),
+	QK("global_concurrency", T_UINT, global_concurrency, 1, QW_GLOBAL_CONCURRENCY_MAX),
 	CK("schedule", T_SCHED, sched),
 	CK("queue", T_QNAME, queue),
 	CK("payload", T_PAYLOAD, payload),
@@ -190,6 +197,31 @@ qw_conf_parse_size(const char *s, uint64_t *bytes)
 			if (v > UINT64_MAX / units[i].mult)
 				return -1;
 			*bytes = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* "N/s", "N/m" or "N/h" with N a whole number from 1 to 1000000. */
+int
+qw_conf_parse_rate(const char *s, struct qw_rate *r)
+{
+	static const struct { const char *unit; uint64_t ms; } units[] = {
+		{ "/s", 1000 }, { "/m", 60 * 1000 }, { "/h", 3600 * 1000 },
+	};
+	size_t n = strspn(s, "0123456789");
+	unsigned long v;
+
+	if (n == 0 || n > 7)
+		return -1;
+	v = strtoul(s, NULL, 10);
+	if (v < 1 || v > 1000000)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(s + n, units[i].unit) == 0) {
+			r->n = (unsigned)v;
+			r->period_ms = units[i].ms;
 			return 0;
 		}
 	}
@@ -555,6 +587,11 @@ qw_conf_set_number(struct qw_conf_parser *p, const struct qw_conf_key *k,
 		}
 		*(uint64_t *)((char *)base + k->off) = v;
 		return 0;
+	case T_RATE:
+		if (qw_conf_parse_rate(val, (struct qw_rate *)((char *)base + k->off)) < 0)
+			return qw_conf_fail(p, p->line, "%s: '%s' is not a rate (N/s, N/m or N/h with N "
+			    "from 1 to 1000000)", k->name, val);
+		return 0;
 	case T_SIZE:
 		if (qw_conf_parse_size(val, &v) < 0)
 			return qw_conf_fail(p, p->line,
@@ -709,8 +746,20 @@ qw_conf_queue_defaults(struct qw_queue_conf *q)
 	/* Users run defaults: a fixed number fits either short jobs (a large
 	 * buffer) or long ones (none), never both. */
 	q->prefetch = QW_PREFETCH_AUTO;
+	q->breaker_cooldown_ms = 30 * 1000;
 	q->worker_processes = 1;
 	q->worker_inflight = 1;
+}
+
+/* The line KEY was set on in the current section, or 0. */
+static unsigned
+qw_conf_line_of(const struct qw_conf_parser *p, const char *key)
+{
+	for (size_t i = 0; i < sizeof(qw_conf_keys) / sizeof(qw_conf_keys[0]); i++)
+		if (qw_conf_keys[i].sect == p->sect && (p->seen & (1ULL << i)) &&
+		    strcmp(qw_conf_keys[i].name, key) == 0)
+			return p->keyline[i];
+	return 0;
 }
 
 /* The line of a worker_* key set in a queue without a worker, or 0. */
@@ -817,6 +866,11 @@ qw_conf_end_section(struct qw_conf_parser *p)
 		return qw_conf_fail(p, line, "%s: only for a queue with worker = PROGRAM", key);
 	if (q->retry_max_ms < q->retry_base_ms)
 		return qw_conf_fail(p, p->qline, "[queue %s]: retry_max is below retry_base", q->name);
+	/* A cooldown alone would read as a breaker that is on. */
+	if ((line = qw_conf_line_of(p, "breaker_cooldown")) != 0 && q->breaker_failures == 0)
+		return qw_conf_fail(p, line, "breaker_cooldown: [queue %s] sets no "
+		    "breaker_failures (1 or more), so it has no circuit breaker to cool down",
+		    q->name);
 	return 0;
 }
 

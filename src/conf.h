@@ -15,6 +15,12 @@
 
 struct qw_plugin;
 
+/* rate = N/s, N/m or N/h: at most N job starts per period (n 0: no limit). */
+struct qw_rate {
+	unsigned n;
+	uint64_t period_ms;
+};
+
 struct qw_queue_conf {
 	char *name;
 	char **argv;		/* exec handler, argv[0] resolved to an absolute path */
@@ -33,6 +39,11 @@ struct qw_queue_conf {
 	unsigned max_interruptions;
 	uint64_t dead_max;
 	unsigned prefetch;	/* jobs taken ahead of free slots, or QW_PREFETCH_AUTO */
+	/* Flow control shared by all instances (qworkerd(8), "FLOW CONTROL"). */
+	unsigned breaker_failures;	/* 0: no circuit breaker */
+	uint64_t breaker_cooldown_ms;
+	struct qw_rate rate;
+	unsigned global_concurrency;	/* 0: no limit */
 };
 
 /* A [cron NAME] section: each tick of sched enqueues one job. */
@@ -86,6 +97,8 @@ void qw_conf_free(struct qw_conf *conf);
 /* Value parsers, shared with the unit tests. Return 0 or -1. */
 int qw_conf_parse_duration(const char *s, uint64_t *ms);
 int qw_conf_parse_size(const char *s, uint64_t *bytes);
+/* "100/s", "5/m", "1000/h". */
+int qw_conf_parse_rate(const char *s, struct qw_rate *r);
 /* Splits like sh(1) splits words, without expansions. Returns a NULL-terminated
  * malloc'd vector (free with qw_conf_free_argv) or NULL with *err set. */
 char **qw_conf_split_words(const char *s, const char **err);

@@ -14,6 +14,8 @@ qw_decide_failure(const struct qw_outcome_in *in, bool permanent, struct qw_outc
 	bool retry;
 
 	out->attempt = in->attempt + 1;
+	/* A permanent failure is the job's fault, not its downstream's. */
+	out->breaker = permanent ? 0 : -1;
 	retry = !permanent && out->attempt < in->max_attempts;
 	out->dest = retry ? QW_DEST_SCHEDULED : QW_DEST_DEAD;
 	if (out->timed_out)
@@ -48,6 +50,7 @@ qw_decide_outcome(const struct qw_outcome_in *in, struct qw_outcome *out)
 	if (in->result == QW_RESULT_OK) {
 		out->dest = QW_DEST_DONE;
 		out->counters = "succeeded";
+		out->breaker = 1;
 		return;
 	}
 	if (in->reason == QW_CANCEL_SHUTDOWN) {

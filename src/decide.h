@@ -41,6 +41,10 @@ struct qw_outcome {
 	bool timed_out;		/* the error is "timed out after Ns" */
 	bool cancelled;		/* the error is "cancelled: TEXT" */
 	bool interruptions_spent;	/* dead because of max_interruptions */
+	/* What the run means for the circuit breaker (SPEC 14): +1 a success,
+	 * -1 a failed run that counts (exit status, signal, timeout), 0 neither
+	 * (a permanent failure, a cancel, a shutdown). */
+	int breaker;
 };
 
 void qw_decide_outcome(const struct qw_outcome_in *in, struct qw_outcome *out);

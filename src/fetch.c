@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "decide.h"
+#include "flow.h"
 #include "fmt.h"
 #include "log.h"
 #include "pool_int.h"
@@ -22,7 +23,7 @@
 static const char *const qw_fetch_names[QW_FETCH_NSTATES] = {
 	[QW_FETCH_OFF] = "off", [QW_FETCH_RECONCILING] = "reconciling", [QW_FETCH_IDLE] = "idle",
 	[QW_FETCH_ASKING] = "asking", [QW_FETCH_WAITING] = "waiting", [QW_FETCH_HELD] = "held",
-	[QW_FETCH_PAUSED] = "paused",
+	[QW_FETCH_PAUSED] = "paused", [QW_FETCH_LIMITED] = "limited",
 };
 
 static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
@@ -31,11 +32,12 @@ static const unsigned qw_fetch_moves[QW_FETCH_NSTATES] = {
 	[QW_FETCH_IDLE] = B(QW_FETCH_ASKING) | B(QW_FETCH_HELD) | B(QW_FETCH_PAUSED) |
 	    B(QW_FETCH_OFF),
 	[QW_FETCH_ASKING] = B(QW_FETCH_IDLE) | B(QW_FETCH_WAITING) | B(QW_FETCH_HELD) |
-	    B(QW_FETCH_PAUSED) | B(QW_FETCH_OFF),
+	    B(QW_FETCH_PAUSED) | B(QW_FETCH_LIMITED) | B(QW_FETCH_OFF),
 	[QW_FETCH_WAITING] = B(QW_FETCH_IDLE) | B(QW_FETCH_HELD) | B(QW_FETCH_PAUSED) |
 	    B(QW_FETCH_OFF),
 	[QW_FETCH_HELD] = B(QW_FETCH_IDLE) | B(QW_FETCH_PAUSED) | B(QW_FETCH_OFF),
 	[QW_FETCH_PAUSED] = B(QW_FETCH_IDLE) | B(QW_FETCH_OFF),
+	[QW_FETCH_LIMITED] = B(QW_FETCH_IDLE) | B(QW_FETCH_PAUSED) | B(QW_FETCH_OFF),
 };
 #undef B
 
@@ -58,7 +60,8 @@ qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
 /* A record of a job taken from Redis that waits here for a slot. Takes
  * ownership of FIELD and ELEM. */
 static int
-qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len)
+qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len,
+    int64_t seen_ms)
 {
 	struct qw_rec *rec = qw_record_new(&q->recs, q, field, NULL);
 
@@ -67,6 +70,7 @@ qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_
 		return -1;
 	}
 	rec->seq = seq;
+	rec->seen_ms = seen_ms;
 	rec->elem = elem;
 	rec->len = len;
 	return qw_record_move(&q->recs, rec, QW_REC_BUFFERED);
@@ -128,7 +132,8 @@ qw_fetch_paused(struct qw_queue *q, bool paused)
 		if (q->recs.n[QW_REC_BUFFERED] > 0)
 			qw_fetch_give_back(q);
 		if (q->fetch == QW_FETCH_IDLE || q->fetch == QW_FETCH_WAITING ||
-		    q->fetch == QW_FETCH_HELD || q->fetch == QW_FETCH_ASKING)
+		    q->fetch == QW_FETCH_HELD || q->fetch == QW_FETCH_ASKING ||
+		    q->fetch == QW_FETCH_LIMITED)
 			qw_fetch_move(q, QW_FETCH_PAUSED);
 	} else if (q->fetch == QW_FETCH_PAUSED) {
 		qw_fetch_move(q, QW_FETCH_IDLE);
@@ -171,6 +176,41 @@ qw_fetch_check_paused(struct qw_queue *q)
 	qw_redis_cmd(q->pool->redis, qw_fetch_paused_reply, q, 2, argv, NULL);
 }
 
+bool
+qw_fetch_flow_on(const struct qw_queue *q)
+{
+	return q->qc.breaker_failures > 0 || q->qc.rate.n > 0 || q->qc.global_concurrency > 0;
+}
+
+/* The fetch reply's flow status (flow.h): the breaker as it is now, its
+ * move when this call made one (logged here, by this instance alone), and
+ * how long a limit holds the queue back (0: it does not). */
+static uint64_t
+qw_fetch_flow(struct qw_queue *q, const redisReply *st)
+{
+	struct qw_flow_seen fs;
+
+	if (qw_flow_parse(st->str, st->len, &fs) < 0) {
+		if (qw_log_changed(&q->flow_err, "unreadable"))
+			qw_log_err("queue %s: the fetch script's flow status is unreadable (a bug); "
+			    "asking again in a second", q->qc.name);
+		return 1000;
+	}
+	qw_log_changed(&q->flow_err, NULL);
+	if (fs.moved)
+		qw_flow_say_moved(q->qc.name, fs.from, fs.state, q->qc.breaker_failures,
+		    q->qc.breaker_cooldown_ms);
+	q->breaker_seen = fs.breaker ? fs.state : QW_BREAKER_CLOSED;
+	return fs.wait_ms;
+}
+
+void
+qw_fetch_settled(struct qw_queue *q)
+{
+	if (q->fetch == QW_FETCH_LIMITED && q->qc.global_concurrency > 0)
+		qw_fetch_move(q, QW_FETCH_IDLE);
+}
+
 static void
 qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
@@ -178,7 +218,9 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	struct qw_pool *pool = q->pool;
 	unsigned asked = q->asked;
 	bool lost = false, woken = q->woken;
+	uint64_t wait_ms = 0;
 	size_t got;
+	int64_t seen_ms;
 
 	q->asked = q->asked_slots = 0;
 	q->woken = false;
@@ -223,13 +265,16 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	if (qw_log_changed(&q->fetch_err, NULL))
 		qw_log_notice("queue %s: fetching works again", q->qc.name);
 	qw_fetch_say_paused(q, false);
+	got = reply->elements;
+	if (got > 0 && reply->element[got - 1]->type == REDIS_REPLY_STATUS)
+		wait_ms = qw_fetch_flow(q, reply->element[--got]);
 	/* Jobs too large to run went to dead inside Redis: only their count
 	 * comes back, never their bytes. */
-	got = reply->elements;
 	if (got > 0 && reply->element[got - 1]->type == REDIS_REPLY_INTEGER) {
 		qw_log_warn("queue %s: %lld job(s) larger than max_payload moved to dead",
 		    q->qc.name, reply->element[--got]->integer);
 	}
+	seen_ms = qw_clock_wall_ms();
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
 		char *field = qw_fetch_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
@@ -241,7 +286,7 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		}
 		memcpy(elem, e->str, e->len);
 		elem[e->len] = '\0';
-		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len) < 0)
+		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len, seen_ms) < 0)
 			lost = true;
 	}
 	if (lost)
@@ -250,11 +295,21 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		/* Quiet, stopping or fenced since the fetch left: none of these
 		 * starts. */
 		qw_fetch_give_back(q);
+	else if (got == 0 && q->breaker_seen != QW_BREAKER_CLOSED && q->recs.n[QW_REC_BUFFERED] > 0)
+		/* Taken ahead before a reload turned the breaker on, say: they
+		 * wait in pending as the breaker says, untouched. */
+		qw_fetch_give_back(q);
 	/* A job we could not keep is in the active hash only: reconcile it. A
 	 * short reply waits for a wake-up, unless one came while it was on its
 	 * way: the push may have come after the script ran. Fenced since the
 	 * fetch left: fetch no more until the lease is ours again and
 	 * reconcile has checked these jobs. */
+	if (!lost && q->lease == QW_LEASE_HELD && wait_ms > 0) {
+		qw_fetch_move(q, QW_FETCH_LIMITED);
+		qw_clock_arm(q->fetch_retry_ev, wait_ms < QW_FLOW_WAIT_MAX_MS ? wait_ms :
+		    QW_FLOW_WAIT_MAX_MS);
+		return;
+	}
 	qw_fetch_move(q, lost || q->lease != QW_LEASE_HELD ? QW_FETCH_OFF :
 	    got < asked && !woken ? QW_FETCH_WAITING :
 	    QW_FETCH_IDLE);
@@ -267,9 +322,12 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	struct qw_pool *pool = q->pool;
 	char nb[QW_FMT_U64_LEN], seqb[QW_FMT_U64_LEN], maxp[QW_FMT_U64_LEN];
 	char maxj[QW_FMT_U64_LEN], deadmax[QW_FMT_U64_LEN];
+	char bf[QW_FMT_U64_LEN], cool[QW_FMT_U64_LEN], rn[QW_FMT_U64_LEN], per[QW_FMT_U64_LEN];
+	char gc[QW_FMT_U64_LEN], full[QW_FMT_U64_LEN];
 	const char *argv[] = { q->key[K_PENDING], q->key[K_CLAIM], q->key[K_ACTIVE],
-		q->key[K_DEAD], q->key[K_STATS], q->key[K_UNIQUE], q->key[K_PAUSED], nb, seqb,
-		pool->runid, maxp, maxj, deadmax };
+		q->key[K_DEAD], q->key[K_STATS], q->key[K_UNIQUE], q->key[K_PAUSED],
+		q->key[K_BREAKER], q->key[K_RATE], q->key[K_LEASES], nb, seqb, pool->runid, maxp,
+		maxj, deadmax, bf, cool, rn, per, gc, q->active_any, full };
 	unsigned n;
 
 	/* One script call moves at most QW_FETCH_MAX jobs: bounded work for
@@ -284,8 +342,14 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(maxp, q->qc.max_payload);
 	qw_fmt_u64(maxj, qw_job_json_max(&q->qc));
 	qw_fmt_u64(deadmax, q->qc.dead_max);
+	qw_fmt_u64(bf, q->qc.breaker_failures);
+	qw_fmt_u64(cool, q->qc.breaker_cooldown_ms);
+	qw_fmt_u64(rn, q->qc.rate.n);
+	qw_fmt_u64(per, q->qc.rate.period_ms);
+	qw_fmt_u64(gc, q->qc.global_concurrency);
+	qw_fmt_u64(full, QW_FLOW_RETRY_MS);
 	if (qw_redis_script_wait(pool->redis, QW_SCRIPT_FETCH, pool->conf->wait_replicas,
-	    pool->conf->wait_timeout_ms, qw_fetch_reply, q, 7, 13, argv, NULL) < 0)
+	    pool->conf->wait_timeout_ms, qw_fetch_reply, q, 10, 23, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
 	q->asked_us = qw_clock_mono_us();
@@ -299,12 +363,12 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 /* ---- prefetch ---------------------------------------------------------- */
 
 void
-qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us)
+qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us)
 {
 	/* A longer run counts at once, a shorter one slowly: taking long jobs
 	 * ahead keeps them from idle instances, while too small a buffer for
 	 * short ones costs only some speed until it grows again. */
-	q->job_us = qw_decide_smooth(q->job_us, qw_clock_mono_us() - started_us, 1, 3);
+	q->job_us = qw_decide_smooth(q->job_us, ran_us, 1, 3);
 }
 
 /* How many jobs Q keeps taken ahead of its free slots: its prefetch, or
@@ -317,6 +381,10 @@ qw_fetch_prefetch(const struct qw_queue *q)
 		.slots = cap < q->pool->concurrency ? cap : q->pool->concurrency,
 		.max = QW_FETCH_MAX };
 
+	/* A queue under a flow limit takes no job ahead: the fetch script
+	 * counts a job as started when it takes it. */
+	if (qw_fetch_flow_on(q))
+		return 0;
 	return q->qc.prefetch != QW_PREFETCH_AUTO ? q->qc.prefetch : qw_decide_prefetch(&in);
 }
 
@@ -483,7 +551,7 @@ qw_fetch_retry_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_queue *q = arg;
 
 	/* Look again: fetch once, and wait if that comes back short. */
-	if (q->fetch == QW_FETCH_HELD)
+	if (q->fetch == QW_FETCH_HELD || q->fetch == QW_FETCH_LIMITED)
 		qw_fetch_move(q, QW_FETCH_IDLE);
 }
 

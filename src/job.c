@@ -210,6 +210,8 @@ qw_job_envelope(struct qw_job *job, const struct qw_queue_conf *qc)
 	if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0))
 		return qw_job_fail(job, "member '%s' must be an integer of Unix milliseconds%s",
 		    "enqueued_at", "");
+	if (v != NULL)
+		job->enqueued_at_ms = json_integer_value(v);
 	return 0;
 }
 
@@ -316,6 +318,7 @@ qw_job_parse(struct qw_job *job, char *elem, size_t len, const struct qw_queue_c
 	bool limit;
 
 	memset(job, 0, sizeof(*job));
+	job->enqueued_at_ms = -1;
 	job->elem = elem;
 	job->elem_len = len;
 	job->timeout_ms = qc->timeout_ms;

@@ -23,6 +23,7 @@ struct qw_job {
 	unsigned max_attempts;
 	unsigned attempt;	/* failed runs so far */
 	unsigned interrupted;	/* runs cut short by a shutdown */
+	int64_t enqueued_at_ms;	/* its enqueued_at member, or -1 */
 	char *error;		/* why the job cannot run at all (goes to dead), or NULL */
 	/* Its unique_for hold: the envelope's "unique" member when that is a
 	 * string (qw_enqueue writes it; qworkerd-jobs(7)), or NULL. Into env. */

@@ -151,12 +151,13 @@ qw_lease_holder_state(const char *info, char *why, size_t len)
 /* ---- reconciling and recovering ------------------------------------------ */
 
 /* A job that was in flight when its qworkerd died: it may have been
- * running, so it counts an attempt. Takes FIELD, ELEM and OWNER. */
+ * running (or was said started with it, see qw_pool_say_started), so it
+ * counts an attempt. Takes FIELD, ELEM and OWNER. */
 static void
 qw_lease_recover(struct qw_queue *q, char *field, char *elem, size_t len, char *owner)
 {
 	struct qw_job job;
-	const char *why = "qworkerd stopped while the job ran";
+	const char *why = "qworkerd stopped while the job ran or was about to start";
 	char *out;
 	size_t olen;
 	bool dead;

@@ -19,6 +19,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "redis.h"
+#include "tally.h"
 
 #define QW_HTTP_HEAD_MAX 8192	/* request line and headers */
 #define QW_HTTP_CONN_MAX 64
@@ -70,8 +72,33 @@ qw_http_now(void)
 	return (time_t)(qw_clock_mono_ms() / 1000);
 }
 
+/* The families of one value per queue, read from qw_pool_queue_info (each
+ * an int64_t field there); a queue whose figure is unknown (-1: Redis did
+ * not answer the last poll) has no sample in that family, rather than a 0
+ * a graph would take for the truth. */
+static const struct qw_metrics_gauge {
+	const char *name, *help;
+	size_t off;
+} qw_metrics_gauges[] = {
+	{ "qworkerd_queue_pending", "Length of the queue's pending list (polled once a second).",
+	  offsetof(struct qw_pool_queue_info, pending) },
+	{ "qworkerd_queue_scheduled", "Jobs in the queue's scheduled set: delayed jobs and "
+	  "retries (polled once a second).", offsetof(struct qw_pool_queue_info, scheduled) },
+	{ "qworkerd_queue_dead", "Length of the queue's dead list (polled once a second).",
+	  offsetof(struct qw_pool_queue_info, dead) },
+	{ "qworkerd_queue_running", "Jobs of the queue running in this process now.",
+	  offsetof(struct qw_pool_queue_info, running) },
+	{ "qworkerd_queue_slots", "Jobs of the queue this process may run at once "
+	  "(its concurrency).", offsetof(struct qw_pool_queue_info, slots) },
+	{ "qworkerd_queue_paused", "1 while the queue is paused (its paused key exists), "
+	  "as last seen.", offsetof(struct qw_pool_queue_info, paused) },
+	{ "qworkerd_breaker_open", "1 while the queue's circuit breaker is open or half-open "
+	  "as this instance last saw it (its last fetch or result), else 0.",
+	  offsetof(struct qw_pool_queue_info, breaker) },
+};
+
 static void
-qw_metrics_body(struct qw_metrics *m, struct evbuffer *b)
+qw_metrics_process(struct qw_metrics *m, struct evbuffer *b)
 {
 	struct qw_pool_stats st;
 
@@ -94,30 +121,91 @@ qw_metrics_body(struct qw_metrics *m, struct evbuffer *b)
 	    st.total, st.busy, (unsigned long long)st.processed, (unsigned long long)st.failed,
 	    (unsigned long long)st.recovered, st.unsettled,
 	    qw_redis_is_up(qw_pool_redis(m->pool)) ? 1 : 0);
-	evbuffer_add_printf(b, "# HELP qworkerd_queue_running Jobs of the queue running now.\n"
-	    "# TYPE qworkerd_queue_running gauge\n");
+}
+
+/* NAME_bucket, NAME_sum and NAME_count of H, with LABELS ("queue=\"q\"",
+ * or "") before le. */
+static void
+qw_metrics_hist(struct evbuffer *b, const char *name, const char *labels,
+    const struct qw_tally_hist *h, const struct qw_tally_bounds *bounds)
+{
+	const char *sep = labels[0] ? "," : "";
+	uint64_t cum = 0;
+
+	for (unsigned i = 0; i < bounds->n; i++) {
+		cum += h->bucket[i];
+		evbuffer_add_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+		    (double)bounds->le_us[i] / 1e6, (unsigned long long)cum);
+	}
+	evbuffer_add_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+	    (unsigned long long)h->count);
+	evbuffer_add_printf(b, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", name,
+	    labels[0] ? "{" : "", labels, labels[0] ? "}" : "", (double)h->sum_us / 1e6,
+	    name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+	    (unsigned long long)h->count);
+}
+
+static void
+qw_metrics_queue_hists(struct qw_metrics *m, struct evbuffer *b, const char *name,
+    const char *help, size_t off)
+{
+	char labels[96];
+
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
 	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {
 		struct qw_pool_queue_info qi;
 		qw_pool_queue_info(m->pool, i, &qi);
-		evbuffer_add_printf(b, "qworkerd_queue_running{queue=\"%s\"} %u\n", qi.name, qi.running);
+		snprintf(labels, sizeof(labels), "queue=\"%s\"", qi.name);
+		qw_metrics_hist(b, name, labels,
+		    (const struct qw_tally_hist *)((const char *)qi.tally + off), &qw_tally_job_bounds);
 	}
-	evbuffer_add_printf(b, "# HELP qworkerd_queue_paused Whether the queue is paused "
-	    "(its paused key exists).\n# TYPE qworkerd_queue_paused gauge\n");
-	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {
+}
+
+static void
+qw_metrics_queues(struct qw_metrics *m, struct evbuffer *b)
+{
+	size_t n = qw_pool_nqueues(m->pool);
+
+	evbuffer_add_printf(b, "# HELP qworkerd_jobs_total Job outcomes decided by this "
+	    "process, by queue and outcome (the counters of the queue's stats hash).\n"
+	    "# TYPE qworkerd_jobs_total counter\n");
+	for (size_t i = 0; i < n; i++) {
 		struct qw_pool_queue_info qi;
 		qw_pool_queue_info(m->pool, i, &qi);
-		evbuffer_add_printf(b, "qworkerd_queue_paused{queue=\"%s\"} %d\n", qi.name,
-		    qi.paused ? 1 : 0);
+		for (int o = 0; o < QW_TALLY_NOUTCOMES; o++)
+			evbuffer_add_printf(b, "qworkerd_jobs_total{queue=\"%s\",outcome=\"%s\"} %llu\n",
+			    qi.name, qw_tally_outcome_name(o), (unsigned long long)qi.tally->outcome[o]);
 	}
-	evbuffer_add_printf(b, "# HELP qworkerd_queue_pending Length of the queue's pending list "
-	    "at the last check (once a second).\n# TYPE qworkerd_queue_pending gauge\n");
-	for (size_t i = 0; i < qw_pool_nqueues(m->pool); i++) {
-		struct qw_pool_queue_info qi;
-		qw_pool_queue_info(m->pool, i, &qi);
-		if (qi.pending >= 0)
-			evbuffer_add_printf(b, "qworkerd_queue_pending{queue=\"%s\"} %lld\n", qi.name,
-			    (long long)qi.pending);
+	qw_metrics_queue_hists(m, b, "qworkerd_job_duration_seconds", "Time from a handler's "
+	    "start to its job's outcome.", offsetof(struct qw_tally, duration));
+	qw_metrics_queue_hists(m, b, "qworkerd_job_wait_seconds", "Time from a job's enqueued_at "
+	    "(or when this process took a job without one) to its handler's start.",
+	    offsetof(struct qw_tally, wait));
+	for (size_t g = 0; g < sizeof(qw_metrics_gauges) / sizeof(qw_metrics_gauges[0]); g++) {
+		const struct qw_metrics_gauge *mg = &qw_metrics_gauges[g];
+		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", mg->name, mg->help,
+		    mg->name);
+		for (size_t i = 0; i < n; i++) {
+			struct qw_pool_queue_info qi;
+			qw_pool_queue_info(m->pool, i, &qi);
+			int64_t v = *(const int64_t *)((const char *)&qi + mg->off);
+			if (v >= 0)
+				evbuffer_add_printf(b, "%s{queue=\"%s\"} %lld\n", mg->name, qi.name,
+				    (long long)v);
+		}
 	}
+}
+
+static void
+qw_metrics_body(struct qw_metrics *m, struct evbuffer *b)
+{
+	qw_metrics_process(m, b);
+	qw_metrics_queues(m, b);
+	evbuffer_add_printf(b, "# HELP qworkerd_redis_command_seconds Round trips of the "
+	    "commands on the main Redis connection, from sending to the reply.\n"
+	    "# TYPE qworkerd_redis_command_seconds histogram\n");
+	qw_metrics_hist(b, "qworkerd_redis_command_seconds", "",
+	    qw_redis_cmd_hist(qw_pool_redis(m->pool)), &qw_tally_redis_bounds);
 }
 
 static void

@@ -365,7 +365,8 @@ static int
 qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_queue_conf *qc)
 {
 	static const char *const names[K_COUNT] = { "pending", "claim", "active", "scheduled",
-		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel" };
+		"dead", "stats", "leases", "holders", "started", "unique", "paused", "cancel",
+		"breaker", "rate" };
 	const struct qw_conf *c = pool->conf;
 
 	q->pool = pool;
@@ -385,6 +386,10 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 			q->key[k] = NULL;
 			return -1;
 		}
+	}
+	if (asprintf(&q->active_any, "%s:{%s}:active:", c->prefix, qc->name) < 0) {
+		q->active_any = NULL;
+		return -1;
 	}
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
@@ -422,6 +427,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 	free(q->promote_err);
 	free(q->fetch_err);
 	free(q->pause_err);
+	free(q->active_any);
+	free(q->flow_err);
 	free(q->cancel_err);
 	free(q->lease_wait);
 	qw_settle_fini(q);
@@ -500,7 +507,8 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	if (pool->queues == NULL)
 		goto fail;
 	for (size_t i = 0; i < conf->nqueues; i++) {
-		pool->queues[i].pending = -1;
+		struct qw_queue *q = &pool->queues[i];
+		q->pending = q->scheduled = q->dead = -1;
 		pool->nqueues++;
 		if (qw_pool_init_queue(pool, &pool->queues[i], &conf->queues[i]) < 0)
 			goto fail;
@@ -621,22 +629,33 @@ qw_pool_check_ready(struct qw_pool *pool)
 	pool->ready(pool, pool->cb_arg);
 }
 
+/* PRIV is the figure the reply is for. A key of the wrong type (a
+ * producer's mistake) leaves it unknown, not 0. */
 static void
-qw_pool_pending_reply(struct qw_redis *r, redisReply *reply, void *priv)
+qw_pool_gauge_reply(struct qw_redis *r, redisReply *reply, void *priv)
 {
-	struct qw_queue *q = priv;
+	int64_t *v = priv;
 
-	q->pending = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+	if (r != NULL)
+		*v = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
 }
 
+/* One small command per figure, all written in one go (hiredis sends what
+ * a loop turn queued together) and each O(1) in Redis. */
 void
 qw_pool_poll(struct qw_pool *pool)
 {
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
-		const char *argv[] = { "LLEN", q->key[K_PENDING] };
-		if (qw_redis_cmd(pool->redis, qw_pool_pending_reply, q, 2, argv, NULL) < 0)
-			q->pending = -1;
+		const struct { const char *cmd; int k; int64_t *v; } ask[] = {
+			{ "LLEN", K_PENDING, &q->pending }, { "ZCARD", K_SCHEDULED, &q->scheduled },
+			{ "LLEN", K_DEAD, &q->dead },
+		};
+		for (size_t a = 0; a < sizeof(ask) / sizeof(ask[0]); a++) {
+			const char *argv[] = { ask[a].cmd, q->key[ask[a].k] };
+			if (qw_redis_cmd(pool->redis, qw_pool_gauge_reply, ask[a].v, 2, argv, NULL) < 0)
+				*ask[a].v = -1;
+		}
 	}
 }
 
@@ -669,6 +688,9 @@ qw_pool_status(const struct qw_pool *pool, char *buf, size_t len)
 
 		if (q->paused_seen)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s paused", q->qc.name);
+		if (q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED && off < len)
+			off += (size_t)snprintf(buf + off, len - off, "; queue %s breaker %s",
+			    q->qc.name, qw_flow_breaker_name(q->breaker_seen));
 		if (trouble != NULL && off < len)
 			off += (size_t)snprintf(buf + off, len - off, "; queue %s: %s", q->qc.name,
 			    trouble);
@@ -929,6 +951,11 @@ qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_in
 	qi->name = q->qc.name;
 	qi->running = q->recs.n[QW_REC_RUNNING] + q->recs.n[QW_REC_CANCELLING] +
 	    q->recs.n[QW_REC_FENCED];
+	qi->slots = qw_pool_cap(q);
 	qi->pending = q->pending;
-	qi->paused = q->paused_seen;
+	qi->scheduled = q->scheduled;
+	qi->dead = q->dead;
+	qi->paused = q->paused_seen ? 1 : 0;
+	qi->breaker = q->qc.breaker_failures > 0 && q->breaker_seen != QW_BREAKER_CLOSED;
+	qi->tally = &q->tally;
 }

@@ -71,7 +71,8 @@ int qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const 
  * GIVEUP_MS the drain ends even if Redis has not taken every result. */
 void qw_pool_shutdown(struct qw_pool *pool, uint64_t giveup_ms);
 
-/* Asks Redis for each queue's pending length, for the next status line. */
+/* Asks Redis for each queue's pending, scheduled and dead lengths and its
+ * breaker key, for the next status line and /metrics. */
 void qw_pool_poll(struct qw_pool *pool);
 /* "busy/total busy, N processed, N failed; pending q=N ..." and warnings,
  * the paused queues, and the queues that wait for their lease. */
@@ -86,11 +87,14 @@ struct qw_pool_stats {
 };
 void qw_pool_stats(const struct qw_pool *pool, struct qw_pool_stats *st);
 
+struct qw_tally;
 struct qw_pool_queue_info {
 	const char *name;
-	unsigned running;
-	int64_t pending;	/* at the last qw_pool_poll; -1 unknown */
-	bool paused;		/* its paused key, as last seen */
+	int64_t running, slots;
+	/* At the last qw_pool_poll; -1 unknown. Breaker: 1 while it is open
+	 * or half-open, as this instance last saw it. Paused: 1 while the queue is paused, as last seen. */
+	int64_t pending, scheduled, dead, paused, breaker;
+	const struct qw_tally *tally;	/* jobs by outcome, durations, waits */
 };
 size_t qw_pool_nqueues(const struct qw_pool *pool);
 void qw_pool_queue_info(const struct qw_pool *pool, size_t i, struct qw_pool_queue_info *qi);

@@ -13,12 +13,14 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "flow.h"
 #include "fmt.h"
 #include "job.h"
 #include "plugin_host.h"
 #include "pool.h"
 #include "record.h"
 #include "redis.h"
+#include "tally.h"
 #include "worker.h"
 
 #define QW_OUTPUT_MAX (64 * 1024)
@@ -29,12 +31,20 @@
 #define QW_PROMOTE_MS 200
 #define QW_PROMOTE_LIMIT 1000
 #define QW_LEASE_TICK_MS 500
+/* How long a queue held back by global_concurrency (by the jobs of other
+ * instances), or by a half-open breaker's trial elsewhere, waits before it
+ * asks again; its own results written end the wait at once. */
+#define QW_FLOW_RETRY_MS 250
+/* The longest a held queue waits before it asks again, whatever the wait it
+ * was given: an operator's DEL of the breaker or rate key, or a reload, is
+ * seen within this. */
+#define QW_FLOW_WAIT_MAX_MS 5000
 /* How many buffered jobs past the next one a started mark covers, at least
  * (qw_pool_say_started). */
 #define QW_STARTED_AHEAD 32
 
 enum { K_PENDING, K_CLAIM, K_ACTIVE, K_SCHEDULED, K_DEAD, K_STATS, K_LEASES, K_HOLDERS,
-	K_STARTED, K_UNIQUE, K_PAUSED, K_CANCEL, K_COUNT };
+	K_STARTED, K_UNIQUE, K_PAUSED, K_CANCEL, K_BREAKER, K_RATE, K_COUNT };
 
 /* The handler side of a RUNNING or CANCELLING record (run.c). A plugin run
  * whose thread is still inside the plugin after its record was settled
@@ -51,7 +61,8 @@ struct qw_run {
 	bool unstarted;		/* cancelled before a thread took it */
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
-	uint64_t started_us;	/* monotonic: for prefetch = auto (qw_fetch_job_ran) */
+	uint64_t started_us;	/* monotonic: the run's duration, for prefetch = auto and /metrics */
+	int breaker;		/* the outcome's, for its record (qw_outcome) */
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_fetch_move
@@ -71,7 +82,15 @@ struct qw_run {
  *   ASKING       -> PAUSED       the fetch script found the queue paused
  *   IDLE, WAITING, HELD -> PAUSED   the lease tick found it paused
  *   PAUSED       -> IDLE         the lease tick found it resumed
- *   IDLE, WAITING, HELD, PAUSED -> OFF   the main connection went away
+ *   ASKING       -> LIMITED      the fetch script said a flow limit (breaker,
+ *                                rate, global_concurrency) holds the queue
+ *                                back: fetch_retry_ev is armed with the wait
+ *                                it gave, so nothing polls in between
+ *   LIMITED      -> IDLE         fetch_retry_ev fired, or (global_concurrency)
+ *                                results of ours were written: a slot may be
+ *                                free over all instances
+ *   LIMITED      -> PAUSED       the lease tick found it paused
+ *   IDLE, WAITING, HELD, PAUSED, LIMITED -> OFF   the main connection went away
  * A fetch in flight (ASKING) holds the slots it asked for until its reply.
  * A queue is paused while its key PREFIX:{Q}:paused exists (qworkerd(8),
  * "PAUSE AND RESUME"): PAUSED takes and starts nothing, and its buffer went
@@ -84,6 +103,7 @@ enum qw_fetch_state {
 	QW_FETCH_WAITING,
 	QW_FETCH_HELD,
 	QW_FETCH_PAUSED,
+	QW_FETCH_LIMITED,
 	QW_FETCH_NSTATES
 };
 
@@ -174,6 +194,12 @@ struct qw_queue {
 	/* Whether the paused key existed when last seen: what the log said last
 	 * (once per change, not once per reconnect), STATUS= and metrics say. */
 	bool paused_seen;
+	/* The circuit breaker as the last fetch reply said (CLOSED while it is
+	 * off): STATUS= and metrics. Other instances move it too, so this is a
+	 * view, not a machine of ours (flow.h has the machine). */
+	enum qw_breaker_state breaker_seen;
+	char *active_any;	/* "PREFIX:{Q}:active:": any instance's active hash (owned) */
+	char *flow_err;		/* the last unreadable flow status (owned) */
 	int cw;			/* smooth weighted round robin */
 	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
 	bool blocking;		/* that wake-up is armed (subscribed) */
@@ -198,7 +224,10 @@ struct qw_queue {
 	 * only once it is lease_timeout plus a tick old (SPEC 10). */
 	int64_t lease_ok_ms;
 	char *reaping;		/* the dead instance being recovered, if any */
-	int64_t pending;	/* LLEN of pending at the last status tick; -1 unknown */
+	/* At the last status tick (qw_pool_poll), -1 unknown: LLEN of pending
+	 * and dead, ZCARD of scheduled. */
+	int64_t pending, scheduled, dead;
+	struct qw_tally tally;	/* for /metrics; kept across reloads */
 };
 
 struct qw_pool {
@@ -251,6 +280,11 @@ unsigned qw_fetch_ahead(struct qw_queue *q);
 void qw_fetch_give_back(struct qw_queue *q);
 /* Asks whether the queue is paused (the lease tick): PAUSED, or back. */
 void qw_fetch_check_paused(struct qw_queue *q);
+/* Results of Q were written: a queue held back by global_concurrency asks
+ * again at once. */
+void qw_fetch_settled(struct qw_queue *q);
+/* Whether Q has a flow limit (breaker, rate, global_concurrency). */
+bool qw_fetch_flow_on(const struct qw_queue *q);
 int qw_fetch_open_wake(struct qw_queue *q);
 /* Stops waiting for wake-ups (quiet); with CLOSE the connection goes. */
 void qw_fetch_abandon_wake(struct qw_queue *q, bool close);
@@ -261,9 +295,9 @@ unsigned qw_pool_cap(const struct qw_queue *q);
 /* How many jobs it takes ahead of its free slots now (prefetch, or auto's
  * current choice). */
 unsigned qw_fetch_prefetch(const struct qw_queue *q);
-/* A job of Q that started at STARTED_US (monotonic) has ended: prefetch =
- * auto learns how long jobs take. */
-void qw_fetch_job_ran(struct qw_queue *q, uint64_t started_us);
+/* A job of Q has ended after RAN_US: prefetch = auto learns how long jobs
+ * take. */
+void qw_fetch_job_ran(struct qw_queue *q, uint64_t ran_us);
 
 /* run.c */
 /* Starts the job of a BUFFERED record (which it moves to RUNNING). */

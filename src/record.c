@@ -182,6 +182,7 @@ qw_record_finish(struct qw_recset *rs, struct qw_rec *rec, enum qw_dest dest, ch
 	rec->dest = dest;
 	rec->delay_ms = delay_ms;
 	rec->counters = counters;
+	rec->breaker = 0;
 	rec->run = NULL;
 	free(rec->hold_id);
 	free(rec->hold_token);

@@ -66,6 +66,7 @@ struct qw_rec {
 	enum qw_rec_state state;
 	char *field;		/* its field in the active hash (owned) */
 	uint64_t seq;		/* ours: the sequence number in the field */
+	int64_t seen_ms;	/* BUFFERED, RUNNING: when a fetch brought it (wall clock) */
 	char *owner;		/* NULL: ours; else the dead instance whose job this is */
 	/* BUFFERED: the element as taken; FINISHED, SETTLING: the element that
 	 * goes back (NULL when none does). Owned. */
@@ -76,6 +77,7 @@ struct qw_rec {
 	enum qw_dest dest;	/* FINISHED, SETTLING: the result */
 	uint64_t delay_ms;
 	const char *counters;	/* static string */
+	int breaker;		/* FINISHED, SETTLING: qw_outcome's breaker */
 	/* FINISHED, SETTLING: the unique_for hold its result ends with the job
 	 * (the job's id and its "unique" member), or NULL. Owned. */
 	char *hold_id, *hold_token;

@@ -26,6 +26,7 @@
 #include "redis.h"
 #include "scripts.h"
 #include "sentinel.h"
+#include "tally.h"
 
 #define QW_REDIS_BACKOFF_MIN_MS 100
 #define QW_REDIS_BACKOFF_MAX_MS 5000
@@ -102,6 +103,7 @@ struct qw_redis {
 	void *sub_priv;
 	bool subscribed;
 	int64_t sub_ms;		/* when it last (re)subscribed */
+	struct qw_tally_hist cmd_hist;	/* qw_redis_cmd's round trips, for /metrics */
 };
 
 static void qw_redis_connect(struct qw_redis *r);
@@ -890,6 +892,7 @@ struct qw_redis_call {
 	struct qw_redis *r;
 	qw_redis_reply_fn *fn;
 	void *priv;
+	uint64_t sent_us;	/* monotonic: when it was queued */
 };
 
 static void
@@ -900,8 +903,11 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 	/* After qw_redis_free the context is detached: the caller gets r == NULL. */
 	redisReply *reply = rep;
 
-	if (reply != NULL && ac->data != NULL)
+	if (reply != NULL && ac->data != NULL) {
 		call->r->answered++;
+		qw_tally_observe(&call->r->cmd_hist, &qw_tally_redis_bounds,
+		    qw_clock_mono_us() - call->sent_us);
+	}
 	if (call->fn != NULL)
 		call->fn(ac->data ? call->r : NULL, rep, call->priv);
 	/* The script cache was flushed (SCRIPT FLUSH, a failover): reconnect,
@@ -971,6 +977,12 @@ qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
 	return buf;
 }
 
+const struct qw_tally_hist *
+qw_redis_cmd_hist(const struct qw_redis *r)
+{
+	return &r->cmd_hist;
+}
+
 void
 qw_redis_flush(struct qw_redis *r)
 {
@@ -1004,6 +1016,7 @@ qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 	call->r = r;
 	call->fn = fn;
 	call->priv = priv;
+	call->sent_us = qw_clock_mono_us();
 	rc = redisAsyncFormattedCommand(r->ac, qw_redis_call_cb, call, cmd, len);
 	free(cmd);
 	if (rc != REDIS_OK) {

@@ -95,6 +95,12 @@ bool qw_redis_unconfirmed(const redisReply *reply);
 int qw_redis_subscribe(struct qw_redis *r, const char *channel, qw_redis_reply_fn *fn,
     void *priv);
 
+/* Round trips of the commands sent with qw_redis_cmd (and so
+ * qw_redis_script) on this connection and answered, from queueing to the
+ * reply: what a caller waits. Kept across reconnects. */
+struct qw_tally_hist;
+const struct qw_tally_hist *qw_redis_cmd_hist(const struct qw_redis *r);
+
 /* Writes what is queued to the socket now, rather than on the loop's next
  * turn; an error is left for the loop to handle. */
 void qw_redis_flush(struct qw_redis *r);

@@ -120,10 +120,13 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 
 	if (qw_run_end_fenced(run))
 		return;
+	qw_tally_outcomes(&q->tally, counters);
 	elem = qw_run_result_elem(run, &dest, reencode, error, &len);
 
-	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0)
+	if (qw_record_finish(&q->recs, run->rec, dest, elem, len, delay_ms, counters) == 0) {
+		run->rec->breaker = run->breaker;
 		qw_settle_hold(run->rec, &run->job);
+	}
 	qw_settle_soon(q);
 	run->rec = NULL;
 	qw_run_release(run);
@@ -195,12 +198,14 @@ qw_run_outcome_why(struct qw_run *run, enum qw_result result, const char *error,
 	};
 	struct qw_outcome o;
 	char msg[QW_CANCEL_TEXT_MAX + 32];
-	uint64_t delay = 0;
+	uint64_t delay = 0, ran_us;
 
 	if (qw_run_end_fenced(run))
 		return;
 	qw_decide_outcome(&in, &o);
-	qw_fetch_job_ran(q, run->started_us);
+	ran_us = qw_clock_mono_us() - run->started_us;
+	qw_fetch_job_ran(q, ran_us);
+	qw_tally_observe(&q->tally.duration, &qw_tally_job_bounds, ran_us);
 	pool->processed++;
 	if (o.attempt != run->job.attempt && !o.cancelled)
 		pool->failed++;
@@ -219,6 +224,7 @@ qw_run_outcome_why(struct qw_run *run, enum qw_result result, const char *error,
 	if (o.dest == QW_DEST_SCHEDULED)
 		delay = qw_job_backoff_ms(&q->qc, o.attempt, erand48(pool->rnd));
 	qw_run_log_outcome(run, &o, error, delay);
+	run->breaker = o.breaker;
 	qw_run_finish(run, o.dest, o.dest != QW_DEST_DONE,
 	    o.dest == QW_DEST_PENDING ? NULL : error, delay, o.counters);
 }
@@ -543,6 +549,24 @@ qw_run_new(struct qw_rec *rec)
 	return run;
 }
 
+/* From the job's enqueued_at, or when a fetch brought it here (a raw job,
+ * or an envelope without one), to now: its handler starts. Now is the
+ * loop turn's cached time, which costs no system call; a clock that went
+ * back counts as no wait. */
+static void
+qw_run_tally_wait(struct qw_run *run, int64_t seen_ms)
+{
+	int64_t from = run->job.enqueued_at_ms >= 0 ? run->job.enqueued_at_ms : seen_ms;
+	struct timeval now;
+	int64_t waited;
+
+	event_base_gettimeofday_cached(run->q->pool->base, &now);
+	waited = (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000 - from;
+
+	qw_tally_observe(&run->q->tally.wait, &qw_tally_job_bounds,
+	    waited > 0 ? (uint64_t)waited * 1000 : 0);
+}
+
 void
 qw_run_start(struct qw_rec *rec)
 {
@@ -577,6 +601,7 @@ qw_run_start(struct qw_rec *rec)
 		qw_run_requeue_unstarted(run, rc);
 		return;
 	}
+	qw_run_tally_wait(run, rec->seen_ms);
 	if (rc != 0) {
 		snprintf(error, sizeof(error), "could not start %s: %s", qw_pool_handler_name(q),
 		    strerror(rc));

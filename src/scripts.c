@@ -99,7 +99,8 @@
     "  return '{\"payload_encoding\":\"base64\",\"payload\":\"' .. base64(e) .. '\",' .. tail\n" \
     "end\n"
 
-/* KEYS: pending, claim, active, dead, stats, unique, paused. ARGV: n (at most 1000), first
+/* KEYS: pending, claim, active, dead, stats, unique, paused, breaker, rate,
+ * leases. ARGV: n (at most 1000), first
  * sequence number, field prefix, max_payload, the longest element that can
  * still be an envelope within max_payload (JSON escapes make one longer
  * than its payload), dead_max. Takes up to n jobs, those a blocking pop of
@@ -113,7 +114,26 @@
  * and a call that can take none returns the error. A broken dead key so
  * stops only a queue whose next job must be buried, and reorders nothing.
  * While the paused key exists (of any type) it takes nothing and returns
- * the status PAUSED: a fetch never takes a job of a paused queue. */
+ * the status PAUSED: a fetch never takes a job of a paused queue.
+ *
+ * Flow control (SPEC 14, qworkerd(8) "FLOW CONTROL"), when ARGV 7 to 12
+ * turn it on (KEYS breaker, rate, leases; ARGV breaker_failures, cooldown
+ * ms, rate N, rate period ms, global_concurrency, the active hashes' key
+ * prefix, the wait after a global_concurrency refusal): the reply ends with
+ * the status "flow STATE FROM WAIT" (flow.h) and may hold fewer jobs than
+ * asked, or none:
+ * - breaker open and its cooldown not over: none, WAIT the rest of it; over:
+ *   it moves to half-open (FROM says so) and this call may take the one
+ *   trial job, whose field (and active hash) the breaker hash keeps. While
+ *   the trial's field is still in that active hash, no other call takes a
+ *   job; once it is gone without a result (recovered, given back) the next
+ *   call takes a new trial.
+ * - global_concurrency: the jobs in every instance's active hash (those of
+ *   the leases) count as running, so a dead instance's share counts until
+ *   its jobs are recovered.
+ * - rate: the string key counts the jobs taken in the current window; the
+ *   first take after a window ended starts the next one (PEXPIRE period).
+ * Refusals that only read come first, so a refused call changes nothing. */
 static const char qw_lua_fetch[] =
     QW_LUA_CHECK
     QW_LUA_BURY
@@ -121,6 +141,52 @@ static const char qw_lua_fetch[] =
     "local err = check(KEYS[1], 'list') or check(KEYS[2], 'list') or check(KEYS[3], 'hash')\n"
     "if err then return err end\n"
     "local n = tonumber(ARGV[1])\n"
+    "local bf, rn, gc = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[11])\n"
+    "local flow, bstate, bfrom, trial, wait = bf > 0 or rn > 0 or gc > 0, '-', '-', false, 0\n"
+    "local function said(w) return {{ok = 'flow ' .. bstate .. ' ' .. bfrom .. ' ' .. w}} end\n"
+    "local b\n"
+    "if bf > 0 then\n"
+    "  err = check(KEYS[8], 'hash')\n"
+    "  if err then return err end\n"
+    "  b = redis.call('HMGET', KEYS[8], 'state', 'until', 'trial', 'trial_key')\n"
+    "  bstate = b[1] or 'closed'\n"
+    "  if bstate == 'open' then\n"
+    "    local t = redis.call('TIME')\n"
+    "    local left = (tonumber(b[2]) or 0) - (t[1] * 1000 + math.floor(t[2] / 1000))\n"
+    "    if left > 0 then return said(left) end\n"
+    "  elseif bstate == 'half-open' and b[3] and b[4] and redis.call('TYPE', b[4])['ok'] == 'hash'\n"
+    "      and redis.call('HEXISTS', b[4], b[3]) == 1 then\n"
+    "    return said(ARGV[13])\n"
+    "  end\n"
+    "end\n"
+    "if gc > 0 then\n"
+    "  err = check(KEYS[10], 'zset')\n"
+    "  if err then return err end\n"
+    "  local busy = 0\n"
+    "  for _, i in ipairs(redis.call('ZRANGE', KEYS[10], 0, -1)) do\n"
+    "    local k = ARGV[12] .. i\n"
+    "    if redis.call('TYPE', k)['ok'] == 'hash' then busy = busy + redis.call('HLEN', k) end\n"
+    "  end\n"
+    "  if busy >= gc then return said(ARGV[13]) end\n"
+    "  if gc - busy < n then n, wait = gc - busy, tonumber(ARGV[13]) end\n"
+    "end\n"
+    "if rn > 0 then\n"
+    "  err = check(KEYS[9], 'string')\n"
+    "  if err then return err end\n"
+    "  local used = tonumber(redis.call('GET', KEYS[9]) or '0') or rn\n"
+    "  local left = redis.call('PTTL', KEYS[9])\n"
+    "  if left == -1 then redis.call('DEL', KEYS[9]); used = 0 end\n"
+    "  if used >= rn then return said(math.max(left, 1)) end\n"
+    "  if rn - used <= n then n, wait = rn - used, math.max(wait, left > 0 and left or tonumber(ARGV[10])) end\n"
+    "end\n"
+    "if bf > 0 and bstate ~= 'closed' then\n"
+    "  if bstate == 'open' then\n"
+    "    bstate, bfrom = 'half-open', 'open'\n"
+    "    redis.call('HSET', KEYS[8], 'state', 'half-open')\n"
+    "  end\n"
+    "  redis.call('HDEL', KEYS[8], 'trial', 'trial_key')\n"
+    "  n, trial, wait = 1, true, math.max(wait, tonumber(ARGV[13]))\n"
+    "end\n"
     "local seq = tonumber(ARGV[2])\n"
     "local maxp, maxj = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local out, big, nc, np = {}, {}, 0, 0\n"
@@ -174,7 +240,16 @@ static const char qw_lua_fetch[] =
     "end\n"
     "if nc > 0 then redis.call('LTRIM', KEYS[2], 0, -(nc + 1)) end\n"
     "if np > 0 then redis.call('LTRIM', KEYS[1], 0, -(np + 1)) end\n"
+    "local took = #out\n"
+    "if took > 0 and rn > 0 then\n"
+    "  redis.call('INCRBY', KEYS[9], took)\n"
+    "  if redis.call('PTTL', KEYS[9]) < 0 then redis.call('PEXPIRE', KEYS[9], ARGV[10]) end\n"
+    "end\n"
+    "if took > 0 and trial then\n"
+    "  redis.call('HSET', KEYS[8], 'trial', ARGV[3] .. string.format('%d', seq), 'trial_key', KEYS[3])\n"
+    "end\n"
     "if #big > 0 then out[#out + 1] = #big end\n"
+    "if flow then out[#out + 1] = said(wait)[1] end\n"
     "return out\n";
 
 /* Like QW_LUA_CHECK, but says what is wrong instead of refusing: nil when
@@ -185,8 +260,9 @@ static const char qw_lua_fetch[] =
     "  if t ~= 'none' and t ~= want then return k .. ' holds a ' .. t .. ', not a ' .. want end\n" \
     "end\n"
 
-/* KEYS: active, pending, scheduled, dead, stats, leases, unique, cancel. ARGV:
- * dead_max, guard, the number N of owed counts, N pairs (counter, count),
+/* KEYS: active, pending, scheduled, dead, stats, leases, unique, cancel,
+ * breaker. ARGV: dead_max, guard, the breaker ("N COOLDOWN-MS", '' when
+ * off), its events, the number N of owed counts, N pairs (counter, count),
  * the number U of holds to end, U triples (field, id, token), the number of
  * succeeded jobs K, their K fields, then per other job five values: field,
  * where ('p' pending tail, 's' scheduled, 'd' dead, '' nowhere), element,
@@ -222,7 +298,17 @@ static const char qw_lua_fetch[] =
  * hash untouched (never in two keys, never in none), and counts that stats
  * cannot take are handed back. Returns {written, wrong keys (bits: 1
  * pending, 2 scheduled, 4 dead, 8 stats), why, {fields held}, {counter,
- * count, ...} owed, {field, reason, ...} of the jobs to cancel}. */
+ * count, ...} owed, breaker move ("FROM TO" or ''), {field, reason, ...}
+ * of the jobs to cancel}.
+ *
+ * The circuit breaker (flow.h): EVENTS lists the results of this batch that
+ * count for it, in the order they came, as "+FIELD" (success) or "-FIELD"
+ * (a failed run that counts). Only the results this call writes count (a
+ * batch sent twice counts once): while closed, a success resets the count
+ * of failures in a row and N of them open it for COOLDOWN-MS; half-open,
+ * the trial job's result closes or opens it; results of jobs that started
+ * before it opened are ignored. A breaker closed with no failure in a row
+ * has no hash: most results of a healthy queue write nothing. */
 static const char qw_lua_settle[] =
     QW_LUA_WRONG
     QW_LUA_RELEASE
@@ -242,11 +328,17 @@ static const char qw_lua_settle[] =
     "  w = wrong(KEYS[i + 1], wants[i])\n"
     "  if w then bad[i + 1] = true; why[#why + 1] = w; mask = mask + bits[i] end\n"
     "end\n"
+    "local evs = {}\n"
+    "if ARGV[3] ~= '' then\n"
+    "  for sign, f in string.gmatch(ARGV[4], '([+-])(%S+)') do\n"
+    "    if redis.call('HEXISTS', KEYS[1], f) == 1 then evs[#evs + 1] = {sign, f} end\n"
+    "  end\n"
+    "end\n"
     "local counts, dead, done, held = {}, 0, 0, {}\n"
     "local cx = redis.call('TYPE', KEYS[8])['ok'] == 'hash'\n"
-    "local n = tonumber(ARGV[3])\n"
-    "for i = 4, 3 + 2 * n, 2 do counts[ARGV[i]] = (counts[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end\n"
-    "local base = 4 + 2 * n\n"
+    "local n = tonumber(ARGV[5])\n"
+    "for i = 6, 5 + 2 * n, 2 do counts[ARGV[i]] = (counts[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end\n"
+    "local base = 6 + 2 * n\n"
     "local u, rel = tonumber(ARGV[base]), nil\n"
     "if u > 0 then\n"
     "  rel = {}\n"
@@ -304,7 +396,36 @@ static const char qw_lua_settle[] =
     "  if bad[5] then owed[#owed + 1] = c; owed[#owed + 1] = v\n"
     "  else redis.call('HINCRBY', KEYS[5], c, v) end\n"
     "end\n"
-    "return {done, mask, table.concat(why, '; '), held, owed, cancels}\n";
+    "local moved = ''\n"
+    "if #evs > 0 and not wrong(KEYS[9], 'hash') then\n"
+    "  local thr, cool = string.match(ARGV[3], '^(%d+) (%d+)$')\n"
+    "  local b = redis.call('HMGET', KEYS[9], 'state', 'failures', 'trial')\n"
+    "  local st, fails, trial = b[1] or 'closed', tonumber(b[2]) or 0, b[3]\n"
+    "  local from = st\n"
+    "  for _, e in ipairs(evs) do\n"
+    "    if redis.call('HEXISTS', KEYS[1], e[2]) == 0 then\n"
+    "      if st == 'closed' then\n"
+    "        fails = e[1] == '+' and 0 or fails + 1\n"
+    "        if fails >= tonumber(thr) then st = 'open' end\n"
+    "      elseif st == 'half-open' and e[2] == trial then\n"
+    "        st = e[1] == '+' and 'closed' or 'open'\n"
+    "        if st == 'closed' then fails = 0 end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if st == 'closed' and fails == 0 then\n"
+    "    if b[1] or b[2] then redis.call('DEL', KEYS[9]) end\n"
+    "  elseif st ~= from or fails ~= (tonumber(b[2]) or 0) then\n"
+    "    redis.call('HSET', KEYS[9], 'state', st, 'failures', fails)\n"
+    "  end\n"
+    "  if st ~= from then\n"
+    "    moved = from .. ' ' .. st\n"
+    "    redis.call('HDEL', KEYS[9], 'trial', 'trial_key')\n"
+    "    if st == 'open' then redis.call('HSET', KEYS[9], 'until', now + tonumber(cool))\n"
+    "    else redis.call('HDEL', KEYS[9], 'until') end\n"
+    "  end\n"
+    "end\n"
+    "return {done, mask, table.concat(why, '; '), held, owed, moved, cancels}\n";
 
 /* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
  * the earliest is nearest the tail that workers take from (pending is

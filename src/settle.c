@@ -29,7 +29,7 @@ struct qw_batch {
 	struct qw_rec *rec[];
 };
 
-#define QW_SETTLE_FIXED 10	/* 8 keys, dead_max, guard */
+#define QW_SETTLE_FIXED 13	/* 9 keys, dead_max, guard, breaker, its events */
 /* Held results go again after 0.5 s, then less and less often: a key a
  * producer broke may stay broken for hours. */
 #define QW_SETTLE_RETRY_MS 500
@@ -198,6 +198,7 @@ qw_settle_add(struct qw_queue *q, char *field, enum qw_dest dest, char *elem, si
 			free(elem);
 		return -1;
 	}
+	qw_tally_outcomes(&q->tally, counters);
 	if (job != NULL)
 		qw_settle_hold(rec, job);
 	qw_settle_soon(q);
@@ -251,6 +252,51 @@ qw_settle_batch_cancels(struct qw_queue *q, const redisReply *cancels)
 	}
 }
 
+/* The settle script's breaker move, "FROM TO" or "" (none): said once, by
+ * this instance, whose results made it. */
+static void
+qw_settle_breaker_moved(struct qw_queue *q, const redisReply *m)
+{
+	const char *sp = memchr(m->str, ' ', m->len);
+	enum qw_breaker_state from, to;
+
+	if (m->len == 0)
+		return;
+	if (sp == NULL || qw_flow_breaker_parse(m->str, (size_t)(sp - m->str), &from) < 0 ||
+	    qw_flow_breaker_parse(sp + 1, m->len - (size_t)(sp + 1 - m->str), &to) < 0) {
+		qw_log_err("queue %s: the settle script's breaker move is unreadable (a bug)",
+		    q->qc.name);
+		return;
+	}
+	qw_flow_say_moved(q->qc.name, from, to, q->qc.breaker_failures,
+	    q->qc.breaker_cooldown_ms);
+	q->breaker_seen = to;
+}
+
+/* The breaker's events of batch B (qw_lua_settle): "+FIELD" or "-FIELD"
+ * for each of our results that counts, in order. "" when the breaker is off
+ * or B holds none; NULL when out of memory. */
+static char *
+qw_settle_breaker_events(const struct qw_batch *b)
+{
+	size_t len = 1, off = 0;
+	char *ev;
+
+	if (b->q->qc.breaker_failures == 0 || (b->n > 0 && b->rec[0]->owner != NULL))
+		return strdup("");
+	for (unsigned i = 0; i < b->n; i++)
+		if (b->rec[i]->breaker != 0)
+			len += strlen(b->rec[i]->field) + 2;
+	if ((ev = malloc(len)) == NULL)
+		return NULL;
+	for (unsigned i = 0; i < b->n; i++)
+		if (b->rec[i]->breaker != 0)
+			off += (size_t)snprintf(ev + off, len - off, "%c%s ",
+			    b->rec[i]->breaker > 0 ? '+' : '-', b->rec[i]->field);
+	ev[off] = '\0';
+	return ev;
+}
+
 /* The settle script's answer (see qw_lua_settle): the held results go back
  * to FINISHED, the others are written; counts stats could not take are
  * owed. Returns -1 when the reply is not of that shape. */
@@ -260,12 +306,14 @@ qw_settle_batch_written(struct qw_batch *b, const redisReply *reply)
 	struct qw_queue *q = b->q;
 	const redisReply *held, *owed, *why;
 
-	if (reply->elements != 6 || reply->element[1]->type != REDIS_REPLY_INTEGER ||
+	if (reply->elements != 7 || reply->element[1]->type != REDIS_REPLY_INTEGER ||
 	    reply->element[2]->type != REDIS_REPLY_STRING ||
 	    reply->element[3]->type != REDIS_REPLY_ARRAY ||
 	    reply->element[4]->type != REDIS_REPLY_ARRAY ||
-	    reply->element[5]->type != REDIS_REPLY_ARRAY)
+	    reply->element[5]->type != REDIS_REPLY_STRING ||
+	    reply->element[6]->type != REDIS_REPLY_ARRAY)
 		return -1;
+	qw_settle_breaker_moved(q, reply->element[5]);
 	why = reply->element[2];
 	held = reply->element[3];
 	owed = reply->element[4];
@@ -275,10 +323,11 @@ qw_settle_batch_written(struct qw_batch *b, const redisReply *reply)
 		if (rec != NULL && rec->state == QW_REC_SETTLING)
 			qw_settle_unsend(&q->recs, rec);
 	}
-	qw_settle_batch_cancels(q, reply->element[5]);
+	qw_settle_batch_cancels(q, reply->element[6]);
 	for (unsigned i = 0; i < b->n; i++)
 		if (b->rec[i]->state == QW_REC_SETTLING)
 			qw_record_free(&q->recs, b->rec[i]);
+	qw_fetch_settled(q);
 	for (size_t i = 0; i + 1 < owed->elements; i += 2)
 		if (owed->element[i + 1]->type == REDIS_REPLY_INTEGER &&
 		    owed->element[i + 1]->integer > 0)
@@ -466,11 +515,12 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	const char **argv = malloc(max * sizeof(*argv));
 	size_t *lens = malloc(max * sizeof(*lens));
 	char (*num)[QW_FMT_U64_LEN] = malloc((b->n + 3 + b->nowed) * sizeof(*num));
-	char deadmax[QW_FMT_U64_LEN], *akey = NULL;
+	char deadmax[QW_FMT_U64_LEN], *akey = NULL, bconf[2 * QW_FMT_U64_LEN + 2];
+	char *events = qw_settle_breaker_events(b);
 	const char *owner = b->n > 0 ? b->rec[0]->owner : NULL;
 	int rc = -1;
 
-	if (argv == NULL || lens == NULL || num == NULL)
+	if (argv == NULL || lens == NULL || num == NULL || events == NULL)
 		goto out;
 	if (owner != NULL && asprintf(&akey, "%s:{%s}:active:%s", c->prefix, q->qc.name, owner) < 0) {
 		akey = NULL;
@@ -484,14 +534,21 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	argv[5] = q->key[K_LEASES];
 	argv[6] = q->key[K_UNIQUE];
 	argv[7] = q->key[K_CANCEL];
+	argv[8] = q->key[K_BREAKER];
 	qw_fmt_u64(deadmax, q->qc.dead_max);
-	argv[8] = deadmax;
-	argv[9] = owner ? owner : "";
+	argv[9] = deadmax;
+	argv[10] = owner ? owner : "";
+	bconf[0] = '\0';
+	if (events[0] != '\0')
+		snprintf(bconf, sizeof(bconf), "%u %llu", q->qc.breaker_failures,
+		    (unsigned long long)q->qc.breaker_cooldown_ms);
+	argv[11] = bconf;
+	argv[12] = events;
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
 	if (qw_redis_script_wait(q->pool->redis, QW_SCRIPT_SETTLE, c->wait_replicas,
-	    c->wait_timeout_ms, qw_settle_reply, b, 8, (int)argc, argv, lens) < 0)
+	    c->wait_timeout_ms, qw_settle_reply, b, 9, (int)argc, argv, lens) < 0)
 		goto out;
 	b = NULL;
 	q->sending++;
@@ -500,6 +557,7 @@ out:
 	if (b != NULL)
 		qw_settle_batch_unsend(b, true);
 	free(akey);
+	free(events);
 	free(argv);
 	free(lens);
 	free(num);

@@ -95,4 +95,9 @@ def test_a_flood_of_connections_never_fails_a_job(r, daemon, tmp):
     accept_lines = [l for l in d.log().splitlines() if "accept" in l]
     assert 1 <= len(accept_lines) <= elapsed + 2, len(accept_lines)
     assert get("http://127.0.0.1:%d/health" % port) == (200, "ok\n")
+    # The jobs given back unstarted are counted as the stats hash counts them.
+    _, body = get("http://127.0.0.1:%d/metrics" % port)
+    for outcome in ("succeeded", "requeued", "failed", "dead"):
+        assert 'qworkerd_jobs_total{queue="mail",outcome="%s"} %d\n' % (
+            outcome, st.get(outcome, 0)) in body, (outcome, st)
     assert d.stop() == 0

@@ -67,6 +67,7 @@ def test_qworkerd_package_contents(debs, tmp_path):
             "/usr/share/man/man7/qworkerd-jobs.7.gz", "/usr/share/man/man3/qworkerd-plugin.3.gz",
             "/usr/share/doc/qworkerd/examples/qworkerd.conf",
             "/usr/share/doc/qworkerd/examples/qworkerd.service.d-example.conf",
+            "/usr/share/doc/qworkerd/examples/qworkerd-grafana.json",
             "/usr/share/bash-completion/completions/qworkerctl",
             plugindir + "/noop.so", plugindir + "/sleep.so", plugindir + "/fail.so"}
     assert not want - files, "missing from qworkerd: %s" % sorted(want - files)

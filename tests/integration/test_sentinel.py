@@ -207,7 +207,7 @@ def test_a_planned_failover_is_followed_without_a_restart(ha, make_daemon, tmp):
                    what="the failover")
         master.client().execute_command("REPLICAOF", "127.0.0.1", replica.port)
 
-    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 600,
+    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 2000,
                                       redis_extra="wait_replicas = 1")
     d.wait_log("+switch-master from sentinel")
     assert duplicates(ran) == 0, "nothing runs twice"
@@ -235,9 +235,9 @@ def test_a_killed_master_is_replaced_and_nothing_is_lost(ha, make_daemon, tmp):
                           "--replicaof", "127.0.0.1", str(replica.port))
         wait_until(lambda: synced(master), 60, what="the old master replicating the new one")
 
-    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 600,
+    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 2000,
                                       redis_extra="wait_replicas = 1")
-    print("wait_replicas = 1: %d of 600 jobs ran twice" % duplicates(ran))
+    print("wait_replicas = 1: %d of 2000 jobs ran twice" % duplicates(ran))
     assert duplicates(ran) == 0
     assert d.stop() == 0
 
@@ -247,7 +247,7 @@ def test_without_wait_a_killed_master_may_cost_duplicates_only(ha, make_daemon, 
         master.proc.kill()
         master.proc.wait(10)
 
-    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 600)
+    d, ran, rr = run_through_failover(ha, make_daemon, tmp, fail_over, 2000)
     # Results the old master acknowledged but never replicated were lost
     # with it: those jobs ran again (SPEC 4: the ack did not reach Redis
     # for good). None is lost.
