@@ -217,6 +217,10 @@ struct qw_queue {
 	struct event *promote_ev, *lease_ev;
 	char *promote_err, *fetch_err;	/* the last promote, fetch error: logged once (owned) */
 	char *pause_err, *cancel_err;	/* the last pause check, cancel poll error (owned) */
+	/* The cancel poll's sweep of stale requests: where its HSCAN goes on,
+	 * and the ticks since the last look while no job is in hand. */
+	char cancel_cursor[QW_FMT_U64_LEN];
+	unsigned cancel_idle;
 	struct event *fetch_retry_ev, *settle_retry_ev;
 	enum qw_lease_state lease;
 	char *lease_wait;	/* WAITING: who holds the lease and why we wait (owned) */
@@ -318,8 +322,21 @@ void qw_run_cancel(struct qw_rec *rec, const char *text, size_t len);
 
 /* cancel.c */
 /* The lease tick: reads the queue's cancel requests for this process's
- * jobs and cancels them; drops the requests of its jobs that are gone. */
+ * jobs and cancels them, and deletes a share of the requests for jobs no
+ * live instance runs; every tick while jobs are in hand, every
+ * QW_CANCEL_IDLE_TICKS otherwise. */
 void qw_cancel_poll(struct qw_queue *q);
+/* An operator's reason as it is kept (malloc'd): at most QW_CANCEL_TEXT_MAX
+ * bytes of TEXT (LEN bytes), or a note when it is not UTF-8 text (the
+ * error in the dead envelope is JSON). NULL when out of memory. */
+char *qw_cancel_text(const char *text, size_t len);
+/* "cancelled: TEXT" into BUF, or "cancelled" when TEXT is NULL or empty. */
+void qw_cancel_error(char *buf, size_t len, const char *text);
+/* The settle script found a request to cancel the job of REC (SETTLING),
+ * whose result was to put it back on pending or in scheduled: its result
+ * becomes dead as cancelled with reason TEXT (TLEN bytes), and REC is
+ * FINISHED, to be sent again. -1 (REC unchanged) when out of memory. */
+int qw_cancel_settled(struct qw_rec *rec, const char *text, size_t tlen);
 
 /* The program or plugin that runs the queue's jobs, for log lines. */
 const char *qw_pool_handler_name(const struct qw_queue *q);

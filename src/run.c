@@ -11,8 +11,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include <jansson.h>
-
 #include "decide.h"
 #include "exec.h"
 #include "log.h"
@@ -146,14 +144,10 @@ qw_run_reason(const struct qw_run *run)
 	return run->cts ? qw_token_reason(qw_cts_token(run->cts)) : QW_CANCEL_NONE;
 }
 
-/* "cancelled: TEXT", or "cancelled" when no reason was given. */
 static void
 qw_run_cancel_error(const struct qw_run *run, char *buf, size_t len)
 {
-	if (run->cancel_text == NULL || run->cancel_text[0] == '\0')
-		snprintf(buf, len, "cancelled");
-	else
-		snprintf(buf, len, "cancelled: %s", run->cancel_text);
+	qw_cancel_error(buf, len, run->cancel_text);
 }
 
 /* "timed out after Ns" with N as the job's timeout was written (2.5, 86400),
@@ -316,6 +310,19 @@ qw_run_plugin_done(struct qw_work *w)
 	}
 }
 
+/* An operator cancelled RUN's job before its handler started (taken ahead,
+ * or waiting for a plugin thread): to dead, no attempt spent. */
+static void
+qw_run_dead_unstarted(struct qw_run *run)
+{
+	char error[QW_CANCEL_TEXT_MAX + 32];
+
+	qw_run_cancel_error(run, error, sizeof(error));
+	qw_log_notice("job %s/%s: %s before it started, moved to dead", run->q->qc.name,
+	    run->job.id, error);
+	qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, error, 0, "cancelled dead");
+}
+
 /* A cancelled plugin that has not returned within kill_grace: settle the job
  * now as its cancellation says, and let the thread finish on its own. */
 static void
@@ -325,9 +332,13 @@ qw_run_grace_cb(evutil_socket_t fd, short what, void *arg)
 	if (run->unstarted) {
 		/* Cancelled while it waited for a thread: a shutdown gives it back
 		 * untouched, its own deadline counts as a timeout, an operator's
-		 * cancel puts it in dead. */
-		if (qw_run_reason(run) == QW_CANCEL_SHUTDOWN)
+		 * cancel puts it in dead with no attempt spent, as for a job taken
+		 * ahead: it never started. */
+		int reason = qw_run_reason(run);
+		if (reason == QW_CANCEL_SHUTDOWN)
 			qw_run_finish(run, QW_DEST_PENDING, false, NULL, 0, "");
+		else if (reason == QW_CANCEL_CANCELLED)
+			qw_run_dead_unstarted(run);
 		else
 			qw_run_outcome(run, QW_RESULT_FAILED, NULL);
 		return;
@@ -609,40 +620,11 @@ qw_run_start(struct qw_rec *rec)
 
 /* ---- an operator's cancel ---------------------------------------------- */
 
-/* The reason text as it is kept: at most QW_CANCEL_TEXT_MAX bytes, cut
- * before a UTF-8 sequence rather than inside one. The error in the dead
- * envelope is JSON, so a reason that is not UTF-8 (or holds a NUL byte) is
- * replaced by a note that says so. */
-static char *
-qw_run_cancel_text(const char *text, size_t len)
-{
-	static const char not_text[] = "(the reason given is not UTF-8 text)";
-	json_t *check;
-	char *s;
-
-	if (len > QW_CANCEL_TEXT_MAX) {
-		len = QW_CANCEL_TEXT_MAX;
-		while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
-			len--;
-	}
-	if ((check = json_stringn(text, len)) == NULL || memchr(text, '\0', len) != NULL) {
-		text = not_text;
-		len = sizeof(not_text) - 1;
-	}
-	json_decref(check);
-	if ((s = malloc(len + 1)) == NULL)
-		return NULL;
-	memcpy(s, text, len);
-	s[len] = '\0';
-	return s;
-}
-
 /* A job cancelled before it started: to dead as it was, no attempt spent. */
 static void
 qw_run_cancel_unstarted(struct qw_rec *rec, char *text)
 {
 	struct qw_run *run = qw_run_new(rec);
-	char error[QW_CANCEL_TEXT_MAX + 32];
 
 	if (run == NULL) {
 		free(text);
@@ -650,10 +632,7 @@ qw_run_cancel_unstarted(struct qw_rec *rec, char *text)
 		return;
 	}
 	run->cancel_text = text;
-	qw_run_cancel_error(run, error, sizeof(error));
-	qw_log_notice("job %s/%s: %s before it started, moved to dead", rec->q->qc.name,
-	    run->job.id, error);
-	qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, error, 0, "cancelled dead");
+	qw_run_dead_unstarted(run);
 }
 
 void
@@ -667,7 +646,7 @@ qw_run_cancel(struct qw_rec *rec, const char *text, size_t len)
 		return;
 	if (run != NULL && run->cancel_text != NULL)
 		return;		/* seen on an earlier tick: being stopped */
-	if ((kept = qw_run_cancel_text(text, len)) == NULL) {
+	if ((kept = qw_cancel_text(text, len)) == NULL) {
 		qw_log_err("queue %s: out of memory cancelling job field %s; trying again",
 		    rec->q->qc.name, rec->field);
 		return;

@@ -276,6 +276,16 @@ static const char qw_lua_fetch[] =
  * carried out, or came too late (the cancel hash costs one TYPE when it
  * does not exist, and is left alone when it holds another type).
  *
+ * A job that was to go back on pending or into scheduled (a retry, a
+ * shutdown's requeue, a recovery) and has a request is not moved: it stays
+ * in the active hash and comes back in the reply with the reason, and the
+ * daemon sends it again as dead, cancelled (qw_cancel_settled), which
+ * deletes the request. So a request that came in the half second before
+ * the instance read it is not lost, the job does not run again, and the
+ * daemon alone writes envelopes. A job that succeeded or goes to dead
+ * anyway keeps its result. This costs one HMGET for the batch's jobs that
+ * go back, and nothing for the succeeded ones.
+ *
  * A job that leaves for good (done or dead) with a unique_for hold comes
  * with a triple: its hold ends in the same step that removes it, and only
  * when it does (release, above). Such a job goes with the five values
@@ -288,7 +298,8 @@ static const char qw_lua_fetch[] =
  * hash untouched (never in two keys, never in none), and counts that stats
  * cannot take are handed back. Returns {written, wrong keys (bits: 1
  * pending, 2 scheduled, 4 dead, 8 stats), why, {fields held}, {counter,
- * count, ...} owed, breaker move ("FROM TO" or '')}.
+ * count, ...} owed, breaker move ("FROM TO" or ''), {field, reason, ...}
+ * of the jobs to cancel}.
  *
  * The circuit breaker (flow.h): EVENTS lists the results of this batch that
  * count for it, in the order they came, as "+FIELD" (success) or "-FIELD"
@@ -340,11 +351,27 @@ static const char qw_lua_settle[] =
     "  if cx then redis.call('HDEL', KEYS[8], unpack(ARGV, base + 1, base + k)) end\n"
     "  if done > 0 then counts['succeeded'] = (counts['succeeded'] or 0) + done end\n"
     "end\n"
+    "local asked, cancels = {}, {}\n"
+    "if cx then\n"
+    "  local fs = {}\n"
+    "  for i = base + 1 + k, #ARGV, 5 do\n"
+    "    if ARGV[i + 1] == 'p' or ARGV[i + 1] == 's' then\n"
+    "      fs[#fs + 1] = ARGV[i]\n"
+    "    end\n"
+    "  end\n"
+    "  if #fs > 0 then\n"
+    "    local v = redis.call('HMGET', KEYS[8], unpack(fs))\n"
+    "    for j = 1, #fs do if v[j] then asked[fs[j]] = v[j] end end\n"
+    "  end\n"
+    "end\n"
     "local dests = {p = 2, s = 3, d = 4}\n"
     "for i = base + 1 + k, #ARGV, 5 do\n"
     "  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then\n"
     "    local w = ARGV[i + 1]\n"
-    "    if dests[w] and bad[dests[w]] then held[#held + 1] = ARGV[i]\n"
+    "    if asked[ARGV[i]] then\n"
+    "      cancels[#cancels + 1] = ARGV[i]\n"
+    "      cancels[#cancels + 1] = asked[ARGV[i]]\n"
+    "    elseif dests[w] and bad[dests[w]] then held[#held + 1] = ARGV[i]\n"
     "    else\n"
     "      if w == 'p' then redis.call('RPUSH', KEYS[2], ARGV[i + 2])\n"
     "      elseif w == 's' then\n"
@@ -398,7 +425,7 @@ static const char qw_lua_settle[] =
     "    else redis.call('HDEL', KEYS[9], 'until') end\n"
     "  end\n"
     "end\n"
-    "return {done, mask, table.concat(why, '; '), held, owed, moved}\n";
+    "return {done, mask, table.concat(why, '; '), held, owed, moved, cancels}\n";
 
 /* KEYS: scheduled, pending. ARGV: limit. Moves due jobs, earliest first, so
  * the earliest is nearest the tail that workers take from (pending is
@@ -615,31 +642,68 @@ const char qw_ctl_lua_cancel[] =
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* KEYS: cancel, active (ours). ARGV: our run id. The operators' cancel
- * requests for jobs of this process: every field of the cancel hash that
- * starts with our run id names a job of ours. Returns {{field, reason,
- * ...} of those still in our active hash, how many others it deleted}: a
- * request for a job that has left (its result written before the request
- * came) would otherwise stay for ever. Requests for other instances' jobs
- * are theirs. */
+/* KEYS: cancel, active (ours), leases. ARGV: the HSCAN cursor where the
+ * last sweep stopped, the queue's key prefix (PREFIX:{Q}:, to which the
+ * keys of each instance add "active:NAME" and "started:NAME"). Returns
+ * {{field, reason, ...} of the requests for jobs in our active hash, how
+ * many stale requests it deleted, the cursor for the next call}. It costs
+ * one TYPE while the cancel hash does not exist, as it mostly does.
+ *
+ * Our requests are looked up by our own fields (HMGET), so their cost
+ * follows the jobs we hold, not the size of the hash. The sweep then takes
+ * one HSCAN page of the hash (about 1000 fields; all of a small hash) and
+ * deletes the requests whose field is in no active hash of an instance
+ * with a lease, live or expired: the job ended, was recovered (which
+ * carries out its request), or never was. An instance's runs are the
+ * fields of its started hash (qw_pool_say_started); an instance without
+ * one (a qworkerd older than the started marks) has each field looked up
+ * in its active hash. An instance whose lease expired keeps its requests
+ * until its jobs are recovered, so that the recovery finds them. */
 static const char qw_lua_cancels[] =
     QW_LUA_CHECK
-    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash')\n"
+    "if redis.call('TYPE', KEYS[1])['ok'] == 'none' then return {{}, 0, '0'} end\n"
+    "local err = check(KEYS[1], 'hash') or check(KEYS[2], 'hash') or check(KEYS[3], 'zset')\n"
     "if err then return err end\n"
-    "local all = redis.call('HGETALL', KEYS[1])\n"
-    "local out, gone, n = {}, 0, #ARGV[1]\n"
-    "for i = 1, #all, 2 do\n"
-    "  if string.sub(all[i], 1, n) == ARGV[1] then\n"
-    "    if redis.call('HEXISTS', KEYS[2], all[i]) == 1 then\n"
-    "      out[#out + 1] = all[i]\n"
-    "      out[#out + 1] = all[i + 1]\n"
+    "local out, gone = {}, 0\n"
+    "local mine = redis.call('HKEYS', KEYS[2])\n"
+    "for i = 1, #mine, 1000 do\n"
+    "  local j = math.min(i + 999, #mine)\n"
+    "  local v = redis.call('HMGET', KEYS[1], unpack(mine, i, j))\n"
+    "  for n = i, j do\n"
+    "    local why = v[n - i + 1]\n"
+    "    if why then out[#out + 1] = mine[n]; out[#out + 1] = why end\n"
+    "  end\n"
+    "end\n"
+    "local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', 1000)\n"
+    "local runs, blind\n"
+    "local function where()\n"
+    "  runs, blind = {}, {}\n"
+    "  for _, inst in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do\n"
+    "    local sk = ARGV[2] .. 'started:' .. inst\n"
+    "    if redis.call('TYPE', sk)['ok'] == 'hash' then\n"
+    "      for _, run in ipairs(redis.call('HKEYS', sk)) do runs[run] = inst end\n"
     "    else\n"
-    "      redis.call('HDEL', KEYS[1], all[i])\n"
-    "      gone = gone + 1\n"
+    "      blind[#blind + 1] = inst\n"
     "    end\n"
     "  end\n"
     "end\n"
-    "return {out, gone}\n";
+    "local function held(inst, f)\n"
+    "  local ak = ARGV[2] .. 'active:' .. inst\n"
+    "  local t = redis.call('TYPE', ak)['ok']\n"
+    "  return t ~= 'none' and (t ~= 'hash' or redis.call('HEXISTS', ak, f) == 1)\n"
+    "end\n"
+    "local f = page[2]\n"
+    "for i = 1, #f, 2 do\n"
+    "  if not runs then where() end\n"
+    "  local run = string.match(f[i], '^(.*%-)%d+$')\n"
+    "  local live = run and runs[run] and held(runs[run], f[i])\n"
+    "  for n = 1, #blind do live = live or held(blind[n], f[i]) end\n"
+    "  if not live then\n"
+    "    redis.call('HDEL', KEYS[1], f[i])\n"
+    "    gone = gone + 1\n"
+    "  end\n"
+    "end\n"
+    "return {out, gone, page[1]}\n";
 
 /* The Redis function library "qworkerd" (Redis 7, SPEC 11): the producers'
  * function qw_enqueue, and qw_version, which says which version of the

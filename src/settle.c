@@ -229,6 +229,29 @@ qw_settle_batch_unsend(struct qw_batch *b, bool reowe)
 	free(b);
 }
 
+/* The jobs the settle script left in the active hash because an operator
+ * asked to cancel them (CANCELS: field, reason, ...): their results become
+ * dead as cancelled and go with the next call. */
+static void
+qw_settle_batch_cancels(struct qw_queue *q, const redisReply *cancels)
+{
+	for (size_t i = 0; i + 1 < cancels->elements; i += 2) {
+		const redisReply *f = cancels->element[i], *why = cancels->element[i + 1];
+		struct qw_rec *rec;
+		if (f->type != REDIS_REPLY_STRING || why->type != REDIS_REPLY_STRING ||
+		    (rec = qw_record_find(&q->recs, f->str, f->len)) == NULL ||
+		    rec->state != QW_REC_SETTLING)
+			continue;
+		if (qw_cancel_settled(rec, why->str, why->len) < 0) {
+			qw_log_err("queue %s: out of memory cancelling job field %s; trying again",
+			    q->qc.name, rec->field);
+			qw_settle_unsend(&q->recs, rec);
+		} else {
+			qw_settle_soon(q);
+		}
+	}
+}
+
 /* The settle script's breaker move, "FROM TO" or "" (none): said once, by
  * this instance, whose results made it. */
 static void
@@ -283,11 +306,12 @@ qw_settle_batch_written(struct qw_batch *b, const redisReply *reply)
 	struct qw_queue *q = b->q;
 	const redisReply *held, *owed, *why;
 
-	if (reply->elements != 6 || reply->element[1]->type != REDIS_REPLY_INTEGER ||
+	if (reply->elements != 7 || reply->element[1]->type != REDIS_REPLY_INTEGER ||
 	    reply->element[2]->type != REDIS_REPLY_STRING ||
 	    reply->element[3]->type != REDIS_REPLY_ARRAY ||
 	    reply->element[4]->type != REDIS_REPLY_ARRAY ||
-	    reply->element[5]->type != REDIS_REPLY_STRING)
+	    reply->element[5]->type != REDIS_REPLY_STRING ||
+	    reply->element[6]->type != REDIS_REPLY_ARRAY)
 		return -1;
 	qw_settle_breaker_moved(q, reply->element[5]);
 	why = reply->element[2];
@@ -299,6 +323,7 @@ qw_settle_batch_written(struct qw_batch *b, const redisReply *reply)
 		if (rec != NULL && rec->state == QW_REC_SETTLING)
 			qw_settle_unsend(&q->recs, rec);
 	}
+	qw_settle_batch_cancels(q, reply->element[6]);
 	for (unsigned i = 0; i < b->n; i++)
 		if (b->rec[i]->state == QW_REC_SETTLING)
 			qw_record_free(&q->recs, b->rec[i]);
