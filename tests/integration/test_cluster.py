@@ -71,6 +71,8 @@ class Cluster:
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", "3000", "--dir", d, "--save", "",
+                 # A master down stops only its own slots.
+                 "--cluster-require-full-coverage", "no",
                  "--appendonly", "no", "--logfile", os.path.join(d, "redis.log")])
             self.ports.append(port)
         for port in self.ports:
@@ -347,6 +349,32 @@ def test_a_master_failover_is_followed(cluster_ha, make_daemon, tmp):
     wait_until(lambda: all_ran(runs, want) and settled(cluster, q), 60 * SLOW, interval=0.1,
                what="every job run and settled on the new master")
     assert d.proc.poll() is None, "the same process followed the failover"
+    assert d.stop() == 0
+
+
+def test_a_killed_master_stops_only_its_queues(cluster, make_daemon, tmp):
+    h, runs = recorder(tmp)
+    spread = queues_on_every_master(cluster, per_master=1)
+    # The first seed is the one killed: the map is asked of the next.
+    dead = cluster.ports[0]
+    names = [q for qs in spread.values() for q in qs]
+    d = make_daemon(cluster, {q: "handler = %s" % h for q in names})
+    d.start()
+    d.wait_message("cluster: 3 of 3 masters up")
+    cluster.procs[dead].kill()
+    cluster.procs[dead].wait(10)
+    d.wait_message("cluster: 2 of 3 masters up", 30)
+    want = []
+    for port, (q,) in spread.items():
+        if port == dead:
+            continue
+        jobs = ["%s-%d" % (q, i) for i in range(30)]
+        push(cluster, q, jobs)
+        want += ["%s %s" % (q, j) for j in jobs]
+    wait_until(lambda: all_ran(runs, want), 60, interval=0.1,
+               what="the queues of the live masters going on")
+    assert not any(line.startswith(spread[dead][0] + " ") for line in read_lines(runs))
+    assert d.proc.poll() is None
     assert d.stop() == 0
 
 
