@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import Daemon, SLOW, read_lines, script, wait_until
+from conftest import TOP, Daemon, SLOW, read_lines, script, wait_until
 import redis as redislib
 from test_cli import EX_CONFIG, run
 
@@ -409,3 +409,15 @@ def test_bad_cluster_config(tmp, case):
     assert "%s:%d: " % (path, line) in err, err
     for w in words:
         assert w in err, (w, err)
+
+
+def test_the_example_configuration_checks(tmp):
+    """etc/qworkerd-cluster.conf passes -t (with handlers that exist here)."""
+    h = script(tmp, "h.sh", "exit 0\n")
+    with open(os.path.join(TOP, "etc", "qworkerd-cluster.conf")) as f:
+        text = f.read()
+    path = os.path.join(tmp, "cluster.conf")
+    with open(path, "w") as f:
+        f.write(text.replace("/usr/libexec/send-mail", h).replace("/usr/bin/python3", h))
+    p = run("-t", "-c", path)
+    assert p.returncode == 0, p.stderr.decode()
