@@ -65,5 +65,6 @@ qw_cancel_poll(struct qw_queue *q)
 	/* Nothing of ours can be cancelled: no request to read. */
 	if (rs->n[QW_REC_BUFFERED] + rs->n[QW_REC_RUNNING] + rs->n[QW_REC_CANCELLING] == 0)
 		return;
-	qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_CANCELS, qw_cancel_reply, q, 2, 3, argv, NULL);
+	qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_CANCELS, qw_cancel_reply, q, 2, 3, argv,
+	    NULL);
 }

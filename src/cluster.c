@@ -73,9 +73,11 @@ qw_cluster_slot(const char *key, size_t len)
 {
 	const char *open = memchr(key, '{', len), *close;
 
-	if (open != NULL && (close = memchr(open + 1, '}', len - (size_t)(open + 1 - key))) != NULL &&
+	if (open != NULL &&
+	    (close = memchr(open + 1, '}', len - (size_t)(open + 1 - key))) != NULL &&
 	    close > open + 1)
-		return qw_cluster_crc16(open + 1, (size_t)(close - open - 1)) & (QW_CLUSTER_SLOTS - 1);
+		return qw_cluster_crc16(open + 1, (size_t)(close - open - 1)) &
+		    (QW_CLUSTER_SLOTS - 1);
 	return qw_cluster_crc16(key, len) & (QW_CLUSTER_SLOTS - 1);
 }
 
@@ -272,7 +274,8 @@ qw_cluster_read_map(struct qw_cluster *cl, const redisReply *reply, uint16_t *ow
 		owner[s] = QW_CLUSTER_NONE;
 	for (size_t i = 0; i < reply->elements; i++) {
 		ssize_t n;
-		if (qw_cluster_parse_range(reply->element[i], &start, &end, addr, sizeof(addr)) < 0 ||
+		if (qw_cluster_parse_range(reply->element[i], &start, &end, addr,
+		    sizeof(addr)) < 0 ||
 		    (n = qw_cluster_node(cl, addr)) < 0)
 			continue;
 		for (unsigned s = start; s <= end; s++)

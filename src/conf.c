@@ -1084,17 +1084,19 @@ qw_conf_check_cluster(struct qw_conf_parser *p)
 
 	if (!c->cluster) {
 		if (strchr(c->redis_address, ',') != NULL)
-			return qw_conf_fail(p, p->addrline, "address: several nodes are named, which "
-			    "needs cluster = yes");
+			return qw_conf_fail(p, p->addrline, "address: several nodes are named, "
+			    "which needs cluster = yes");
 		return 0;
 	}
 	if (p->sentline != 0)
 		return qw_conf_fail(p, p->sentline > p->clline ? p->sentline : p->clline,
-		    "cluster and sentinels exclude each other: a cluster follows its own failovers");
+		    "cluster and sentinels exclude each other: a cluster follows its own "
+		    "failovers");
 	if (c->db != 0)
 		return qw_conf_fail(p, p->dbline, "db: a Redis Cluster has only database 0");
 	if (c->wait_replicas != 0)
-		return qw_conf_fail(p, p->wrline, "wait_replicas: not supported with cluster = yes");
+		return qw_conf_fail(p, p->wrline, "wait_replicas: not supported with "
+		    "cluster = yes");
 	if ((copy = strdup(c->redis_address)) == NULL)
 		return qw_conf_fail(p, 0, "out of memory");
 	for (rest = copy; rc == 0 && (tok = strsep(&rest, ",")) != NULL;)

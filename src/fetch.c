@@ -482,7 +482,8 @@ qw_fetch_promote_cb(evutil_socket_t fd, short what, void *arg)
 
 	snprintf(limit, sizeof(limit), "%d", QW_PROMOTE_LIMIT);
 	if (!qw_pool_stopping(q->pool))
-		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_PROMOTE, qw_fetch_promote_reply, q, 2, 3,
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_PROMOTE, qw_fetch_promote_reply,
+		    q, 2, 3,
 		    argv, NULL);
 }
 

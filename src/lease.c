@@ -341,8 +341,8 @@ qw_lease_reconcile(struct qw_queue *q)
 	const char *argv[] = { q->key[K_ACTIVE], q->key[K_STARTED], q->pool->runid };
 
 	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
-	    qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reconcile_reply, q, 2, 3, argv,
-	    NULL) == 0)
+	    qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reconcile_reply,
+	    q, 2, 3, argv, NULL) == 0)
 		qw_fetch_move(q, QW_FETCH_RECONCILING);
 }
 
@@ -430,7 +430,8 @@ qw_lease_reap_forget(struct qw_queue *q)
 	if (akey != NULL && ckey != NULL && skey != NULL) {
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, skey,
 			q->key[K_PENDING], q->reaping, "expired", "" };
-		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET, qw_lease_forget_reply, q, 6, 9, argv, NULL);
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET, qw_lease_forget_reply, q,
+		    6, 9, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
@@ -448,8 +449,8 @@ qw_lease_reap_step(struct qw_queue *q)
 
 	if (akey != NULL && skey != NULL) {
 		const char *argv[] = { akey, skey, "" };
-		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reap_reply, q, 2, 3, argv,
-		    NULL);
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reap_reply, q,
+		    2, 3, argv, NULL);
 	}
 	free(akey);
 	free(skey);
@@ -701,8 +702,8 @@ qw_lease_take(struct qw_queue *q, const char *proved)
 		q->pool->holder, proved ? proved : "" };
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
-	if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_TAKE, qw_lease_take_reply, q, 2, 6, argv,
-	    NULL) == 0 && q->lease != QW_LEASE_TAKING)
+	if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_TAKE, qw_lease_take_reply, q, 2, 6,
+	    argv, NULL) == 0 && q->lease != QW_LEASE_TAKING)
 		qw_lease_move(q, QW_LEASE_TAKING);
 }
 
@@ -784,8 +785,8 @@ qw_lease_release(struct qw_pool *pool)
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		qw_lease_move(q, QW_LEASE_RELEASED);
-		if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET, qw_lease_release_reply, q, 6, 9, argv,
-		    NULL) == 0)
+		if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET,
+		    qw_lease_release_reply, q, 6, 9, argv, NULL) == 0)
 			pool->releasing++;
 	}
 }

@@ -589,7 +589,8 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 		goto fail;
 	/* Before the queues: each opens its wake-up connection to its master. */
 	if (conf->cluster) {
-		if ((pool->cluster = qw_cluster_new(base, dns, conf, qw_pool_cluster_cb, pool)) == NULL)
+		pool->cluster = qw_cluster_new(base, dns, conf, qw_pool_cluster_cb, pool);
+		if (pool->cluster == NULL)
 			goto fail;
 		pool->redis = qw_cluster_control(pool->cluster);
 	}
@@ -622,7 +623,7 @@ qw_pool_free(struct qw_pool *pool)
 	if (pool == NULL)
 		return;
 	if (pool->cluster != NULL)
-		qw_cluster_free(pool->cluster);		/* and the control connection, redis */
+		qw_cluster_free(pool->cluster);	/* and its control connection, redis */
 	else
 		qw_redis_free(pool->redis);
 	for (size_t i = 0; i < pool->nqueues; i++)
@@ -742,7 +743,8 @@ qw_pool_poll(struct qw_pool *pool)
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
 		const char *argv[] = { "LLEN", q->key[K_PENDING] };
-		if (qw_redis_cmd(qw_pool_queue_redis(q), qw_pool_pending_reply, q, 2, argv, NULL) < 0)
+		if (qw_redis_cmd(qw_pool_queue_redis(q), qw_pool_pending_reply, q, 2, argv,
+		    NULL) < 0)
 			q->pending = -1;
 	}
 }

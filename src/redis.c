@@ -1001,7 +1001,8 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 		call->r->answered++;
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && ac->data != NULL &&
 	    call->r->redirect_fn != NULL) {
-		if (reply->len > 4 && memcmp(reply->str, "ASK ", 4) == 0 && qw_redis_ask(call, reply) == 0)
+		if (reply->len > 4 && memcmp(reply->str, "ASK ", 4) == 0 &&
+		    qw_redis_ask(call, reply) == 0)
 			return;		/* the call goes on, on the node the slot goes to */
 		if (reply->len > 6 && memcmp(reply->str, "MOVED ", 6) == 0)
 			call->r->redirect_fn(call->r->redirect_arg, call->r, reply);

@@ -219,7 +219,8 @@ qw_schedule_send(struct qw_sched_entry *e)
 
 	snprintf(tick, sizeof(tick), "%" PRId64, e->tick);
 	snprintf(ahead, sizeof(ahead), "%d", QW_SCHEDULE_AHEAD_MS);
-	if (env != NULL && qw_redis_script(e->s->route(e->s->route_arg, e->key_cron), QW_SCRIPT_CRON, qw_schedule_reply, e, 2,
+	if (env != NULL && qw_redis_script(e->s->route(e->s->route_arg, e->key_cron),
+	    QW_SCRIPT_CRON, qw_schedule_reply, e, 2,
 	    6, argv, NULL) == 0) {
 		qw_schedule_move(e, QW_SCHED_SENDING);
 	} else {

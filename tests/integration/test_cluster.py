@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import TOP, Daemon, SLOW, read_lines, script, wait_until
+from conftest import TOP, Daemon, SLOW, free_port, get, read_lines, script, wait_until
 import redis as redislib
 from test_cli import EX_CONFIG, run
 
@@ -322,6 +322,54 @@ def test_a_queue_follows_its_slot_to_another_master(cluster, make_daemon, tmp):
     assert dup <= 8, dup
     assert cluster.client(dst).llen("qw:{%s}:dead" % q) == 0
     assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def metric(port, name):
+    status, body = get("http://127.0.0.1:%d/metrics" % port)
+    for line in (body or "").splitlines() if status == 200 else []:
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return None
+
+
+def test_a_half_migrated_slot_is_followed_by_ask(cluster, make_daemon, tmp):
+    """Every key of the queue has gone to the importing node, the slot not
+    yet handed over: a command on the old master gets ASK, and is sent once
+    to the new one after ASKING. The scripts, whose keys are not all there,
+    get TRYAGAIN and wait; once the slot is handed over, the jobs run."""
+    h, runs = recorder(tmp)
+    spread = queues_on_every_master(cluster, per_master=1)
+    src, dst = cluster.masters()[0], cluster.masters()[1]
+    q = spread[src][0]
+    mport = free_port()
+    d = make_daemon(cluster, {q: "handler = %s" % h},
+                    workers="metrics_listen = 127.0.0.1:%d" % mport)
+    d.start()
+    gauge = 'qworkerd_queue_pending{queue="%s"}' % q
+    wait_until(lambda: metric(mport, gauge) == "0", 10, what="the pending gauge")
+    slot = slot_of(q)
+    cs, cd = cluster.client(src), cluster.client(dst)
+    cd.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    cs.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+    while True:
+        keys = cs.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if not keys:
+            break
+        cs.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+    asking = redislib.Redis(host="127.0.0.1", port=dst, single_connection_client=True)
+    asking.execute_command("ASKING")
+    asking.lpush("qw:{%s}:pending" % q, *["job-%d" % i for i in range(7)])
+    asking.close()
+    # LLEN on the old master answers ASK: the gauge reads the new one.
+    wait_until(lambda: metric(mport, gauge) == "7", 15, what="LLEN followed through ASK")
+    for port in cluster.masters():
+        cluster.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                             cluster.node_id(dst))
+    want = ["%s job-%d" % (q, i) for i in range(7)]
+    wait_until(lambda: all_ran(runs, want) and settled(cluster, q), 30,
+               what="the jobs once the slot is handed over")
+    assert sorted(read_lines(runs)) == sorted(want)
     assert d.stop() == 0
 
 
