@@ -28,7 +28,9 @@
  *   ASKING       -> ASKING_AGAIN  asked to refresh while a reply is due
  *   ASKING(_AGAIN) -> MAPPED      a map came (ASKING_AGAIN asks once more)
  *   ASKING(_AGAIN) -> EMPTY       no map yet and the reply failed
- *   ASKING(_AGAIN) -> MAPPED      a map was known and the reply failed */
+ *   ASKING(_AGAIN) -> MAPPED      a map was known and the reply failed
+ * The map itself (owner) is kept through a failed ask: a stale map still
+ * names the right master for most slots, and MOVED mends the rest. */
 enum qw_cluster_state { QW_CL_EMPTY, QW_CL_ASKING, QW_CL_ASKING_AGAIN, QW_CL_MAPPED };
 
 struct qw_cluster_node {
@@ -41,7 +43,6 @@ struct qw_cluster {
 	struct evdns_base *dns;
 	const struct qw_conf *conf;
 	enum qw_cluster_state state;
-	bool mapped;		/* a map came once: EMPTY is not gone back to */
 	struct qw_redis *control;
 	struct qw_cluster_node *nodes;
 	size_t nnodes;
@@ -52,6 +53,16 @@ struct qw_cluster {
 };
 
 static void qw_cluster_ask(struct qw_cluster *cl);
+
+/* Where a failed ask goes back to: a map once read is kept, stale or not. */
+static enum qw_cluster_state
+qw_cluster_settled(const struct qw_cluster *cl)
+{
+	for (size_t s = 0; s < QW_CLUSTER_SLOTS; s++)
+		if (cl->owner[s] != QW_CLUSTER_NONE)
+			return QW_CL_MAPPED;
+	return QW_CL_EMPTY;
+}
 
 /* ---- pure helpers ------------------------------------------------------- */
 
@@ -303,7 +314,7 @@ qw_cluster_slots_reply(struct qw_redis *r, redisReply *reply, void *priv)
 			    reply->type == REDIS_REPLY_ERROR ? qw_redis_errstr(r, reply) :
 			    "no usable slot range");
 		free(owner);
-		qw_cluster_move(cl, cl->mapped ? QW_CL_MAPPED : QW_CL_EMPTY);
+		qw_cluster_move(cl, qw_cluster_settled(cl));
 		return;
 	}
 	if (memcmp(owner, cl->owner, sizeof(cl->owner)) != 0) {
@@ -312,7 +323,6 @@ qw_cluster_slots_reply(struct qw_redis *r, redisReply *reply, void *priv)
 		qw_cluster_prune(cl);
 	}
 	free(owner);
-	cl->mapped = true;
 	qw_cluster_move(cl, QW_CL_MAPPED);
 	if (again)
 		qw_cluster_ask(cl);
@@ -381,7 +391,7 @@ qw_cluster_control_state(struct qw_redis *r, bool up, void *arg)
 	if (up)
 		qw_cluster_ask(cl);
 	else if (cl->state != QW_CL_MAPPED && cl->state != QW_CL_EMPTY)
-		qw_cluster_move(cl, cl->mapped ? QW_CL_MAPPED : QW_CL_EMPTY);
+		qw_cluster_move(cl, qw_cluster_settled(cl));
 	cl->fn(cl->arg, r, up);
 }
 
