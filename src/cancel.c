@@ -182,5 +182,5 @@ qw_cancel_poll(struct qw_queue *q)
 	for (size_t i = 0; i < 5; i++)
 		lens[i] = strlen(argv[i]);
 	lens[4] -= strlen("cancel");	/* PREFIX:{Q}: */
-	qw_redis_script(q->pool->redis, QW_SCRIPT_CANCELS, qw_cancel_reply, q, 3, 5, argv, lens);
+	qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_CANCELS, qw_cancel_reply, q, 3, 5, argv, lens);
 }

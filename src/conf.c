@@ -30,7 +30,7 @@
 #include "plugin_host.h"
 
 enum qw_conf_type { T_STR, T_SENTINELS, T_UINT, T_PREFETCH, T_DUR, T_SIZE, T_LEVEL, T_HANDLER,
-	T_ADDR, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ, T_RATE };
+	T_ADDR, T_BOOL, T_LISTEN, T_PLUGIN, T_SCHED, T_QNAME, T_PAYLOAD, T_TZ, T_RATE };
 enum qw_conf_sect { S_REDIS, S_WORKERS, S_QUEUE, S_CRON };
 
 struct qw_conf_key {
@@ -60,6 +60,7 @@ static const struct qw_conf_key qw_conf_keys[] = {
 	RK("sentinels", T_SENTINELS, sentinels, 0, 0),
 	RK("master_name", T_STR, master_name, 0, 0),
 	RK("sentinel_password_file", T_STR, sentinel_password_file, 0, 0),
+	RK("cluster", T_BOOL, cluster, 0, 0),
 	RK("wait_replicas", T_UINT, wait_replicas, 0, 100),
 	RK("wait_timeout", T_DUR, wait_timeout_ms, 1, 60 * 1000),
 	WK("concurrency", T_UINT, concurrency, 1, 10000),
@@ -105,7 +106,7 @@ struct qw_conf_parser {
 	unsigned qline;			/* line of the current [queue] or [cron] header */
 	unsigned pwline;		/* line of password_file */
 	/* Lines of the keys checked against each other at the end (0: unset). */
-	unsigned addrline, sentline, nameline, spwline, wtline;
+	unsigned addrline, sentline, nameline, spwline, wtline, clline, dbline, wrline;
 	uint64_t seen;			/* keys set in the current section */
 	unsigned keyline[64];		/* the line each of them was set on */
 	bool client;			/* for qworkerctl: handlers and plugins unread */
@@ -475,6 +476,9 @@ qw_conf_note_line(struct qw_conf_parser *p, const char *key)
 		{ "master_name", offsetof(struct qw_conf_parser, nameline) },
 		{ "sentinel_password_file", offsetof(struct qw_conf_parser, spwline) },
 		{ "wait_timeout", offsetof(struct qw_conf_parser, wtline) },
+		{ "cluster", offsetof(struct qw_conf_parser, clline) },
+		{ "db", offsetof(struct qw_conf_parser, dbline) },
+		{ "wait_replicas", offsetof(struct qw_conf_parser, wrline) },
 	};
 
 	if (p->sect != S_REDIS)
@@ -554,6 +558,27 @@ qw_conf_set_sentinels(struct qw_conf_parser *p, const char *val)
 out:
 	free(copy);
 	return rc;
+}
+
+/* One address, or (for a cluster's seed nodes) several, comma separated:
+ * each is checked here, the list is split once cluster is known
+ * (qw_conf_check_cluster). */
+static int
+qw_conf_set_address(struct qw_conf_parser *p, char **dst, const char *key, const char *val)
+{
+	char *copy = strdup(val), *rest = copy, *tok;
+	int rc = 0;
+
+	if (copy == NULL)
+		return qw_conf_fail(p, p->line, "%s: out of memory", key);
+	while (rc == 0 && (tok = strsep(&rest, ",")) != NULL) {
+		const char *a = qw_conf_trim(tok);
+		if (qw_conf_check_address(a) < 0)
+			rc = qw_conf_fail(p, p->line, "%s: '%s' is not an address (host:port or "
+			    "unix:/path)", key, a);
+	}
+	free(copy);
+	return rc < 0 ? rc : qw_conf_set_str(p, dst, key, val);
 }
 
 static int
@@ -689,10 +714,17 @@ qw_conf_set(struct qw_conf_parser *p, const char *key, const char *val, const ch
 			return qw_conf_fail(p, p->line, "%s: '%s' is not host:port", key, val);
 		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
 	case T_ADDR:
-		if (qw_conf_check_address(val) < 0)
-			return qw_conf_fail(p, p->line,
-			    "%s: '%s' is not an address (host:port or unix:/path)", key, val);
-		return qw_conf_set_str(p, (char **)((char *)base + k->off), key, val);
+		return qw_conf_set_address(p, (char **)((char *)base + k->off), key, val);
+	case T_BOOL:
+		if (strcasecmp(val, "yes") == 0 || strcasecmp(val, "true") == 0 ||
+		    strcasecmp(val, "on") == 0 || strcmp(val, "1") == 0)
+			*(bool *)((char *)base + k->off) = true;
+		else if (strcasecmp(val, "no") == 0 || strcasecmp(val, "false") == 0 ||
+		    strcasecmp(val, "off") == 0 || strcmp(val, "0") == 0)
+			*(bool *)((char *)base + k->off) = false;
+		else
+			return qw_conf_fail(p, p->line, "%s: '%s' is not yes or no", key, val);
+		return 0;
 	case T_LEVEL: {
 		int lvl = qw_log_parse_level(val);
 		if (lvl < 0)
@@ -1078,6 +1110,60 @@ qw_conf_read_password(struct qw_conf_parser *p)
 	    "sentinel_password_file", "sentinel.pass", &c->sentinel_password);
 }
 
+static int
+qw_conf_add_node(struct qw_conf_parser *p, const char *a)
+{
+	struct qw_conf *c = p->conf;
+	char **more;
+
+	if (strncmp(a, "unix:", 5) == 0)
+		return qw_conf_fail(p, p->addrline, "address: %s: a cluster's nodes are reached by "
+		    "host:port", a);
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (strcmp(c->nodes[i], a) == 0)
+			return qw_conf_fail(p, p->addrline, "address: %s is named twice", a);
+	if ((more = realloc(c->nodes, (c->nnodes + 1) * sizeof(*more))) == NULL)
+		return qw_conf_fail(p, 0, "out of memory");
+	c->nodes = more;
+	if ((c->nodes[c->nnodes] = strdup(a)) == NULL)
+		return qw_conf_fail(p, 0, "out of memory");
+	c->nnodes++;
+	return 0;
+}
+
+/* cluster = yes: address names the seed nodes (host:port, none twice),
+ * and the keys a cluster does not have are refused; without it, address
+ * names one server. */
+static int
+qw_conf_check_cluster(struct qw_conf_parser *p)
+{
+	const struct qw_conf *c = p->conf;
+	char *copy, *rest, *tok;
+	int rc = 0;
+
+	if (!c->cluster) {
+		if (strchr(c->redis_address, ',') != NULL)
+			return qw_conf_fail(p, p->addrline, "address: several nodes are named, "
+			    "which needs cluster = yes");
+		return 0;
+	}
+	if (p->sentline != 0)
+		return qw_conf_fail(p, p->sentline > p->clline ? p->sentline : p->clline,
+		    "cluster and sentinels exclude each other: a cluster follows its own "
+		    "failovers");
+	if (c->db != 0)
+		return qw_conf_fail(p, p->dbline, "db: a Redis Cluster has only database 0");
+	if (c->wait_replicas != 0)
+		return qw_conf_fail(p, p->wrline, "wait_replicas: not supported with "
+		    "cluster = yes");
+	if ((copy = strdup(c->redis_address)) == NULL)
+		return qw_conf_fail(p, 0, "out of memory");
+	for (rest = copy; rc == 0 && (tok = strsep(&rest, ",")) != NULL;)
+		rc = qw_conf_add_node(p, qw_conf_trim(tok));
+	free(copy);
+	return rc;
+}
+
 /* The [redis] keys that go together: sentinels with master_name and
  * without address; WAIT short enough that the leases renewed on the same
  * connection are not held up past their time. */
@@ -1107,6 +1193,8 @@ qw_conf_check_redis(struct qw_conf_parser *p)
 			return qw_conf_fail(p, 0, "out of memory");
 		}
 	}
+	if (qw_conf_check_cluster(p) < 0)
+		return -1;
 	if (c->wait_replicas > 0 && c->wait_timeout_ms * 4 > c->lease_timeout_ms)
 		return qw_conf_fail(p, p->wtline, "wait_timeout: %llums is more than a quarter of "
 		    "lease_timeout (%llums): a WAIT holds up the lease renewals behind it",
@@ -1215,6 +1303,9 @@ qw_conf_free(struct qw_conf *c)
 	for (size_t i = 0; i < c->nsentinels; i++)
 		free(c->sentinels[i]);
 	free(c->sentinels);
+	for (size_t i = 0; i < c->nnodes; i++)
+		free(c->nodes[i]);
+	free(c->nodes);
 	free(c->master_name);
 	free(c->sentinel_password_file);
 	if (c->sentinel_password != NULL)

@@ -72,6 +72,11 @@ struct qw_conf {
 	char *master_name;
 	char *sentinel_password_file;
 	char *sentinel_password;	/* NULL when none */
+	/* Redis Cluster (cluster = yes): address names seed nodes, split
+	 * here; the slot map says where each queue lives (cluster.c). */
+	bool cluster;
+	char **nodes;
+	size_t nnodes;
 	/* Claims and results are confirmed by WAIT wait_replicas (0: not). */
 	unsigned wait_replicas;
 	uint64_t wait_timeout_ms;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "decide.h"
 #include "flow.h"
 #include "fmt.h"
@@ -173,7 +174,7 @@ qw_fetch_check_paused(struct qw_queue *q)
 	if (q->fetch == QW_FETCH_OFF || q->fetch == QW_FETCH_RECONCILING ||
 	    qw_pool_stopping(q->pool))
 		return;
-	qw_redis_cmd(q->pool->redis, qw_fetch_paused_reply, q, 2, argv, NULL);
+	qw_redis_cmd(qw_pool_queue_redis(q), qw_fetch_paused_reply, q, 2, argv, NULL);
 }
 
 bool
@@ -348,7 +349,7 @@ qw_fetch_ask(struct qw_queue *q, unsigned slots, unsigned extra)
 	qw_fmt_u64(per, q->qc.rate.period_ms);
 	qw_fmt_u64(gc, q->qc.global_concurrency);
 	qw_fmt_u64(full, QW_FLOW_RETRY_MS);
-	if (qw_redis_script_wait(pool->redis, QW_SCRIPT_FETCH, pool->conf->wait_replicas,
+	if (qw_redis_script_wait(qw_pool_queue_redis(q), QW_SCRIPT_FETCH, pool->conf->wait_replicas,
 	    pool->conf->wait_timeout_ms, qw_fetch_reply, q, 10, 23, argv, NULL) < 0)
 		return -1;
 	qw_fetch_move(q, QW_FETCH_ASKING);
@@ -485,6 +486,15 @@ qw_fetch_open_wake(struct qw_queue *q)
 	if (q->blk != NULL)
 		return 0;
 	snprintf(name, sizeof(name), "%s/blocking", q->qc.name);
+	if (q->pool->cluster != NULL) {
+		/* To the queue's master: opened when the map names one. */
+		const char *addr = qw_cluster_addr(q->pool->cluster, q->slot);
+		if (addr == NULL)
+			return 0;
+		q->blk = qw_redis_new_node(q->pool->base, q->pool->dns, q->pool->conf, addr, name,
+		    false, qw_fetch_wake_state, q);
+		return q->blk == NULL ? -1 : 0;
+	}
 	q->blk = qw_redis_new(q->pool->base, q->pool->dns, q->pool->sentinel, q->pool->conf, name,
 	    false, qw_fetch_wake_state, q);
 	return q->blk == NULL ? -1 : 0;
@@ -497,10 +507,9 @@ qw_fetch_open_wake(struct qw_queue *q)
 void
 qw_fetch_abandon_wake(struct qw_queue *q, bool close)
 {
-	struct qw_pool *pool = q->pool;
 	const char *unclaim[] = { q->key[K_CLAIM], q->key[K_PENDING] };
 
-	qw_redis_script(pool->redis, QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
+	qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_UNCLAIM, NULL, NULL, 2, 2, unclaim, NULL);
 	if (close) {
 		qw_redis_free(q->blk);
 		q->blk = NULL;
@@ -541,7 +550,8 @@ qw_fetch_promote_cb(evutil_socket_t fd, short what, void *arg)
 
 	snprintf(limit, sizeof(limit), "%d", QW_PROMOTE_LIMIT);
 	if (!qw_pool_stopping(q->pool))
-		qw_redis_script(q->pool->redis, QW_SCRIPT_PROMOTE, qw_fetch_promote_reply, q, 2, 3,
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_PROMOTE, qw_fetch_promote_reply,
+		    q, 2, 3,
 		    argv, NULL);
 }
 

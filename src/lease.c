@@ -343,8 +343,8 @@ qw_lease_reconcile(struct qw_queue *q)
 	const char *argv[] = { q->key[K_ACTIVE], q->key[K_STARTED], q->pool->runid };
 
 	if (q->fetch == QW_FETCH_OFF && q->lease == QW_LEASE_HELD &&
-	    qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_lease_reconcile_reply, q, 2, 3, argv,
-	    NULL) == 0)
+	    qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reconcile_reply,
+	    q, 2, 3, argv, NULL) == 0)
 		qw_fetch_move(q, QW_FETCH_RECONCILING);
 }
 
@@ -433,7 +433,8 @@ qw_lease_reap_forget(struct qw_queue *q)
 	if (akey != NULL && ckey != NULL && skey != NULL) {
 		const char *argv[] = { q->key[K_LEASES], q->key[K_HOLDERS], akey, ckey, skey,
 			q->key[K_PENDING], q->reaping, "expired", "" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_FORGET, qw_lease_forget_reply, q, 6, 9, argv, NULL);
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET, qw_lease_forget_reply, q,
+		    6, 9, argv, NULL);
 	}
 	free(akey);
 	free(ckey);
@@ -451,8 +452,8 @@ qw_lease_reap_step(struct qw_queue *q)
 
 	if (akey != NULL && skey != NULL) {
 		const char *argv[] = { akey, skey, "" };
-		qw_redis_script(q->pool->redis, QW_SCRIPT_INFLIGHT, qw_lease_reap_reply, q, 2, 3, argv,
-		    NULL);
+		qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_INFLIGHT, qw_lease_reap_reply, q,
+		    2, 3, argv, NULL);
 	}
 	free(akey);
 	free(skey);
@@ -558,7 +559,7 @@ qw_lease_fenced(struct qw_queue *q, const char *holder, long long left)
 	if (q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
 		qw_fetch_move(q, QW_FETCH_OFF);
 	qw_fetch_give_back(q);
-	qw_redis_cmd(q->pool->redis, qw_lease_fence_reply, q, 2, argv, NULL);
+	qw_redis_cmd(qw_pool_queue_redis(q), qw_lease_fence_reply, q, 2, argv, NULL);
 	qw_lease_take(q, NULL);
 }
 
@@ -620,7 +621,7 @@ qw_lease_renew(struct qw_queue *q)
 		q->pool->holder };
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_LEASE, qw_lease_reply, q, 2, 5, argv,
+	if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_LEASE, qw_lease_reply, q, 2, 5, argv,
 	    NULL) < 0)
 		q->lease_ok_ms = 0;
 }
@@ -704,8 +705,8 @@ qw_lease_take(struct qw_queue *q, const char *proved)
 		q->pool->holder, proved ? proved : "" };
 
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)c->lease_timeout_ms);
-	if (qw_redis_script(q->pool->redis, QW_SCRIPT_TAKE, qw_lease_take_reply, q, 2, 6, argv,
-	    NULL) == 0 && q->lease != QW_LEASE_TAKING)
+	if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_TAKE, qw_lease_take_reply, q, 2, 6,
+	    argv, NULL) == 0 && q->lease != QW_LEASE_TAKING)
 		qw_lease_move(q, QW_LEASE_TAKING);
 }
 
@@ -714,7 +715,7 @@ qw_lease_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct qw_queue *q = arg;
 
-	if (!qw_redis_is_up(q->pool->redis) || qw_pool_stage(q->pool) >= QW_STAGE_RELEASING)
+	if (!qw_redis_is_up(qw_pool_queue_redis(q)) || qw_pool_stage(q->pool) >= QW_STAGE_RELEASING)
 		return;
 	if (q->lease == QW_LEASE_NONE || q->lease == QW_LEASE_WAITING) {
 		qw_lease_take(q, NULL);
@@ -787,8 +788,8 @@ qw_lease_release(struct qw_pool *pool)
 		if (q->lease != QW_LEASE_HELD)
 			continue;
 		qw_lease_move(q, QW_LEASE_RELEASED);
-		if (qw_redis_script(pool->redis, QW_SCRIPT_FORGET, qw_lease_release_reply, q, 6, 9, argv,
-		    NULL) == 0)
+		if (qw_redis_script(qw_pool_queue_redis(q), QW_SCRIPT_FORGET,
+		    qw_lease_release_reply, q, 6, 9, argv, NULL) == 0)
 			pool->releasing++;
 	}
 }

@@ -212,10 +212,11 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	struct qw_daemon *d = arg;
 	struct qw_pool_stats st;
 	enum qw_stage stage = qw_pool_stage(d->pool);
-	char status[1024], line[900];
+	char status[1024], line[900], cluster[64];
 	const char *refused;
 
 	qw_pool_stats(d->pool, &st);
+	qw_pool_cluster_status(d->pool, cluster, sizeof(cluster));
 	qw_pool_status(d->pool, line, sizeof(line));
 	refused = qw_redis_down_reason(qw_pool_redis(d->pool));
 	if (refused != NULL)
@@ -233,10 +234,11 @@ qw_tick_cb(evutil_socket_t fd, short what, void *arg)
 	else if (stage <= QW_STAGE_LEASING)
 		snprintf(status, sizeof(status), "starting: taking over instance %s", d->conf->instance);
 	else
-		snprintf(status, sizeof(status), "%s%s%s%s%s", stage == QW_STAGE_RUNNING ? "" :
+		snprintf(status, sizeof(status), "%s%s%s%s%s%s", stage == QW_STAGE_RUNNING ? "" :
 		    qw_pool_stage_name(stage), stage == QW_STAGE_RUNNING ? "" : ": ", line,
-		    d->conf->nsentinels > 0 ? "; " : "",
-		    d->conf->nsentinels > 0 ? qw_redis_target(qw_pool_redis(d->pool)) : "");
+		    d->conf->nsentinels > 0 || d->conf->cluster ? "; " : "",
+		    d->conf->nsentinels > 0 ? qw_redis_target(qw_pool_redis(d->pool)) : "",
+		    cluster);
 	qw_notify_status(status);
 	qw_pool_poll(d->pool);
 	if (stage == QW_STAGE_DRAINING || stage == QW_STAGE_RELEASING) {
@@ -275,6 +277,13 @@ qw_raise_nofile(void)
 		qw_log_debug("open-file limit raised to %llu", (unsigned long long)rl.rlim_max);
 }
 
+/* The cron ticks' connection: in a cluster, the master of the queue's slot. */
+static struct qw_redis *
+qw_daemon_route(void *arg, const char *key)
+{
+	return qw_pool_key_redis(arg, key);
+}
+
 static int
 qw_daemon_setup(struct qw_daemon *d)
 {
@@ -311,7 +320,7 @@ qw_daemon_setup(struct qw_daemon *d)
 	d->pool = qw_pool_new(d->base, d->dns, d->conf, d->shutdown, qw_daemon_ready, qw_daemon_drained, d);
 	if (d->pool == NULL)
 		return -1;
-	d->schedule = qw_schedule_new(d->base, qw_pool_redis(d->pool), d->conf);
+	d->schedule = qw_schedule_new(d->base, qw_daemon_route, d->pool, d->conf);
 	if (d->schedule == NULL)
 		return -1;
 	if (d->conf->metrics_listen != NULL) {

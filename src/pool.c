@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "decide.h"
 #include "exec.h"
 #include "fmt.h"
@@ -110,7 +111,8 @@ bool
 qw_pool_taking(const struct qw_pool *pool)
 {
 	return (pool->stage == QW_STAGE_STARTING || pool->stage == QW_STAGE_LEASING ||
-	    pool->stage == QW_STAGE_RUNNING) && qw_redis_is_up(pool->redis);
+	    pool->stage == QW_STAGE_RUNNING) &&
+	    (pool->cluster != NULL || qw_redis_is_up(pool->redis));
 }
 
 bool
@@ -235,8 +237,8 @@ qw_pool_say_started(struct qw_queue *q, unsigned n)
 	if (need == NULL || need->seq <= q->started_sent)
 		return;
 	qw_fmt_u64(seq, upto->seq);
-	if (qw_redis_cmd(q->pool->redis, NULL, NULL, 4, argv, NULL) == 0) {
-		qw_redis_flush(q->pool->redis);
+	if (qw_redis_cmd(qw_pool_queue_redis(q), NULL, NULL, 4, argv, NULL) == 0) {
+		qw_redis_flush(qw_pool_queue_redis(q));
 		q->started_sent = upto->seq;
 	}
 }
@@ -389,6 +391,7 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 		q->active_any = NULL;
 		return -1;
 	}
+	q->slot = qw_cluster_slot(q->key[K_PENDING], strlen(q->key[K_PENDING]));
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
 	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
 		return -1;
@@ -442,6 +445,94 @@ qw_pool_stop_plugin(struct qw_queue *q)
 	qw_plugin_stop(q->plugin, q->plugin_state);
 	qw_plugin_unload(q->plugin);
 	q->plugin = NULL;
+}
+
+static void qw_pool_queue_link(struct qw_queue *q, bool up);
+
+/* The map names another master for Q's slot: Q leaves the old one as if
+ * its connection went (the active hash is read again on the new one) and
+ * its wake-up connection moves there. */
+static void
+qw_pool_relink(struct qw_queue *q)
+{
+	struct qw_pool *pool = q->pool;
+	struct qw_redis *r = qw_cluster_redis(pool->cluster, q->slot);
+	bool wake = q->blk != NULL || !qw_pool_stopping(pool);
+
+	if (r == q->link)
+		return;
+	if (q->link != NULL && qw_redis_is_up(q->link))
+		qw_pool_queue_link(q, false);
+	qw_log_info("queue %s: slot %u is served by %s", q->qc.name, q->slot,
+	    r != NULL ? qw_cluster_addr(pool->cluster, q->slot) : "no master");
+	q->link = r;
+	qw_redis_free(q->blk);
+	q->blk = NULL;
+	q->blocking = false;
+	if (wake && qw_fetch_open_wake(q) < 0)
+		qw_log_err("queue %s: out of memory opening its connection", q->qc.name);
+	if (r != NULL && qw_redis_is_up(r))
+		qw_pool_queue_link(q, true);
+}
+
+/* From cluster.c: NODE's connection went UP or down (the control
+ * connection's stands for Redis as a whole: CONFIG, STATUS=), or, NODE
+ * NULL, the map changed. */
+static void
+qw_pool_cluster_cb(void *arg, struct qw_redis *node, bool up)
+{
+	struct qw_pool *pool = arg;
+
+	if (node == pool->redis) {
+		qw_pool_redis_state(pool, up);
+		return;
+	}
+	for (size_t i = 0; i < pool->nqueues; i++) {
+		struct qw_queue *q = &pool->queues[i];
+		if (node == NULL)
+			qw_pool_relink(q);
+		else if (q->link == node)
+			qw_pool_queue_link(q, up);
+	}
+	if (node != NULL && up) {
+		event_active(pool->flush_ev, EV_TIMEOUT, 0);
+		qw_pool_dirty(pool);
+	}
+}
+
+struct qw_redis *
+qw_pool_queue_redis(const struct qw_queue *q)
+{
+	struct qw_redis *r;
+
+	if (q->pool->cluster == NULL ||
+	    (r = qw_cluster_redis(q->pool->cluster, q->slot)) == NULL)
+		return q->pool->redis;
+	return r;
+}
+
+struct qw_redis *
+qw_pool_key_redis(struct qw_pool *pool, const char *key)
+{
+	struct qw_redis *r;
+
+	if (pool->cluster == NULL ||
+	    (r = qw_cluster_redis(pool->cluster, qw_cluster_slot(key, strlen(key)))) == NULL)
+		return pool->redis;
+	return r;
+}
+
+void
+qw_pool_cluster_status(const struct qw_pool *pool, char *buf, size_t len)
+{
+	size_t masters, up;
+
+	if (pool->cluster == NULL) {
+		snprintf(buf, len, "%s", "");
+		return;
+	}
+	qw_cluster_counts(pool->cluster, &masters, &up);
+	snprintf(buf, len, "cluster: %zu of %zu masters up", up, masters);
 }
 
 static void
@@ -501,6 +592,13 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 		goto fail;
 	if (conf->nsentinels > 0 && (pool->sentinel = qw_sentinel_new(base, conf)) == NULL)
 		goto fail;
+	/* Before the queues: each opens its wake-up connection to its master. */
+	if (conf->cluster) {
+		pool->cluster = qw_cluster_new(base, dns, conf, qw_pool_cluster_cb, pool);
+		if (pool->cluster == NULL)
+			goto fail;
+		pool->redis = qw_cluster_control(pool->cluster);
+	}
 	pool->queues = calloc(conf->nqueues, sizeof(*pool->queues));
 	if (pool->queues == NULL)
 		goto fail;
@@ -513,8 +611,9 @@ qw_pool_new(struct event_base *base, struct evdns_base *dns, const struct qw_con
 	}
 	if (qw_lease_init(pool) < 0)
 		goto fail;
-	pool->redis = qw_redis_new(base, dns, pool->sentinel, conf, "main", true, qw_pool_redis_cb, pool);
-	if (pool->redis == NULL)
+	if (pool->cluster == NULL &&
+	    (pool->redis = qw_redis_new(base, dns, pool->sentinel, conf, "main", true,
+	    qw_pool_redis_cb, pool)) == NULL)
 		goto fail;
 	return pool;
 fail:
@@ -529,7 +628,10 @@ qw_pool_free(struct qw_pool *pool)
 {
 	if (pool == NULL)
 		return;
-	qw_redis_free(pool->redis);
+	if (pool->cluster != NULL)
+		qw_cluster_free(pool->cluster);	/* and its control connection, redis */
+	else
+		qw_redis_free(pool->redis);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		qw_pool_fini_queue(&pool->queues[i]);
 	/* Threads first, then the plugins' fini: no thread may be inside one.
@@ -587,21 +689,27 @@ qw_pool_policy_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	pool->policy_warning = warning;
 }
 
+/* Q's connection came up or went. */
+static void
+qw_pool_queue_link(struct qw_queue *q, bool up)
+{
+	/* A fetch in flight moves to OFF with its lost reply. After the
+	 * gap the active hash is read again before fetching: whatever a
+	 * lost fetch took is found there. */
+	if (!up && q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
+		qw_fetch_move(q, QW_FETCH_OFF);
+	else if (up)
+		qw_lease_start(q);
+}
+
 void
 qw_pool_redis_state(struct qw_pool *pool, bool up)
 {
 	const char *argv[] = { "CONFIG", "GET", "maxmemory-policy" };
 
-	for (size_t i = 0; i < pool->nqueues; i++) {
-		struct qw_queue *q = &pool->queues[i];
-		/* A fetch in flight moves to OFF with its lost reply. After the
-		 * gap the active hash is read again before fetching: whatever a
-		 * lost fetch took is found there. */
-		if (!up && q->fetch != QW_FETCH_OFF && q->fetch != QW_FETCH_ASKING)
-			qw_fetch_move(q, QW_FETCH_OFF);
-		else if (up)
-			qw_lease_start(q);
-	}
+	/* In a cluster, the queues follow their masters' connections. */
+	for (size_t i = 0; i < pool->nqueues && pool->cluster == NULL; i++)
+		qw_pool_queue_link(&pool->queues[i], up);
 	if (!up)
 		return;
 	if (pool->stage == QW_STAGE_STARTING)
@@ -651,7 +759,7 @@ qw_pool_poll(struct qw_pool *pool)
 		};
 		for (size_t a = 0; a < sizeof(ask) / sizeof(ask[0]); a++) {
 			const char *argv[] = { ask[a].cmd, q->key[ask[a].k] };
-			if (qw_redis_cmd(pool->redis, qw_pool_gauge_reply, ask[a].v, 2, argv, NULL) < 0)
+			if (qw_redis_cmd(qw_pool_queue_redis(q), qw_pool_gauge_reply, ask[a].v, 2, argv, NULL) < 0)
 				*ask[a].v = -1;
 		}
 	}
@@ -754,6 +862,11 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 	if (conf->nqueues != pool->nqueues || strcmp(conf->prefix, pool->conf->prefix) != 0 ||
 	    strcmp(conf->instance, pool->conf->instance) != 0)
 		return -1;
+	*why = "cluster and a cluster's address cannot change without a restart";
+	if (conf->cluster != pool->conf->cluster ||
+	    (conf->cluster && strcmp(conf->redis_address, pool->conf->redis_address) != 0))
+		return -1;
+	*why = "the set of queues, prefix and instance cannot change without a restart";
 	/* Queues are matched by name, so reordering the sections is fine. */
 	for (size_t i = 0; i < pool->nqueues; i++) {
 		struct qw_queue *q = &pool->queues[i];
@@ -797,7 +910,10 @@ qw_pool_reconfigure(struct qw_pool *pool, const struct qw_conf *conf, const char
 	}
 	if (pool->sentinel != NULL)
 		qw_sentinel_reconfigure(pool->sentinel, conf);
-	qw_redis_reconfigure(pool->redis, conf);
+	if (pool->cluster != NULL)
+		qw_cluster_reconfigure(pool->cluster, conf);
+	else
+		qw_redis_reconfigure(pool->redis, conf);
 	for (size_t i = 0; i < pool->nqueues; i++)
 		if (pool->queues[i].blk != NULL)
 			qw_redis_reconfigure(pool->queues[i].blk, conf);

@@ -59,6 +59,11 @@ void qw_pool_free(struct qw_pool *pool);
 /* The main connection came up or went away. */
 void qw_pool_redis_state(struct qw_pool *pool, bool up);
 struct qw_redis *qw_pool_redis(struct qw_pool *pool);
+/* The connection for a command on KEY (a queue's key): in a cluster, the
+ * master serving its slot. */
+struct qw_redis *qw_pool_key_redis(struct qw_pool *pool, const char *key);
+/* With cluster = yes, "cluster: N of M masters up" into BUF; else "". */
+void qw_pool_cluster_status(const struct qw_pool *pool, char *buf, size_t len);
 
 /* Quiet (true) stops taking new jobs; running ones finish. */
 void qw_pool_quiet(struct qw_pool *pool, bool quiet);

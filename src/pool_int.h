@@ -206,6 +206,10 @@ struct qw_queue {
 	char *active_any;	/* "PREFIX:{Q}:active:": any instance's active hash (owned) */
 	char *flow_err;		/* the last unreadable flow status (owned) */
 	int cw;			/* smooth weighted round robin */
+	/* In a cluster: the slot of the queue's hash tag, and the master's
+	 * connection the queue was last told about (qw_pool_cluster_cb). */
+	unsigned slot;
+	struct qw_redis *link;
 	struct qw_redis *blk;	/* tells the queue of new jobs while it is empty */
 	bool blocking;		/* that wake-up is armed (subscribed) */
 	bool woken;		/* pending changed while a fetch was in flight */
@@ -241,6 +245,7 @@ struct qw_pool {
 	const struct qw_conf *conf;
 	struct qw_redis *redis;
 	struct qw_sentinel *sentinel;	/* with Sentinel: names every connection's master */
+	struct qw_cluster *cluster;	/* with cluster = yes: owns redis and the masters' */
 	struct qw_queue *queues;
 	size_t nqueues;
 	unsigned concurrency;
@@ -373,5 +378,9 @@ void qw_lease_release(struct qw_pool *pool);
 /* Reads our active hash, settles the jobs in it this process does not know
  * and fences the runs whose jobs are gone from it (OFF -> RECONCILING). */
 void qw_lease_reconcile(struct qw_queue *q);
+
+/* The connection a queue's commands go to: in a cluster, its master's
+ * (the control connection while the map names none: it answers MOVED). */
+struct qw_redis *qw_pool_queue_redis(const struct qw_queue *q);
 
 #endif

@@ -68,6 +68,10 @@ struct qw_redis {
 	enum qw_redis_state state;
 	char *name;
 	char *address;
+	char *seeds;	/* a cluster's seed nodes, comma separated, tried in turn; or NULL */
+	char *node;	/* a cluster node's address, kept across reloads; NULL: conf's */
+	qw_redis_redirect_fn *redirect_fn;	/* a cluster's: MOVED and ASK */
+	void *redirect_arg;
 	char *password;
 	unsigned db;
 	bool load_scripts;	/* and the function library */
@@ -585,6 +589,32 @@ qw_redis_follow(struct qw_redis *r)
 	return 0;
 }
 
+/* With seed nodes, the address is the next of them after a failure: any
+ * node of a cluster answers CLUSTER SLOTS. */
+static int
+qw_redis_next_seed(struct qw_redis *r)
+{
+	size_t n = 1, pick;
+	const char *p;
+	char *addr;
+
+	if (r->seeds == NULL)
+		return 0;
+	for (p = r->seeds; (p = strchr(p, ',')) != NULL; p++)
+		n++;
+	pick = r->failures % n;
+	for (p = r->seeds; pick > 0; pick--)
+		p = strchr(p, ',') + 1;
+	p += strspn(p, " \t");
+	if ((addr = strndup(p, strcspn(p, ", \t"))) == NULL) {
+		qw_redis_lost(r, strerror(ENOMEM));
+		return -1;
+	}
+	free(r->address);
+	r->address = addr;
+	return 0;
+}
+
 static void
 qw_redis_connect(struct qw_redis *r)
 {
@@ -593,7 +623,7 @@ qw_redis_connect(struct qw_redis *r)
 	const char *colon, *h;
 	size_t hlen;
 
-	if (qw_redis_follow(r) < 0)
+	if (qw_redis_follow(r) < 0 || qw_redis_next_seed(r) < 0)
 		return;
 	colon = strrchr(r->address, ':');
 	h = r->address;
@@ -679,11 +709,18 @@ qw_redis_watch_cb(evutil_socket_t fd, short what, void *arg)
 static int
 qw_redis_set_target(struct qw_redis *r, const struct qw_conf *conf)
 {
-	char *addr = strdup(r->sentinel != NULL && r->address != NULL ? r->address :
-	    conf->redis_address);
+	char *addr = strdup(r->node != NULL ? r->node :
+	    r->sentinel != NULL && r->address != NULL ? r->address : conf->redis_address);
 	char *pw = conf->password ? strdup(conf->password) : NULL;
 
 	if (addr == NULL || (conf->password && pw == NULL)) {
+		free(addr);
+		free(pw);
+		return -1;
+	}
+	free(r->seeds);
+	r->seeds = NULL;
+	if (strchr(addr, ',') != NULL && (r->seeds = strdup(addr)) == NULL) {
 		free(addr);
 		free(pw);
 		return -1;
@@ -763,15 +800,19 @@ qw_redis_master_cb(void *arg, const char *master)
 	}
 }
 
-struct qw_redis *
-qw_redis_new(struct event_base *base, struct evdns_base *dns, struct qw_sentinel *sentinel,
-    const struct qw_conf *conf, const char *name, bool load_scripts,
+static struct qw_redis *
+qw_redis_create(struct event_base *base, struct evdns_base *dns, struct qw_sentinel *sentinel,
+    const struct qw_conf *conf, const char *node, const char *name, bool load_scripts,
     qw_redis_state_fn *state_fn, void *arg)
 {
 	struct qw_redis *r = calloc(1, sizeof(*r));
 
 	if (r == NULL)
 		return NULL;
+	if (node != NULL && (r->node = strdup(node)) == NULL) {
+		free(r);
+		return NULL;
+	}
 	r->base = base;
 	r->dns = dns;
 	r->sentinel = sentinel;
@@ -803,13 +844,37 @@ qw_redis_new(struct event_base *base, struct evdns_base *dns, struct qw_sentinel
 	return r;
 }
 
+struct qw_redis *
+qw_redis_new(struct event_base *base, struct evdns_base *dns, struct qw_sentinel *sentinel,
+    const struct qw_conf *conf, const char *name, bool load_scripts,
+    qw_redis_state_fn *state_fn, void *arg)
+{
+	return qw_redis_create(base, dns, sentinel, conf, NULL, name, load_scripts, state_fn, arg);
+}
+
+struct qw_redis *
+qw_redis_new_node(struct event_base *base, struct evdns_base *dns, const struct qw_conf *conf,
+    const char *address, const char *name, bool load_scripts, qw_redis_state_fn *state_fn,
+    void *arg)
+{
+	return qw_redis_create(base, dns, NULL, conf, address, name, load_scripts, state_fn, arg);
+}
+
+void
+qw_redis_set_redirect(struct qw_redis *r, qw_redis_redirect_fn *fn, void *arg)
+{
+	r->redirect_fn = fn;
+	r->redirect_arg = arg;
+}
+
 void
 qw_redis_reconfigure(struct qw_redis *r, const struct qw_conf *conf)
 {
 	bool same;
 
 	r->patience_ms = (int64_t)(conf->lease_timeout_ms + QW_REDIS_LONGEST_WAIT_MS);
-	same = (r->sentinel != NULL || strcmp(r->address, conf->redis_address) == 0) &&
+	same = (r->sentinel != NULL || r->node != NULL ||
+	    strcmp(r->seeds != NULL ? r->seeds : r->address, conf->redis_address) == 0) &&
 	    r->db == conf->db &&
 	    ((r->password == NULL && conf->password == NULL) ||
 	    (r->password && conf->password && strcmp(r->password, conf->password) == 0));
@@ -851,6 +916,8 @@ qw_redis_free(struct qw_redis *r)
 	free(r->lib_err);
 	free(r->name);
 	free(r->address);
+	free(r->seeds);
+	free(r->node);
 	if (r->password != NULL)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
@@ -893,7 +960,37 @@ struct qw_redis_call {
 	qw_redis_reply_fn *fn;
 	void *priv;
 	uint64_t sent_us;	/* monotonic: when it was queued */
+	/* In a cluster, the command as sent, for an ASK redirection to
+	 * send it on; NULL once sent there (a command is redirected once). */
+	char *cmd;
+	size_t len;
 };
+
+static int qw_redis_send(struct qw_redis *r, struct qw_redis_call *call, const char *cmd,
+    size_t len);
+
+/* An ASK reply: the command goes to the node migrating the slot in,
+ * after ASKING, on the same call. Returns 0 when it went. */
+static int
+qw_redis_ask(struct qw_redis_call *call, const redisReply *reply)
+{
+	static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
+	struct qw_redis *to;
+	char *cmd = call->cmd;
+
+	if (cmd == NULL || call->r->redirect_fn == NULL ||
+	    (to = call->r->redirect_fn(call->r->redirect_arg, call->r, reply)) == NULL ||
+	    to->state != QW_R_UP)
+		return -1;
+	call->cmd = NULL;
+	if (redisAsyncFormattedCommand(to->ac, NULL, NULL, asking, sizeof(asking) - 1) !=
+	    REDIS_OK || qw_redis_send(to, call, cmd, call->len) < 0) {
+		call->cmd = cmd;
+		return -1;
+	}
+	free(cmd);
+	return 0;
+}
 
 static void
 qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
@@ -907,6 +1004,14 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 		call->r->answered++;
 		qw_tally_observe(&call->r->cmd_hist, &qw_tally_redis_bounds,
 		    qw_clock_mono_us() - call->sent_us);
+	}
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && ac->data != NULL &&
+	    call->r->redirect_fn != NULL) {
+		if (reply->len > 4 && memcmp(reply->str, "ASK ", 4) == 0 &&
+		    qw_redis_ask(call, reply) == 0)
+			return;		/* the call goes on, on the node the slot goes to */
+		if (reply->len > 6 && memcmp(reply->str, "MOVED ", 6) == 0)
+			call->r->redirect_fn(call->r->redirect_arg, call->r, reply);
 	}
 	if (call->fn != NULL)
 		call->fn(ac->data ? call->r : NULL, rep, call->priv);
@@ -923,6 +1028,7 @@ qw_redis_call_cb(redisAsyncContext *ac, void *rep, void *priv)
 	 * here will be written until we find the master again. */
 	if (qw_redis_refusal_of(reply) != QW_REFUSAL_NONE && ac->data != NULL)
 		qw_redis_refused(call->r, ac, qw_redis_refusal_of(reply), reply->str, reply->len);
+	free(call->cmd);
 	free(call);
 }
 
@@ -995,6 +1101,17 @@ qw_redis_flush(struct qw_redis *r)
 		redisBufferWrite(&r->ac->c, &done);
 }
 
+/* Queues CMD on R for CALL; in a cluster CALL keeps CMD for an ASK. */
+static int
+qw_redis_send(struct qw_redis *r, struct qw_redis_call *call, const char *cmd, size_t len)
+{
+	if (redisAsyncFormattedCommand(r->ac, qw_redis_call_cb, call, cmd, len) != REDIS_OK)
+		return -1;
+	call->r = r;
+	r->sent++;
+	return 0;
+}
+
 int
 qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
     int argc, const char **argv, const size_t *lens)
@@ -1002,7 +1119,6 @@ qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 	struct qw_redis_call *call;
 	char *cmd;
 	size_t len;
-	int rc;
 
 	if (r->state != QW_R_UP)
 		return -1;
@@ -1013,17 +1129,15 @@ qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 		free(cmd);
 		return -1;
 	}
-	call->r = r;
-	call->fn = fn;
-	call->priv = priv;
-	call->sent_us = qw_clock_mono_us();
-	rc = redisAsyncFormattedCommand(r->ac, qw_redis_call_cb, call, cmd, len);
-	free(cmd);
-	if (rc != REDIS_OK) {
+	*call = (struct qw_redis_call){ .r = r, .fn = fn, .priv = priv, .len = len,
+		.cmd = r->redirect_fn != NULL ? cmd : NULL, .sent_us = qw_clock_mono_us() };
+	if (qw_redis_send(r, call, cmd, len) < 0) {
 		free(call);
+		free(cmd);
 		return -1;
 	}
-	r->sent++;
+	if (call->cmd == NULL)
+		free(cmd);
 	return 0;
 }
 

@@ -46,6 +46,18 @@ typedef void qw_redis_state_fn(struct qw_redis *r, bool up, void *arg);
 struct qw_redis *qw_redis_new(struct event_base *base, struct evdns_base *dns,
     struct qw_sentinel *sentinel, const struct qw_conf *conf, const char *name,
     bool load_scripts, qw_redis_state_fn *state_fn, void *arg);
+/* As qw_redis_new, to ADDRESS (a cluster's node) rather than conf's; a
+ * reload changes only its password. */
+struct qw_redis *qw_redis_new_node(struct event_base *base, struct evdns_base *dns,
+    const struct qw_conf *conf, const char *address, const char *name, bool load_scripts,
+    qw_redis_state_fn *state_fn, void *arg);
+/* A MOVED or ASK reply (REPLY) came on R: FN is told before the caller.
+ * For ASK it returns the connection to send the command to, after ASKING,
+ * once; the caller then gets that node's reply. NULL: the caller gets
+ * REPLY as it is. */
+typedef struct qw_redis *qw_redis_redirect_fn(void *arg, struct qw_redis *r,
+    const redisReply *reply);
+void qw_redis_set_redirect(struct qw_redis *r, qw_redis_redirect_fn *fn, void *arg);
 /* Drops the connection now: outstanding commands get a NULL reply. No
  * reconnect afterwards. */
 void qw_redis_free(struct qw_redis *r);

@@ -67,7 +67,8 @@ struct qw_sched_entry {
 
 struct qw_schedule {
 	struct event_base *base;
-	struct qw_redis *redis;
+	qw_schedule_route_fn *route;
+	void *route_arg;
 	struct qw_sched_entry *entries;
 	bool stopped;
 };
@@ -218,7 +219,8 @@ qw_schedule_send(struct qw_sched_entry *e)
 
 	snprintf(tick, sizeof(tick), "%" PRId64, e->tick);
 	snprintf(ahead, sizeof(ahead), "%d", QW_SCHEDULE_AHEAD_MS);
-	if (env != NULL && qw_redis_script(e->s->redis, QW_SCRIPT_CRON, qw_schedule_reply, e, 2,
+	if (env != NULL && qw_redis_script(e->s->route(e->s->route_arg, e->key_cron),
+	    QW_SCRIPT_CRON, qw_schedule_reply, e, 2,
 	    6, argv, NULL) == 0) {
 		qw_schedule_move(e, QW_SCHED_SENDING);
 	} else {
@@ -386,14 +388,16 @@ qw_schedule_reconfigure(struct qw_schedule *s, const struct qw_conf *conf)
 }
 
 struct qw_schedule *
-qw_schedule_new(struct event_base *base, struct qw_redis *redis, const struct qw_conf *conf)
+qw_schedule_new(struct event_base *base, qw_schedule_route_fn *route, void *arg,
+    const struct qw_conf *conf)
 {
 	struct qw_schedule *s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
 		return NULL;
 	s->base = base;
-	s->redis = redis;
+	s->route = route;
+	s->route_arg = arg;
 	if (qw_schedule_reconfigure(s, conf) < 0) {
 		qw_schedule_free(s);
 		return NULL;

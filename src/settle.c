@@ -547,7 +547,7 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
-	if (qw_redis_script_wait(q->pool->redis, QW_SCRIPT_SETTLE, c->wait_replicas,
+	if (qw_redis_script_wait(qw_pool_queue_redis(q), QW_SCRIPT_SETTLE, c->wait_replicas,
 	    c->wait_timeout_ms, qw_settle_reply, b, 9, (int)argc, argv, lens) < 0)
 		goto out;
 	b = NULL;
