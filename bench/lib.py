@@ -57,6 +57,22 @@ LAT_GAP = 0.002
 N_MEM1 = env_int("BENCH_MEM_N1", 100000 // SCALE)
 N_MEM2 = env_int("BENCH_MEM_N2", 1000000 // SCALE)
 N_RB = env_int("BENCH_RB_N", 200000 // SCALE)
+# Persistent workers (SPEC 12), over TCP as the peers: the Python no-op handler
+# (bench/noop_worker.py, python/qworkerd library) as a worker and as an exec
+# handler, and the Node one (bench/noop_worker.js, node/qworkerd).
+N_PYW = env_int("BENCH_PYW_N", 100000 // SCALE)
+N_PYEXEC = env_int("BENCH_PYEXEC_N", 1000 // SCALE)
+N_NODEW = env_int("BENCH_NODEW_N", 200000 // SCALE)
+PYTHON = "/usr/bin/python3"
+NODE = shutil.which("node") or "/usr/bin/node"
+# What a user would pick for concurrency 10: ten single-job Python processes
+# (the GIL makes threads no faster for a handler that runs Python code, and
+# it is what Celery prefork --concurrency 10 does), one Node process with ten
+# jobs in flight (what BullMQ's Worker with concurrency 10 does).
+PY_WORKER = "worker = %s %s\nworker_processes = %d" % (PYTHON, os.path.join(BENCH, "noop_worker.py"), CONC)
+PY_EXEC = "handler = %s %s" % (PYTHON, os.path.join(BENCH, "noop_worker.py"))
+NODE_WORKER = "worker = %s %s\nworker_inflight = %d" % (NODE, os.path.join(BENCH, "noop_worker.js"), CONC)
+WORKER_ENV = {"PYTHONPATH": os.path.join(ROOT, "python")}
 OWN_TIMEOUT = env_int("BENCH_TIMEOUT", 1200)
 PEERS_TIMEOUT = env_int("BENCH_PEERS_TIMEOUT", 2400)
 PEERS_ONLY = os.environ.get("BENCH_PEERS_ONLY", "bullmq sidekiq sidekiq-quiet celery-prefork rq-10")
@@ -360,7 +376,7 @@ def wait_count(r, key, field, n, timeout, daemon, interval=0.01, on_first=None):
         time.sleep(interval)
 
 
-def drain(tmp, rs, transport, handler_line, n, tag, timeout, prefetch=PREFETCH):
+def drain(tmp, rs, transport, handler_line, n, tag, timeout, prefetch=PREFETCH, env=None):
     r = rs.client(transport)
     r.flushall()
     t = time.monotonic()
@@ -372,14 +388,15 @@ def drain(tmp, rs, transport, handler_line, n, tag, timeout, prefetch=PREFETCH):
     rc0 = rs.cpu()
     first = {}
 
-    d = Daemon(tmp, conf, tag)
+    d = Daemon(tmp, conf, tag, env)
 
     def on_first():
         first["q"], first["r"] = proc_stat(d.pid), rs.cpu()
+        first["w"] = tree_cpu(d)
 
     try:
         t_end, t_first, c_first = wait_count(r, K_STATS, "succeeded", n, timeout, d, on_first=on_first)
-        st, rc1 = proc_stat(d.pid), rs.cpu()
+        st, rc1, w_cpu = proc_stat(d.pid), rs.cpu(), tree_cpu(d)
         rss, hwm = proc_status(d.pid, "VmRSS"), proc_status(d.pid, "VmHWM")
     finally:
         exit_s = d.term()
@@ -389,19 +406,32 @@ def drain(tmp, rs, transport, handler_line, n, tag, timeout, prefetch=PREFETCH):
         raise RuntimeError("after the drain: %d pending, stats %s" % (left, stats))
     dt = t_end - d.t0
     steady = (n - c_first) / (t_end - t_first) if t_end > t_first else None
-    q_cpu = st["own"] + st["children"]
+    # persistent workers are not reaped during the drain: their CPU is read live
+    q_cpu = st["own"] + st["children"] + w_cpu
     res = dict(n=n, transport=transport, seconds=dt, jobs_per_s=n / dt,
                steady_jobs_per_s=steady, start_to_first_s=t_first - d.t0,
-               qworkerd_cpu_s=q_cpu, qworkerd_own_cpu_s=st["own"], handler_cpu_s=st["children"],
+               qworkerd_cpu_s=q_cpu, qworkerd_own_cpu_s=st["own"], handler_cpu_s=st["children"] + w_cpu,
                redis_cpu_s=rc1 - rc0,
                qworkerd_cpu_s_per_100k=q_cpu * 1e5 / n, redis_cpu_s_per_100k=(rc1 - rc0) * 1e5 / n,
                qworkerd_cpu_util_pct=100 * q_cpu / dt, redis_cpu_util_pct=100 * (rc1 - rc0) / dt,
-               steady_qworkerd_cpu_s_per_100k=(q_cpu - first["q"]["own"] - first["q"]["children"]) * 1e5 / (n - c_first)
+               steady_qworkerd_cpu_s_per_100k=(q_cpu - first["q"]["own"] - first["q"]["children"] - first["w"])
+               * 1e5 / (n - c_first)
                if steady else None,
                steady_redis_cpu_s_per_100k=(rc1 - first["r"]) * 1e5 / (n - c_first) if steady else None,
                rss_end_mib=mib(rss), vmhwm_mib=mib(hwm), threads_end=st["threads"],
                enqueue_s=enq_s, exit_s=exit_s, stats=stats)
     return res
+
+
+def tree_cpu(d):
+    """CPU seconds (own + reaped children) of the daemon's live descendants:
+    persistent workers, or exec handlers still running."""
+    total = 0.0
+    for pid in d.child.descendants():
+        st = proc_stat(pid)
+        if st:
+            total += st["own"] + st["children"]
+    return total
 
 
 # --------------------------------------------------------------------------- helpers built here
@@ -450,18 +480,40 @@ def m_exec(tmp, rs, helpers, rep):
     return dict(exec=x, spawn=dict(n=int(n), seconds=float(secs), per_s=float(rate)))
 
 
+def m_workers(tmp, rs, rep):
+    """Persistent workers against the same handler as an exec handler (Python)
+    and against BullMQ (Node, compared after the peers ran), over TCP."""
+    out = {}
+    for key, line, n in (("py_worker", PY_WORKER, N_PYW), ("py_exec", PY_EXEC, N_PYEXEC),
+                         ("node_worker", NODE_WORKER, N_NODEW)):
+        if key == "node_worker" and not os.path.exists(NODE):
+            continue
+        log("%s drain, %d jobs, tcp, run %d/%d" % (key, n, rep + 1, REPS))
+        x = out[key] = drain(tmp, rs, "tcp", line, n, "%s-%d" % (key, rep),
+                             timeout=max(60, n / (20 if key == "py_exec" else 1000)), env=WORKER_ENV)
+        log("  %.0f jobs/s (steady %.0f), qworkerd %.3f + workers %.3f / redis %.3f CPU s per 100k" % (
+            x["jobs_per_s"], x["steady_jobs_per_s"] or 0, x["qworkerd_own_cpu_s"] * 1e5 / n,
+            x["handler_cpu_s"] * 1e5 / n, x["redis_cpu_s_per_100k"]))
+    return out
+
+
+LAT_HANDLERS = {"py_worker": PY_WORKER, "node_worker": NODE_WORKER}
+
+
 def m_latency(tmp, rs, helpers, kind, rep):
     """Push-to-handler-start with an idle daemon: N_LAT jobs pushed one at a time, LAT_GAP apart."""
     r = rs.unix
     r.flushall()
     stamp_file = os.path.join(tmp, "stamps-%s-%d" % (kind, rep))
-    handler = ("plugin = %s" % helpers["stamp.so"]) if kind == "plugin" else ("handler = %s" % helpers["stamp_exec"])
+    handler = LAT_HANDLERS.get(kind) or (("plugin = %s" % helpers["stamp.so"]) if kind == "plugin"
+                                         else "handler = %s" % helpers["stamp_exec"])
     conf = write_conf(tmp, rs, "unix", handler, "lat-%s-%d" % (kind, rep))
-    d = Daemon(tmp, conf, "lat-%s-%d" % (kind, rep), {"BENCH_STAMP_FILE": stamp_file})
+    d = Daemon(tmp, conf, "lat-%s-%d" % (kind, rep), dict(WORKER_ENV, BENCH_STAMP_FILE=stamp_file))
     log("pickup latency, %s handler, %d jobs %.0f ms apart, run %d/%d" % (kind, N_LAT, LAT_GAP * 1000, rep + 1, REPS))
     try:
         wait_ready_by_lease(r, d)
-        time.sleep(1.0)   # idle: waiting for a wake-up
+        # idle: waiting for a wake-up (and persistent workers started and said R)
+        time.sleep(3.0 if kind in LAT_HANDLERS else 1.0)
         d.check_alive()
         nxt = time.monotonic()
         for _ in range(N_LAT):
@@ -809,6 +861,46 @@ def build_rows(res):
             first = False
     else:
         rows.append(("6", "peers (Sidekiq, BullMQ, Celery, RQ)", (p or {}).get("note", "not run"), "", ""))
+    rows += worker_rows(res)
+    return rows
+
+
+def worker_rows(res):
+    """Section 7: persistent workers, their targets against the exec handler and the peers."""
+    R, rows = res["medians"], []
+    pw, pe, nw = R.get("py_worker"), R.get("py_exec"), R.get("node_worker")
+
+    def drain_rows(sec, label, x):
+        n = x["n"]
+        rows.append((sec, "%s (N %s, TCP)" % (label, fnum(n)),
+                     "%s jobs/s (steady %s)" % (fnum(x["jobs_per_s"]), fnum(x["steady_jobs_per_s"])), "", ""))
+        rows.append(("", "  qworkerd + workers / redis-server CPU s per 100k jobs", "%.2f + %.2f / %.2f" % (
+            x["qworkerd_own_cpu_s"] * 1e5 / n, x["handler_cpu_s"] * 1e5 / n, x["redis_cpu_s_per_100k"]), "", ""))
+
+    def vs(label, x, peer, target):
+        if not peer:
+            rows.append(("", "  vs %s: not in this run" % label, "-", ">= %gx" % target, "-"))
+            return
+        ratio = x["jobs_per_s"] / peer["jobs_per_s"]
+        rows.append(("", "  vs %s in this run (%s jobs/s, TCP)" % (label, fnum(peer["jobs_per_s"])),
+                     "%.1fx" % ratio, ">= %gx" % target, verdict(ratio >= target)))
+
+    if pw:
+        drain_rows("7", "Python no-op, persistent worker (python/qworkerd), worker_processes %d" % CONC, pw)
+        if pe:
+            drain_rows("", "  same handler as an exec handler (python3 per job)", pe)
+            ratio = pw["jobs_per_s"] / pe["jobs_per_s"]
+            rows.append(("", "  persistent worker / exec handler", "%.1fx" % ratio, ">= 20x", verdict(ratio >= 20)))
+        vs("Celery prefork, concurrency 10", pw, res.get("peers_celery"), 10)
+    if nw:
+        drain_rows("" if pw else "7", "Node no-op, persistent worker (node/qworkerd), worker_inflight %d" % CONC, nw)
+        vs("BullMQ, concurrency 10", nw, res.get("peers_bullmq"), 2)
+    for kind, label in (("py_worker", "Python"), ("node_worker", "Node")):
+        lw = R.get("lat_" + kind)
+        if lw:
+            rows.append(("", "pickup latency, idle daemon, %s persistent worker: p50" % label,
+                         "%.3f ms" % lw["p50_ms"], "< 0.5 ms", verdict(lw["p50_ms"] < 0.5)))
+            rows.append(("", "  p99", "%.3f ms" % lw["p99_ms"], "", ""))
     return rows
 
 
@@ -867,6 +959,12 @@ def notes(res):
         "Pickup latency: payload = time.time_ns() taken just before LPUSH (redis-py, unix socket);"
         " the handler reads CLOCK_REALTIME first thing (bench/stamp.c plugin; bench/stamp_exec.c as exec handler).",
     ]
+    n.append("Persistent workers (section 7): the Python no-op handler bench/noop_worker.py through the"
+             " python/qworkerd library with worker_processes = %d (worker_inflight 1), and the same file as an exec"
+             " handler (a python3 per job, payload on stdin); the Node one bench/noop_worker.js through node/qworkerd,"
+             " one process with worker_inflight = %d. Drains over TCP like the peers; jobs/s includes starting the"
+             " workers; worker CPU is read live from /proc. Ratios use jobs/s (with start-up) against the peers'"
+             " steady-state rate, whose jobs also do one INCR." % (CONC, CONC))
     if PREFETCH is None:
         n.append("Prefetch: every figure is measured with the shipped default (no prefetch key: prefetch = auto);"
                  " only the rows marked \"tuned\" set prefetch = %d, which a user has to choose." % TUNED_PREFETCH
@@ -896,6 +994,13 @@ def medians(runs):
     if runs.get("lat_exec"):
         out["lat_exec"] = med_dict(runs["lat_exec"])
     out["idle"] = med_dict(runs["idle"])
+    for kind in ("py_worker", "node_worker"):
+        if runs.get("lat_" + kind):
+            out["lat_" + kind] = med_dict(runs["lat_" + kind])
+    for key in ("py_worker", "py_exec", "node_worker"):
+        xs = [w[key] for w in runs.get("workers", []) if key in w]
+        if xs:
+            out[key] = med_dict(xs)
     out["memory"] = med_dict(runs["memory"])
     rb = {}
     for rep in runs["redisbench"]:
@@ -926,7 +1031,8 @@ def main():
     signal.alarm(OWN_TIMEOUT)
     rs = Redis(TMP)
     log("redis-server %s pid %d on %s and 127.0.0.1:%d" % (rs.version, rs.pid, rs.sock, rs.port))
-    runs = dict(noop=[], exec=[], lat_plugin=[], lat_exec=[], idle=[], memory=[], redisbench=[])
+    runs = dict(noop=[], exec=[], lat_plugin=[], lat_exec=[], idle=[], memory=[], redisbench=[], workers=[],
+                lat_py_worker=[], lat_node_worker=[])
     for rep in range(REPS):
         runs["idle"].append(m_idle(TMP, rs, rep))
     for rep in range(REPS):
@@ -936,6 +1042,12 @@ def main():
     for rep in range(REPS):
         runs["lat_plugin"].append(m_latency(TMP, rs, helpers, "plugin", rep))
         runs["lat_exec"].append(m_latency(TMP, rs, helpers, "exec", rep))
+    for rep in range(REPS):
+        runs["workers"].append(m_workers(TMP, rs, rep))
+    for rep in range(REPS):
+        runs["lat_py_worker"].append(m_latency(TMP, rs, helpers, "py_worker", rep))
+        if os.path.exists(NODE):
+            runs["lat_node_worker"].append(m_latency(TMP, rs, helpers, "node_worker", rep))
     for rep in range(REPS):
         runs["memory"].append(m_memory(TMP, rs, rep))
     for rep in range(REPS):
@@ -962,6 +1074,8 @@ def main():
         for s in res["peers"].get("summary", []):
             if s["config"] == "bullmq" and s.get("jobs_per_s"):
                 res["peers_bullmq"] = s
+            if s["config"] == "celery-prefork" and s.get("jobs_per_s"):
+                res["peers_celery"] = s
     else:
         res["peers"] = dict(note=peers_note)
     res["medians"] = medians(runs)

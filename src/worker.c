@@ -402,8 +402,10 @@ qw_worker_send_job(struct qw_worker *w, struct qw_worker_job *j,
 			rc = ENOMEM;
 	}
 	free(meta);
-	if (rc == 0)
-		qw_worker_flush(w);
+	/* Written once the loop is done with this round: the jobs handed out
+	 * together go in one write, and the worker wakes once for them. */
+	if (rc == 0 && w->fd >= 0)
+		event_active(w->wr_ev, EV_WRITE, 0);
 	return rc;
 }
 
@@ -619,7 +621,9 @@ qw_worker_read(struct qw_worker *w)
 			qw_worker_close_fd(w);
 			return;
 		}
-		if (!qw_worker_parse(w))
+		/* A short read emptied the socket: the event says when more comes,
+		 * without a read that only answers EAGAIN. */
+		if (!qw_worker_parse(w) || n < QW_WORKER_READ_CHUNK)
 			return;
 	}
 }

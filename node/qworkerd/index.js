@@ -33,6 +33,15 @@ function frame(type, body = Buffer.alloc(0)) {
   return Buffer.concat([head, body]);
 }
 
+/* D: the 4-byte length (9), 'D', the 8-byte seq, in one allocation. */
+function doneFrame(seq) {
+  const b = Buffer.allocUnsafe(13);
+  b.writeUInt32BE(9, 0);
+  b[4] = 0x44;
+  b.writeBigUInt64BE(seq, 5);
+  return b;
+}
+
 function seqBytes(seq) {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(seq);
@@ -89,12 +98,26 @@ function run(handler, options = {}) {
     new net.Socket({ fd: Number(process.env.QW_WORKER_FD || 3), readable: true, writable: true });
   const reader = new FrameReader();
   const running = new Map(); // seq -> AbortController
+  /* Answers are written together once the jobs of a read have had their
+   * turn: one write (and one wake-up of the daemon) for many answers. */
+  let answers = [];
   let stopping = false;
   let resolveDone;
   const done = new Promise((resolve) => { resolveDone = resolve; });
 
+  function flush() {
+    const out = answers.length === 1 ? answers[0] : Buffer.concat(answers);
+    answers = [];
+    if (!sock.destroyed) sock.write(out);
+    finishIfIdle();
+  }
+
+  function answer(out) {
+    if (answers.push(out) === 1) setImmediate(flush);
+  }
+
   function finishIfIdle() {
-    if (!stopping || running.size > 0) return;
+    if (!stopping || running.size > 0 || answers.length > 0) return;
     sock.end(() => {
       resolveDone();
       if (options.exit !== false) process.exit(0);
@@ -108,14 +131,13 @@ function run(handler, options = {}) {
     let out;
     try {
       await handler(job, ac.signal);
-      out = frame('D', seqBytes(job.seq));
+      out = doneFrame(job.seq);
     } catch (err) {
       out = failed(job.seq, err, err instanceof PermanentError);
       if (!(err instanceof PermanentError)) console.error(err);
     }
     running.delete(job.seq);
-    if (!sock.destroyed) sock.write(out);
-    finishIfIdle();
+    answer(out);
   }
 
   function cancel(body) {

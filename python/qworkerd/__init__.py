@@ -16,10 +16,11 @@ starts the script once and streams jobs to it on file descriptor 3::
 
 Returning means the job succeeded (D), raising means it failed (F) and is
 retried while attempts remain; PermanentError sends it to dead at once.
-Each job runs on a thread of its own, up to worker_inflight at a time.
+Jobs run on worker_inflight threads, one job per thread at a time.
 """
 import json
 import os
+import queue
 import socket
 import struct
 import sys
@@ -127,13 +128,24 @@ class _Conn:
 
 
 class _Runner:
+    """Runs jobs on a pool of INFLIGHT long-lived threads: starting a thread
+    per job cost more than the rest of a no-op job's path together."""
+
     def __init__(self, handler, conn, inflight):
         self.handler = handler
         self.conn = conn
-        self.slots = threading.Semaphore(inflight)
+        self.inflight = inflight
+        self.jobs = queue.SimpleQueue()   # (job, cancel), or None: exit
         self.lock = threading.Lock()
-        self.running = {}          # seq -> CancelEvent
-        self.threads = set()
+        self.running = {}          # seq -> CancelEvent, from J until its answer is sent
+        self.threads = []
+
+    def _loop(self):
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                return
+            self._run(*item)
 
     def _run(self, job, cancel):
         try:
@@ -146,24 +158,22 @@ class _Runner:
             out = failed(job.seq, "%s: %s" % (type(e).__name__, e))
         with self.lock:
             self.running.pop(job.seq, None)
-            self.threads.discard(threading.current_thread())
         try:
             self.conn.send(out)
         except OSError:
             pass                        # the daemon is gone; so are we soon
-        finally:
-            self.slots.release()
 
     def start(self, body):
         seq, meta, payload = parse_job(body)
         job, cancel = Job(seq, meta, payload), CancelEvent()
-        self.slots.acquire()            # the daemon never sends more than inflight
-        t = threading.Thread(target=self._run, args=(job, cancel), daemon=True,
-                             name="job-%s" % job.id)
         with self.lock:
             self.running[seq] = cancel
-            self.threads.add(t)
-        t.start()
+            idle = len(self.running) > len(self.threads) and len(self.threads) < self.inflight
+        if idle:                        # threads start as jobs first need them
+            t = threading.Thread(target=self._loop, daemon=True, name="job-%d" % len(self.threads))
+            self.threads.append(t)
+            t.start()
+        self.jobs.put((job, cancel))
 
     def cancel(self, body):
         if len(body) < 8:
@@ -176,20 +186,20 @@ class _Runner:
 
     def busy(self):
         with self.lock:
-            return bool(self.threads)
+            return bool(self.running)
 
     def finish(self):
         """Waits for the jobs still running (EOF: nothing can cancel them)."""
-        with self.lock:
-            threads = list(self.threads)
-        for t in threads:
+        for _ in self.threads:
+            self.jobs.put(None)
+        for t in self.threads:
             t.join()
 
 
 def run(handler, fd=None, inflight=None):
     """Serves jobs from the daemon until it sends S; then returns (exit 0
     when used as the script's last line). HANDLER(job, cancel) runs on a
-    thread per job; at most INFLIGHT (default $QW_WORKER_INFLIGHT) at once."""
+    pool of INFLIGHT (default $QW_WORKER_INFLIGHT) threads, one job each."""
     fd = int(os.environ.get("QW_WORKER_FD", "3")) if fd is None else fd
     inflight = int(os.environ.get("QW_WORKER_INFLIGHT", "1")) if inflight is None else inflight
     try:

@@ -110,6 +110,18 @@ class LibraryTest(unittest.TestCase):
         d.send(job(1) + job(2))
         self.assertEqual(sorted([d.answer(), d.answer()]), [("D", 1), ("D", 2)])
 
+    def test_jobs_run_on_at_most_inflight_threads(self):
+        threads = set()
+        d = Daemon(lambda job, cancel: threads.add(threading.current_thread()), inflight=2)
+        d.recv()
+        for seq in range(1, 41, 2):
+            d.send(job(seq) + job(seq + 1))
+            self.assertEqual(sorted([d.answer(), d.answer()]), [("D", seq), ("D", seq + 1)])
+        self.assertLessEqual(len(threads), 2)
+        d.send(frame(b"S"))
+        d.thread.join(5)
+        self.assertFalse(d.thread.is_alive())
+
     def test_stop_finishes_running_jobs_and_takes_their_cancel(self):
         started = threading.Event()
 
