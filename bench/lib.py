@@ -63,6 +63,11 @@ N_RB = env_int("BENCH_RB_N", 200000 // SCALE)
 N_PYW = env_int("BENCH_PYW_N", 100000 // SCALE)
 N_PYEXEC = env_int("BENCH_PYEXEC_N", 1000 // SCALE)
 N_NODEW = env_int("BENCH_NODEW_N", 200000 // SCALE)
+# Redis Cluster (section 8): the same no-op drain over CLUSTER_QUEUES queues,
+# against one redis-server and against three masters (BENCH_CLUSTER=0 skips it).
+CLUSTER = os.environ.get("BENCH_CLUSTER", "1") != "0"
+CLUSTER_QUEUES = 6
+N_CLUSTER = env_int("BENCH_CLUSTER_N", 300000 // SCALE) // CLUSTER_QUEUES * CLUSTER_QUEUES
 PYTHON = "/usr/bin/python3"
 NODE = shutil.which("node") or "/usr/bin/node"
 # What a user would pick for concurrency 10: ten single-job Python processes
@@ -286,13 +291,13 @@ class Redis:
         self.child.stop()
 
 
-def enqueue(r, n, start=0, batch=1000, per_pipeline=50):
+def enqueue(r, n, start=0, batch=1000, per_pipeline=50, key=K_PENDING):
     """LPUSH n raw jobs, 1000 values per LPUSH, 50 LPUSH per pipeline."""
     p = r.pipeline(transaction=False)
     i = cmds = 0
     while i < n:
         k = min(batch, n - i)
-        p.lpush(K_PENDING, *[b"job-%d" % j for j in range(start + i, start + i + k)])
+        p.lpush(key, *[b"job-%d" % j for j in range(start + i, start + i + k)])
         i += k
         cmds += 1
         if cmds == per_pipeline:
@@ -643,6 +648,183 @@ def m_redisbench(rs, rep):
     return out
 
 
+# --------------------------------------------------------------------------- Redis Cluster
+def free_node_port(taken):
+    """A loopback port below 55536 free along with its cluster bus port (+10000),
+    not in TAKEN (nodes started but maybe not listening yet)."""
+    for port in range(21000 + os.getpid() % 20000, 55000, 7):
+        if port in taken:
+            continue
+        socks = []
+        try:
+            for p in (port, port + 10000):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class Cluster:
+    """Three redis-server masters, cluster-enabled, each in its own directory,
+    joined by redis-cli --cluster create; same flags as the single one."""
+
+    def __init__(self, tmp):
+        self.children, self.ports, self.clients = [], [], {}
+        for i in range(3):
+            port = free_node_port(self.ports)
+            d = os.path.join(tmp, "cluster-%d" % port)
+            os.makedirs(d)
+            self.children.append(Child("redis-server cluster node %d" % port, [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000", "--cluster-require-full-coverage", "no",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", d, "--logfile", os.path.join(d, "redis.log")]))
+            self.ports.append(port)
+            self.clients[port] = redis.Redis(host="127.0.0.1", port=port)
+        for port, c in zip(self.ports, self.children):
+            self._wait(lambda: self._ping(port), "cluster node %d to start" % port, c)
+        p = subprocess.run(["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % x for x in self.ports]
+                           + ["--cluster-replicas", "0", "--cluster-yes"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("redis-cli --cluster create failed: %s" % p.stdout.decode(errors="replace")[-1000:])
+        self._wait(self._ok, "the cluster to agree on its slots")
+
+    def _wait(self, cond, what, child=None, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline or (child and not child.alive()):
+                raise RuntimeError("timeout waiting for %s" % what)
+            time.sleep(0.05)
+
+    def _ping(self, port):
+        try:
+            return self.clients[port].ping()
+        except (redis.ConnectionError, OSError):
+            return False
+
+    def _ok(self):
+        maps = []
+        for c in self.clients.values():
+            if b"cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
+                return False
+            maps.append(sorted((r[0], r[1], r[2][1]) for r in c.execute_command("CLUSTER", "SLOTS")))
+        return all(m == maps[0] for m in maps)
+
+    def master_of(self, name):
+        c = self.clients[self.ports[0]]
+        slot = c.execute_command("CLUSTER", "KEYSLOT", name)
+        for start, end, node in c.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return node[1]
+        raise RuntimeError("slot %d of %s is served by nobody" % (slot, name))
+
+    def cpu(self):
+        return sum(proc_stat(c.pid)["own"] for c in self.children)
+
+    def address(self):
+        return ",".join("127.0.0.1:%d" % p for p in self.ports)
+
+    def stop(self):
+        for c in self.children:
+            c.stop()
+
+
+def cluster_queues(cl):
+    """CLUSTER_QUEUES queue names, as many on each master (2 of 6 on each of 3)."""
+    per = CLUSTER_QUEUES // len(cl.ports)
+    got = {p: [] for p in cl.ports}
+    for i in range(10000):
+        name = "bench%d" % i
+        owner = got[cl.master_of(name)]
+        if len(owner) < per:
+            owner.append(name)
+        if all(len(v) == per for v in got.values()):
+            return [q for p in cl.ports for q in got[p]]
+    raise RuntimeError("could not spread %d queues over the masters" % CLUSTER_QUEUES)
+
+
+def drain_queues(tmp, address, cluster_line, client_of, cpu, queues, n, tag):
+    """The no-op drain of n jobs spread evenly over QUEUES; client_of(queue) is a
+    client of the node serving the queue, cpu() the redis-server CPU to count."""
+    per = n // len(queues)
+    for c in {id(client_of(q)): client_of(q) for q in queues}.values():
+        c.flushall()
+    for q in queues:
+        enqueue(client_of(q), per, key="qw:{%s}:pending" % q)
+    conf = os.path.join(tmp, "qworkerd-%s.conf" % tag)
+    with open(conf, "w") as f:
+        f.write("[redis]\n%saddress = %s\n\n[workers]\nconcurrency = %d\nlog_level = warning\n"
+                "shutdown_timeout = 5s\ninstance = bench\n\n" % (cluster_line, address, CONC))
+        for q in queues:
+            f.write("[queue %s]\nplugin = %s\n\n" % (q, NOOP_SO))
+    rc0 = cpu()
+    d = Daemon(tmp, conf, tag)
+    try:
+        deadline = time.monotonic() + max(60, n / 2000)
+        while True:
+            done = failed = 0
+            for q in queues:
+                st = client_of(q).hmget("qw:{%s}:stats" % q, "succeeded", "failed")
+                done += int(st[0] or 0)
+                failed += int(st[1] or 0)
+            t_end = time.monotonic()
+            if done >= n:
+                break
+            if failed:
+                raise RuntimeError("%s: %d jobs failed; log: %s" % (tag, failed, d.log_tail()))
+            if t_end > deadline:
+                raise RuntimeError("%s: timeout, %d of %d done; log: %s" % (tag, done, n, d.log_tail()))
+            d.check_alive()
+            time.sleep(0.01)
+        rc1, st = cpu(), proc_stat(d.pid)
+    finally:
+        d.term()
+    left = sum(client_of(q).llen("qw:{%s}:pending" % q) for q in queues)
+    if left:
+        raise RuntimeError("%s: %d jobs still pending after the drain" % (tag, left))
+    dt = t_end - d.t0
+    return dict(n=n, queues=len(queues), seconds=dt, jobs_per_s=n / dt, redis_cpu_s=rc1 - rc0,
+                redis_cpu_s_per_100k=(rc1 - rc0) * 1e5 / n, qworkerd_cpu_s_per_100k=st["own"] * 1e5 / n)
+
+
+def m_cluster(tmp, rs):
+    """REPS pairs of drains over the same queue names: one redis-server (TCP), then
+    a three-master cluster built here and stopped at the end."""
+    cl = Cluster(tmp)
+    out = []
+    try:
+        queues = cluster_queues(cl)
+        log("cluster: masters %s; queues %s" % (cl.address(), ", ".join(
+            "%s on %d" % (q, cl.master_of(q)) for q in queues)))
+        for rep in range(REPS):
+            x = {}
+            for kind in ("single", "cluster"):
+                log("no-op drain, %d jobs over %d queues, %s, run %d/%d" % (
+                    N_CLUSTER, len(queues), "one redis-server" if kind == "single" else "three-master cluster",
+                    rep + 1, REPS))
+                if kind == "single":
+                    x[kind] = drain_queues(tmp, rs.address("tcp"), "", lambda q: rs.tcp, rs.cpu, queues,
+                                           N_CLUSTER, "cl-single-%d" % rep)
+                else:
+                    x[kind] = drain_queues(tmp, cl.address(), "cluster = yes\n",
+                                           lambda q: cl.clients[cl.master_of(q)], cl.cpu, queues,
+                                           N_CLUSTER, "cl-cluster-%d" % rep)
+                log("  %.0f jobs/s, qworkerd %.3f / redis %.3f CPU s per 100k" % (
+                    x[kind]["jobs_per_s"], x[kind]["qworkerd_cpu_s_per_100k"], x[kind]["redis_cpu_s_per_100k"]))
+            out.append(x)
+    finally:
+        cl.stop()
+    return out
+
+
 # --------------------------------------------------------------------------- peers
 def peers_wanted():
     v = os.environ.get("BENCH_PEERS", "")
@@ -862,6 +1044,26 @@ def build_rows(res):
     else:
         rows.append(("6", "peers (Sidekiq, BullMQ, Celery, RQ)", (p or {}).get("note", "not run"), "", ""))
     rows += worker_rows(res)
+    rows += cluster_rows(res)
+    return rows
+
+
+def cluster_rows(res):
+    """Section 8: the same drain over one redis-server and over a three-master cluster."""
+    s, c = res["medians"].get("cluster_single"), res["medians"].get("cluster_cluster")
+    if not (s and c):
+        return [("8", "Redis Cluster", res.get("cluster_note", "not run"), "", "")]
+    per = CLUSTER_QUEUES // 3
+    rows = [("8", "no-op drain, %s jobs over %d queues, one redis-server (TCP)" % (fnum(N_CLUSTER), CLUSTER_QUEUES),
+             "%s jobs/s" % fnum(s["jobs_per_s"]), "", ""),
+            ("", "  qworkerd / redis-server CPU s per 100k jobs",
+             "%.3f / %.3f" % (s["qworkerd_cpu_s_per_100k"], s["redis_cpu_s_per_100k"]), "", ""),
+            ("", "same, three-master cluster (%d queues per master)" % per, "%s jobs/s" % fnum(c["jobs_per_s"]), "", ""),
+            ("", "  qworkerd / redis CPU s per 100k jobs (sum of the 3 masters)",
+             "%.3f / %.3f" % (c["qworkerd_cpu_s_per_100k"], c["redis_cpu_s_per_100k"]), "", "")]
+    ratio = c["redis_cpu_s_per_100k"] / s["redis_cpu_s_per_100k"] if s["redis_cpu_s_per_100k"] else None
+    rows.append(("", "  redis CPU per job, cluster / one redis-server", "%.2fx" % ratio if ratio is not None else "-",
+                 "<= 1.2x", verdict(ratio is not None and ratio <= 1.2)))
     return rows
 
 
@@ -965,6 +1167,14 @@ def notes(res):
              " one process with worker_inflight = %d. Drains over TCP like the peers; jobs/s includes starting the"
              " workers; worker CPU is read live from /proc. Ratios use jobs/s (with start-up) against the peers'"
              " steady-state rate, whose jobs also do one INCR." % (CONC, CONC))
+    if res["medians"].get("cluster_cluster"):
+        n.append("Redis Cluster (section 8): %s raw jobs LPUSHed evenly over %d queues (whose hash tags put %d on"
+                 " each master) before qworkerd starts with the no-op plugin on every queue; once against the"
+                 " redis-server above over TCP, once against three cluster-enabled masters (no replicas) made with"
+                 " redis-cli --cluster create on 127.0.0.1, with cluster = yes. Redis CPU is utime+stime from the exec"
+                 " of qworkerd to the poll that saw every queue's stats succeeded add up to N, summed over the"
+                 " masters; it includes their cluster bus and the polls." % (
+                     fnum(N_CLUSTER), CLUSTER_QUEUES, CLUSTER_QUEUES // 3))
     if PREFETCH is None:
         n.append("Prefetch: every figure is measured with the shipped default (no prefetch key: prefetch = auto);"
                  " only the rows marked \"tuned\" set prefetch = %d, which a user has to choose." % TUNED_PREFETCH
@@ -1002,6 +1212,9 @@ def medians(runs):
         if xs:
             out[key] = med_dict(xs)
     out["memory"] = med_dict(runs["memory"])
+    if runs.get("cluster"):
+        out["cluster_single"] = med_dict([r["single"] for r in runs["cluster"]])
+        out["cluster_cluster"] = med_dict([r["cluster"] for r in runs["cluster"]])
     rb = {}
     for rep in runs["redisbench"]:
         for x in rep:
@@ -1052,6 +1265,13 @@ def main():
         runs["memory"].append(m_memory(TMP, rs, rep))
     for rep in range(REPS):
         runs["redisbench"].append(m_redisbench(rs, rep))
+    cluster_note = ""
+    if not CLUSTER:
+        cluster_note = "skipped (BENCH_CLUSTER=0)"
+    elif not shutil.which("redis-cli"):
+        cluster_note = "skipped (no redis-cli to create the cluster)"
+    else:
+        runs["cluster"] = m_cluster(TMP, rs)
     mach = machine(rs.version)
     rs.stop()
     signal.alarm(0)
@@ -1059,8 +1279,9 @@ def main():
     res = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(T_START)), machine=mach, reps=REPS,
                config=dict(concurrency=CONC, prefetch=PREFETCH or "default",
                            tuned_prefetch=TUNED_PREFETCH if TUNED else None, n_drain=N_DRAIN, n_exec=N_EXEC, n_latency=N_LAT,
-                           latency_gap_ms=LAT_GAP * 1000, n_mem=[N_MEM1, N_MEM2], n_redisbench=N_RB),
-               runs=runs)
+                           latency_gap_ms=LAT_GAP * 1000, n_mem=[N_MEM1, N_MEM2], n_redisbench=N_RB,
+                           n_cluster=N_CLUSTER if CLUSTER else None, cluster_queues=CLUSTER_QUEUES),
+               runs=runs, cluster_note=cluster_note)
     if want_peers:
         signal.alarm(PEERS_TIMEOUT + 120)
         try:
