@@ -88,11 +88,9 @@ qw_ctl_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("qworkerctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	qw_ctl_verr(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	qw_ctl_usage(stderr);
 	return QW_CTL_USAGE;
 }

@@ -129,6 +129,7 @@ const char *qw_ctl_fmt_age(char *buf, size_t len, int64_t ms);
 /* "2026-12-07T12:00:03Z" for Unix MS. */
 const char *qw_ctl_fmt_time(char *buf, size_t len, int64_t ms);
 void qw_ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void qw_ctl_verr(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* ctl_read.c */
 int qw_ctl_status(struct qw_ctl *ctl);

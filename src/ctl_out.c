@@ -19,15 +19,21 @@ struct qw_ctl_table {
 };
 
 void
+qw_ctl_verr(const char *fmt, va_list ap)
+{
+	fputs("qworkerctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void
 qw_ctl_err(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("qworkerctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	qw_ctl_verr(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 char *
