@@ -59,12 +59,12 @@ qw_fetch_move(struct qw_queue *q, enum qw_fetch_state to)
 }
 
 /* A record of a job taken from Redis that waits here for a slot. Takes
- * ownership of FIELD and ELEM. */
+ * ownership of ELEM. */
 static int
-qw_fetch_buffer(struct qw_queue *q, char *field, uint64_t seq, char *elem, size_t len,
-    int64_t seen_ms)
+qw_fetch_buffer(struct qw_queue *q, const char *field, size_t flen, uint64_t seq, char *elem,
+    size_t len, int64_t seen_ms)
 {
-	struct qw_rec *rec = qw_record_new(&q->recs, q, field, NULL);
+	struct qw_rec *rec = qw_record_new_copy(&q->recs, q, field, flen);
 
 	if (rec == NULL) {
 		free(elem);
@@ -91,18 +91,17 @@ qw_fetch_give_back(struct qw_queue *q)
 	qw_settle_soon(q);
 }
 
-/* "RUNID" followed by SEQ in decimal, without printf. */
-static char *
-qw_fetch_field(const struct qw_pool *pool, uint64_t seq)
-{
-	char digits[QW_FMT_U64_LEN], *f;
-	size_t rl = strlen(pool->runid), n = qw_fmt_u64(digits, seq);
+/* A field of ours: the run id and a sequence number. */
+#define QW_FETCH_FIELD_LEN (sizeof(((struct qw_pool *)0)->runid) + QW_FMT_U64_LEN)
 
-	if ((f = malloc(rl + n + 1)) == NULL)
-		return NULL;
+/* "RUNID" followed by SEQ in decimal, without printf, into F; its length. */
+static size_t
+qw_fetch_field(const struct qw_pool *pool, uint64_t seq, char f[QW_FETCH_FIELD_LEN])
+{
+	size_t rl = strlen(pool->runid);
+
 	memcpy(f, pool->runid, rl);
-	memcpy(f + rl, digits, n + 1);
-	return f;
+	return rl + qw_fmt_u64(f + rl, seq);
 }
 
 /* Says in the log when the queue's pause changes: once per change, however
@@ -278,16 +277,13 @@ qw_fetch_reply(struct qw_redis *r, redisReply *reply, void *priv)
 	seen_ms = qw_clock_wall_ms();
 	for (size_t i = 0; i < got; i++) {
 		redisReply *e = reply->element[i];
-		char *field = qw_fetch_field(pool, q->first_seq + i), *elem = malloc(e->len + 1);
-		if (field == NULL || elem == NULL) {
-			free(field);
-			free(elem);
+		char field[QW_FETCH_FIELD_LEN], *elem;
+		size_t flen = qw_fetch_field(pool, q->first_seq + i, field);
+		if (e->type != REDIS_REPLY_STRING || (elem = qw_redis_take_str(e)) == NULL) {
 			lost = true;
 			continue;
 		}
-		memcpy(elem, e->str, e->len);
-		elem[e->len] = '\0';
-		if (qw_fetch_buffer(q, field, q->first_seq + i, elem, e->len, seen_ms) < 0)
+		if (qw_fetch_buffer(q, field, flen, q->first_seq + i, elem, e->len, seen_ms) < 0)
 			lost = true;
 	}
 	if (lost)

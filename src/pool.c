@@ -393,7 +393,8 @@ qw_pool_init_queue(struct qw_pool *pool, struct qw_queue *q, const struct qw_que
 	}
 	q->slot = qw_cluster_slot(q->key[K_PENDING], strlen(q->key[K_PENDING]));
 	q->settle_retry_ev = evtimer_new(pool->base, qw_settle_retry_cb, q);
-	if (q->settle_retry_ev == NULL || qw_fetch_init(q) < 0)
+	q->deadline_ev = evtimer_new(pool->base, qw_run_deadline_cb, q);
+	if (q->settle_retry_ev == NULL || q->deadline_ev == NULL || qw_fetch_init(q) < 0)
 		return -1;
 	if (qc->plugin != NULL && qw_pool_start_plugin(q) < 0)
 		return -1;
@@ -414,6 +415,7 @@ qw_pool_fini_queue(struct qw_queue *q)
 		TAILQ_FOREACH(rec, &q->recs.list[holding[i]], link)
 			qw_run_drop(rec->run);
 	qw_worker_group_free(q->worker);
+	qw_run_spares_free(q);
 	if (q->recs.bucket != NULL)
 		qw_record_set_fini(&q->recs);
 	if (q->promote_ev != NULL)
@@ -422,6 +424,8 @@ qw_pool_fini_queue(struct qw_queue *q)
 		event_free(q->fetch_retry_ev);
 	if (q->settle_retry_ev != NULL)
 		event_free(q->settle_retry_ev);
+	if (q->deadline_ev != NULL)
+		event_free(q->deadline_ev);
 	if (q->lease_ev != NULL)
 		event_free(q->lease_ev);
 	free(q->reaping);

@@ -67,7 +67,12 @@ struct qw_run {
 	struct event *grace_ev;	/* a cancelled plugin's kill_grace */
 	char *cancel_text;	/* cancelled by an operator: the reason given (owned) */
 	uint64_t started_us;	/* monotonic: the run's duration, for prefetch = auto and /metrics */
+	uint64_t deadline_us;	/* monotonic: its timeout passes (0: not started) */
 	int breaker;		/* the outcome's, for its record (qw_outcome) */
+	/* Kept from an earlier job of the queue (run.c's spare runs): a token
+	 * source to relink as cts, unlinked meanwhile. */
+	struct qw_cts *spare_cts;
+	struct qw_run *next_spare;
 };
 
 /* A queue's fetching: one state at a time, moved only by qw_fetch_move
@@ -237,6 +242,13 @@ struct qw_queue {
 	 * and dead, ZCARD of scheduled. */
 	int64_t pending, scheduled, dead;
 	struct qw_tally tally;	/* for /metrics; kept across reloads */
+	/* The job deadlines of its running jobs (run.c): one timer, armed for
+	 * the earliest, and when (monotonic µs, 0: not armed). */
+	struct event *deadline_ev;
+	uint64_t deadline_at_us;
+	/* Runs of finished jobs kept for the next ones (run.c). */
+	struct qw_run *spare_runs;
+	unsigned nspare_runs;
 };
 
 struct qw_pool {
@@ -315,6 +327,10 @@ void qw_run_start(struct qw_rec *rec);
 /* At teardown: detaches the run from its record and frees it (or leaves it
  * to its thread). */
 void qw_run_drop(struct qw_run *run);
+/* deadline_ev's callback: cancels the runs whose timeout has passed. */
+void qw_run_deadline_cb(evutil_socket_t fd, short what, void *arg);
+/* Frees the queue's spare runs; at its end. */
+void qw_run_spares_free(struct qw_queue *q);
 /* The job of a RUNNING or CANCELLING record was taken over by another
  * process: cancel its handler; the record (FENCED) holds its slot until the
  * handler ends, then goes with nothing written. */

@@ -61,28 +61,62 @@ qw_record_set_init(struct qw_recset *rs, const char *name)
 	return 0;
 }
 
+/* How many freed records a queue keeps for its next jobs: about what one
+ * queue holds at once at full speed (a prefetched buffer of 256 and the
+ * batches of results on their way), a few hundred KiB at most. */
+#define QW_REC_SPARE_MAX 1024
+
+/* Gives back what REC holds; kept as a spare when SPARE_OK and there is room. */
 static void
-qw_record_destroy(struct qw_rec *rec)
+qw_record_destroy(struct qw_recset *rs, struct qw_rec *rec, bool spare_ok)
 {
-	free(rec->field);
+	if (rec->field != rec->field_buf)
+		free(rec->field);
 	free(rec->owner);
 	free(rec->elem);
 	free(rec->hold_id);
 	free(rec->hold_token);
-	free(rec);
+	if (!spare_ok || rs->nspare >= QW_REC_SPARE_MAX) {
+		free(rec);
+		return;
+	}
+	rec->hnext = rs->spare;
+	rs->spare = rec;
+	rs->nspare++;
+}
+
+/* A zeroed record, a spare one when there is one. */
+static struct qw_rec *
+qw_record_alloc(struct qw_recset *rs)
+{
+	struct qw_rec *rec = rs->spare;
+
+	if (rec == NULL)
+		return calloc(1, sizeof(*rec));
+	rs->spare = rec->hnext;
+	rs->nspare--;
+	memset(rec, 0, offsetof(struct qw_rec, field_buf));
+	return rec;
 }
 
 void
 qw_record_set_fini(struct qw_recset *rs)
 {
+	struct qw_rec *rec0;
+
 	for (size_t b = 0; b < rs->nbuckets; b++) {
 		struct qw_rec *rec = rs->bucket[b], *next;
 		for (; rec != NULL; rec = next) {
 			next = rec->hnext;
 			assert(rec->run == NULL);
-			qw_record_destroy(rec);
+			qw_record_destroy(rs, rec, false);
 		}
 	}
+	while ((rec0 = rs->spare) != NULL) {
+		rs->spare = rec0->hnext;
+		free(rec0);
+	}
+	rs->nspare = 0;
 	free(rs->bucket);
 	rs->bucket = NULL;
 	rs->nbuckets = rs->count = 0;
@@ -112,27 +146,53 @@ qw_record_set_grow(struct qw_recset *rs)
 	rs->nbuckets = nb;
 }
 
+/* Indexes REC (NEW), whose field is set. */
+static struct qw_rec *
+qw_record_index(struct qw_recset *rs, struct qw_rec *rec, struct qw_queue *q, size_t len)
+{
+	size_t h;
+
+	rec->q = q;
+	rec->state = QW_REC_NEW;
+	qw_record_set_grow(rs);
+	h = qw_record_hash(rec->field, len) & (rs->nbuckets - 1);
+	rec->hnext = rs->bucket[h];
+	rs->bucket[h] = rec;
+	rs->count++;
+	return rec;
+}
+
 struct qw_rec *
 qw_record_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner)
 {
-	struct qw_rec *rec = calloc(1, sizeof(*rec));
-	size_t h;
+	struct qw_rec *rec = qw_record_alloc(rs);
 
 	if (rec == NULL) {
 		free(field);
 		free(owner);
 		return NULL;
 	}
-	rec->q = q;
 	rec->field = field;
 	rec->owner = owner;
-	rec->state = QW_REC_NEW;
-	qw_record_set_grow(rs);
-	h = qw_record_hash(field, strlen(field)) & (rs->nbuckets - 1);
-	rec->hnext = rs->bucket[h];
-	rs->bucket[h] = rec;
-	rs->count++;
-	return rec;
+	return qw_record_index(rs, rec, q, strlen(field));
+}
+
+struct qw_rec *
+qw_record_new_copy(struct qw_recset *rs, struct qw_queue *q, const char *field, size_t len)
+{
+	struct qw_rec *rec = qw_record_alloc(rs);
+
+	if (rec == NULL)
+		return NULL;
+	if (len < sizeof(rec->field_buf)) {
+		rec->field = rec->field_buf;
+	} else if ((rec->field = malloc(len + 1)) == NULL) {
+		free(rec);
+		return NULL;
+	}
+	memcpy(rec->field, field, len);
+	rec->field[len] = '\0';
+	return qw_record_index(rs, rec, q, len);
 }
 
 struct qw_rec *
@@ -222,5 +282,5 @@ qw_record_free(struct qw_recset *rs, struct qw_rec *rec)
 		TAILQ_REMOVE(&rs->list[rec->state], rec, link);
 		rs->n[rec->state]--;
 	}
-	qw_record_destroy(rec);
+	qw_record_destroy(rs, rec, true);
 }

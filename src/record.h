@@ -81,6 +81,9 @@ struct qw_rec {
 	/* FINISHED, SETTLING: the unique_for hold its result ends with the job
 	 * (the job's id and its "unique" member), or NULL. Owned. */
 	char *hold_id, *hold_token;
+	/* field points here when it fits: a fetched job's field ("RUNID" and
+	 * a sequence number) always does, and then costs no allocation. */
+	char field_buf[40];
 };
 TAILQ_HEAD(qw_recs, qw_rec);
 
@@ -91,6 +94,9 @@ struct qw_recset {
 	unsigned n[QW_REC_NSTATES];
 	struct qw_rec **bucket;
 	size_t nbuckets, count;
+	/* Freed records kept for the next ones (linked through hnext). */
+	struct qw_rec *spare;
+	unsigned nspare;
 };
 
 int qw_record_set_init(struct qw_recset *rs, const char *name);
@@ -100,6 +106,9 @@ void qw_record_set_fini(struct qw_recset *rs);
 /* Takes ownership of FIELD and OWNER (freed on failure). Returns a NEW
  * record, indexed, or NULL when out of memory. */
 struct qw_rec *qw_record_new(struct qw_recset *rs, struct qw_queue *q, char *field, char *owner);
+/* The same with a copy of FIELD (LEN bytes) and no owner. */
+struct qw_rec *qw_record_new_copy(struct qw_recset *rs, struct qw_queue *q, const char *field,
+    size_t len);
 /* Moves REC to state TO; returns -1 (and changes nothing) when that move is
  * not one of the moves above. */
 int qw_record_move(struct qw_recset *rs, struct qw_rec *rec, enum qw_rec_state to);

@@ -59,6 +59,10 @@ struct qw_lookup {
 };
 
 struct qw_redis {
+	/* Where a command is formatted before hiredis copies it (kept: a
+	 * large malloc per settle batch cost more than formatting it). */
+	char *scratch;
+	size_t scratch_cap;
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct qw_sentinel *sentinel;	/* names the address; NULL: conf's address */
@@ -921,6 +925,7 @@ qw_redis_free(struct qw_redis *r)
 	if (r->password != NULL)
 		explicit_bzero(r->password, strlen(r->password));
 	free(r->password);
+	free(r->scratch);
 	free(r);
 }
 
@@ -1047,20 +1052,27 @@ qw_resp_uint(char *p, size_t v)
 	return p;
 }
 
-/* Formats a command in RESP. hiredis's own formatter goes through sdscatfmt
- * for every argument, which showed as a third of the daemon's instructions
- * on the fast path; this is one pass and one allocation. */
-static char *
-qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
+/* The most a command's RESP takes, with a NUL. */
+static size_t
+qw_resp_size(int argc, const char **argv, const size_t *lens)
 {
-	size_t total = 16, len;
-	char *buf, *p;
+	size_t total = 16;
 
 	for (int i = 0; i < argc; i++)
 		total += 32 + (lens ? lens[i] : strlen(argv[i]));
-	if ((buf = malloc(total)) == NULL)
-		return NULL;
-	p = buf;
+	return total;
+}
+
+/* Formats a command in RESP into BUF (qw_resp_size bytes); its length.
+ * hiredis's own formatter goes through sdscatfmt for every argument, which
+ * showed as a third of the daemon's instructions on the fast path; this is
+ * one pass. */
+static size_t
+qw_resp_write(char *buf, int argc, const char **argv, const size_t *lens)
+{
+	char *p = buf;
+	size_t len;
+
 	*p++ = '*';
 	p = qw_resp_uint(p, (size_t)argc);
 	*p++ = '\r';
@@ -1076,11 +1088,39 @@ qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
 		*p++ = '\r';
 		*p++ = '\n';
 	}
-	*outlen = (size_t)(p - buf);
 	/* Not sent: hiredis scans a SUBSCRIBE's channels with strchr, which
 	 * needs the end of the command to be a string's end. */
 	*p = '\0';
+	return (size_t)(p - buf);
+}
+
+/* The command in RESP in a buffer of its own (the caller frees it). */
+static char *
+qw_resp_format(int argc, const char **argv, const size_t *lens, size_t *outlen)
+{
+	char *buf = malloc(qw_resp_size(argc, argv, lens));
+
+	if (buf != NULL)
+		*outlen = qw_resp_write(buf, argc, argv, lens);
 	return buf;
+}
+
+/* The command in RESP in R's scratch buffer, valid until the next one. */
+static char *
+qw_redis_format(struct qw_redis *r, int argc, const char **argv, const size_t *lens,
+    size_t *outlen)
+{
+	size_t need = qw_resp_size(argc, argv, lens);
+
+	if (need > r->scratch_cap) {
+		char *n = realloc(r->scratch, need);
+		if (n == NULL)
+			return NULL;
+		r->scratch = n;
+		r->scratch_cap = need;
+	}
+	*outlen = qw_resp_write(r->scratch, argc, argv, lens);
+	return r->scratch;
 }
 
 const struct qw_tally_hist *
@@ -1117,28 +1157,28 @@ qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
     int argc, const char **argv, const size_t *lens)
 {
 	struct qw_redis_call *call;
+	/* A cluster's commands are kept to send again after MOVED or ASK. */
+	bool keep = r->redirect_fn != NULL;
 	char *cmd;
-	size_t len;
+	size_t len = 0;
 
 	if (r->state != QW_R_UP)
 		return -1;
 	call = malloc(sizeof(*call));
-	cmd = qw_resp_format(argc, argv, lens, &len);
-	if (call == NULL || cmd == NULL) {
-		free(call);
-		free(cmd);
-		return -1;
-	}
+	cmd = keep ? qw_resp_format(argc, argv, lens, &len) :
+	    qw_redis_format(r, argc, argv, lens, &len);
+	if (call == NULL || cmd == NULL)
+		goto fail;
 	*call = (struct qw_redis_call){ .r = r, .fn = fn, .priv = priv, .len = len,
-		.cmd = r->redirect_fn != NULL ? cmd : NULL, .sent_us = qw_clock_mono_us() };
-	if (qw_redis_send(r, call, cmd, len) < 0) {
-		free(call);
-		free(cmd);
-		return -1;
-	}
-	if (call->cmd == NULL)
-		free(cmd);
+		.cmd = keep ? cmd : NULL, .sent_us = qw_clock_mono_us() };
+	if (qw_redis_send(r, call, cmd, len) < 0)
+		goto fail;
 	return 0;
+fail:
+	free(call);
+	if (keep)
+		free(cmd);
+	return -1;
 }
 
 int
@@ -1206,6 +1246,15 @@ qw_redis_reply_dup(const redisReply *reply)
 		return NULL;
 	}
 	return c;
+}
+
+char *
+qw_redis_take_str(redisReply *reply)
+{
+	char *str = reply->str;
+
+	reply->str = NULL;
+	return str;
 }
 
 bool

@@ -86,6 +86,10 @@ int qw_redis_cmd(struct qw_redis *r, qw_redis_reply_fn *fn, void *priv,
 /* ARGV holds the keys first, then the arguments. */
 int qw_redis_script(struct qw_redis *r, enum qw_script s, qw_redis_reply_fn *fn,
     void *priv, int nkeys, int argc, const char **argv, const size_t *lens);
+/* Takes REPLY's string (NUL-terminated, reply->len bytes) out of it, for
+ * the caller to free(): a job's bytes then cost no copy. hiredis 0.14 makes
+ * it with malloc and frees a NULL one, as qw_redis_reply_dup's copies. */
+char *qw_redis_take_str(redisReply *reply);
 
 /* As qw_redis_script, with WAIT REPLICAS TIMEOUT_MS pipelined right after
  * it (REPLICAS 0: qw_redis_script). FN gets the script's reply only once

@@ -17,23 +17,84 @@
 #include "pool_int.h"
 #include "token.h"
 
-/* Frees a run that has no record any more, unless a worker thread still
- * holds its job: then qw_run_plugin_done frees it when the thread is done. */
+/* How many finished runs a queue keeps for its next jobs: enough for every
+ * slot at the usual concurrency, few enough to give memory back after a
+ * burst at a high one. */
+#define QW_RUN_SPARE_MAX 64
+
+/* Gives back what RUN holds for its job; the run itself, its token source
+ * and its kill_grace timer stay. */
 static void
-qw_run_release(struct qw_run *run)
+qw_run_clear(struct qw_run *run)
 {
-	if (run->in_thread)
-		return;
 	if (run->grace_ev != NULL)
-		event_free(run->grace_ev);
+		event_del(run->grace_ev);
 	free(run->work.error);
 	free(run->cancel_text);
 	qw_exec_free(run->exec);
 	if (run->wjob != NULL)
 		qw_worker_job_drop(run->wjob);
-	qw_cts_free(run->cts);
 	qw_job_clear(&run->job);
+}
+
+static void
+qw_run_destroy(struct qw_run *run)
+{
+	qw_run_clear(run);
+	if (run->grace_ev != NULL)
+		event_free(run->grace_ev);
+	qw_cts_free(run->cts);
+	qw_cts_free(run->spare_cts);
 	free(run);
+}
+
+/* Frees a run that has no record any more, unless a worker thread still
+ * holds its job: then qw_run_plugin_done frees it when the thread is done.
+ * Its queue may be gone by then, so such a run is never kept as a spare. */
+static void
+qw_run_release(struct qw_run *run)
+{
+	if (!run->in_thread)
+		qw_run_destroy(run);
+}
+
+/* A run whose job has its result, on a queue that lives on: kept for the
+ * queue's next job (no allocation per job), or freed when enough are. */
+static void
+qw_run_recycle(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+	struct qw_cts *cts = run->cts != NULL ? run->cts : run->spare_cts;
+	struct event *grace_ev = run->grace_ev;
+
+	if (run->in_thread)
+		return;
+	if (q->nspare_runs >= QW_RUN_SPARE_MAX || cts == NULL) {
+		qw_run_destroy(run);
+		return;
+	}
+	qw_run_clear(run);
+	/* Nothing may reach this run through its token any more: the
+	 * shutdown's cancel would call qw_run_cancelled on a spare. */
+	qw_cts_reset(cts);
+	memset(run, 0, sizeof(*run));
+	run->spare_cts = cts;
+	run->grace_ev = grace_ev;
+	run->next_spare = q->spare_runs;
+	q->spare_runs = run;
+	q->nspare_runs++;
+}
+
+void
+qw_run_spares_free(struct qw_queue *q)
+{
+	struct qw_run *run;
+
+	while ((run = q->spare_runs) != NULL) {
+		q->spare_runs = run->next_spare;
+		qw_run_destroy(run);
+	}
+	q->nspare_runs = 0;
 }
 
 void
@@ -89,7 +150,7 @@ qw_run_end_fenced(struct qw_run *run)
 	run->rec->run = NULL;
 	qw_record_free(&q->recs, run->rec);
 	run->rec = NULL;
-	qw_run_release(run);
+	qw_run_recycle(run);
 	qw_pool_dirty(q->pool);
 	return true;
 }
@@ -129,7 +190,7 @@ qw_run_finish(struct qw_run *run, enum qw_dest dest, bool reencode, const char *
 	}
 	qw_settle_soon(q);
 	run->rec = NULL;
-	qw_run_release(run);
+	qw_run_recycle(run);
 	qw_pool_dirty(q->pool);
 }
 
@@ -398,8 +459,10 @@ qw_run_start_plugin(struct qw_run *run)
 	struct qw_queue *q = run->q;
 	struct qw_work *w = &run->work;
 
-	/* Made now, so that a cancellation never has to allocate. */
-	run->grace_ev = evtimer_new(q->pool->base, qw_run_grace_cb, run);
+	/* Made now, so that a cancellation never has to allocate (or kept
+	 * from the run's earlier job). */
+	if (run->grace_ev == NULL)
+		run->grace_ev = evtimer_new(q->pool->base, qw_run_grace_cb, run);
 	if (run->grace_ev == NULL)
 		return ENOMEM;
 	w->plugin = q->plugin;
@@ -532,14 +595,19 @@ static struct qw_run *
 qw_run_new(struct qw_rec *rec)
 {
 	struct qw_queue *q = rec->q;
-	struct qw_run *run = calloc(1, sizeof(*run));
+	struct qw_run *run = q->spare_runs;
 	char *elem = rec->elem;
 
-	if (run == NULL)
+	if (run != NULL) {
+		q->spare_runs = run->next_spare;
+		q->nspare_runs--;
+		run->next_spare = NULL;
+	} else if ((run = calloc(1, sizeof(*run))) == NULL) {
 		return NULL;
+	}
 	rec->elem = NULL;	/* the job owns it now, and frees it if parsing fails */
 	if (qw_job_parse(&run->job, elem, rec->len, &q->qc, rec->field) < 0) {
-		free(run);
+		qw_run_destroy(run);
 		return NULL;
 	}
 	run->q = q;
@@ -547,6 +615,69 @@ qw_run_new(struct qw_rec *rec)
 	rec->run = run;
 	qw_record_move(&q->recs, rec, QW_REC_RUNNING);
 	return run;
+}
+
+/* ---- job deadlines -----------------------------------------------------
+ * One timer per queue, armed for the earliest deadline of its running jobs,
+ * instead of a timer per job (an event_add and event_del for every job cost
+ * more than the rest of its token): a job that starts only moves the timer
+ * when its deadline comes before the armed one, and a job that ends leaves
+ * it be (the timer then finds nothing due and is armed for the next). */
+
+static void
+qw_run_deadline_set(struct qw_queue *q, uint64_t at_us, uint64_t now_us)
+{
+	q->deadline_at_us = at_us;
+	qw_clock_arm(q->deadline_ev, at_us > now_us ? (at_us - now_us + 999) / 1000 : 0);
+}
+
+static void
+qw_run_deadline_arm(struct qw_run *run)
+{
+	struct qw_queue *q = run->q;
+
+	run->deadline_us = run->started_us + run->job.timeout_ms * 1000;
+	if (q->deadline_at_us == 0 || run->deadline_us < q->deadline_at_us)
+		qw_run_deadline_set(q, run->deadline_us, qw_clock_mono_us());
+}
+
+/* A running job of Q whose deadline has passed by NOW_US and whose token
+ * has not fired yet, or NULL; *NEXT_US gets the earliest deadline still to
+ * come (0: none). */
+static struct qw_run *
+qw_run_deadline_due(struct qw_queue *q, uint64_t now_us, uint64_t *next_us)
+{
+	struct qw_rec *rec;
+
+	*next_us = 0;
+	TAILQ_FOREACH(rec, &q->recs.list[QW_REC_RUNNING], link) {
+		struct qw_run *run = rec->run;
+		if (run == NULL || run->cts == NULL || run->deadline_us == 0 ||
+		    qw_token_is_cancelled(qw_cts_token(run->cts)))
+			continue;
+		if (run->deadline_us <= now_us)
+			return run;
+		if (*next_us == 0 || run->deadline_us < *next_us)
+			*next_us = run->deadline_us;
+	}
+	return NULL;
+}
+
+void
+qw_run_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct qw_queue *q = arg;
+	uint64_t now_us = qw_clock_mono_us(), next_us;
+	struct qw_run *run;
+
+	/* A cancel can end other runs at once (a worker's broken pipe fails
+	 * its jobs): look again from the start after each. Each pass fires a
+	 * token that had not fired, so this ends. */
+	while ((run = qw_run_deadline_due(q, now_us, &next_us)) != NULL)
+		qw_cts_cancel(run->cts, QW_CANCEL_TIMEOUT);
+	q->deadline_at_us = 0;
+	if (next_us != 0)
+		qw_run_deadline_set(q, next_us, now_us);
 }
 
 /* From the job's enqueued_at, or when a fetch brought it here (a raw job,
@@ -587,8 +718,15 @@ qw_run_start(struct qw_rec *rec)
 		qw_run_finish(run, QW_DEST_DEAD, !run->job.verbatim, run->job.error, 0, "dead");
 		return;
 	}
-	run->cts = qw_cts_new_linked(&pool->shutdown, 1, pool->base, run->job.timeout_ms,
-	    QW_CANCEL_TIMEOUT);
+	/* Linked to the shutdown; its own deadline is the queue's timer's. */
+	if (run->spare_cts == NULL) {
+		run->cts = qw_cts_new_linked(&pool->shutdown, 1, NULL, 0, 0);
+	} else {
+		/* Out of memory it is cancelled: handled as below. */
+		(void)qw_cts_link(run->spare_cts, &pool->shutdown, 1, NULL, 0, 0);
+		run->cts = run->spare_cts;
+		run->spare_cts = NULL;
+	}
 	if (run->cts == NULL || qw_token_is_cancelled(qw_cts_token(run->cts))) {
 		/* Out of memory, or taken just as the drain ended: give it back
 		 * untouched. */
@@ -616,6 +754,7 @@ qw_run_start(struct qw_rec *rec)
 		    q->plugin ? "plugin" : "worker", qw_pool_handler_name(q));
 	if (qw_token_register(qw_cts_token(run->cts), qw_run_cancelled, run) == 0)
 		qw_log_err("job %s/%s: out of memory: it cannot be cancelled", q->qc.name, run->job.id);
+	qw_run_deadline_arm(run);
 }
 
 /* ---- an operator's cancel ---------------------------------------------- */

@@ -274,27 +274,31 @@ qw_settle_breaker_moved(struct qw_queue *q, const redisReply *m)
 }
 
 /* The breaker's events of batch B (qw_lua_settle): "+FIELD" or "-FIELD"
- * for each of our results that counts, in order. "" when the breaker is off
- * or B holds none; NULL when out of memory. */
-static char *
-qw_settle_breaker_events(const struct qw_batch *b)
+ * for each of our results that counts, in order, into *OUT (owned); NULL
+ * when the breaker is off or B holds none. -1 when out of memory. */
+static int
+qw_settle_breaker_events(const struct qw_batch *b, char **out)
 {
 	size_t len = 1, off = 0;
 	char *ev;
 
+	*out = NULL;
 	if (b->q->qc.breaker_failures == 0 || (b->n > 0 && b->rec[0]->owner != NULL))
-		return strdup("");
+		return 0;
 	for (unsigned i = 0; i < b->n; i++)
 		if (b->rec[i]->breaker != 0)
 			len += strlen(b->rec[i]->field) + 2;
+	if (len == 1)
+		return 0;
 	if ((ev = malloc(len)) == NULL)
-		return NULL;
+		return -1;
 	for (unsigned i = 0; i < b->n; i++)
 		if (b->rec[i]->breaker != 0)
 			off += (size_t)snprintf(ev + off, len - off, "%c%s ",
 			    b->rec[i]->breaker > 0 ? '+' : '-', b->rec[i]->field);
 	ev[off] = '\0';
-	return ev;
+	*out = ev;
+	return 0;
 }
 
 /* The settle script's answer (see qw_lua_settle): the held results go back
@@ -505,22 +509,33 @@ qw_settle_batch_args(const struct qw_batch *b, const char **argv, size_t *lens,
 	return k;
 }
 
+/* A batch of up to this many results (and owed counts) has its arguments
+ * on the stack: a large malloc per batch cost more than the rest of the
+ * batch's work here (malloc_consolidate). */
+#define QW_SETTLE_STACK_JOBS 64
+#define QW_SETTLE_STACK_ARGS (QW_SETTLE_FIXED + 3 + 8 * QW_SETTLE_STACK_JOBS)
+
 /* Sends one settle script call for batch B (taken: on failure it is put
  * back). */
 static int
 qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 {
+	const char *argv_s[QW_SETTLE_STACK_ARGS];
+	size_t lens_s[QW_SETTLE_STACK_ARGS];
+	char num_s[QW_SETTLE_STACK_JOBS + 3][QW_FMT_U64_LEN];
 	const struct qw_conf *c = q->pool->conf;
 	size_t max = QW_SETTLE_FIXED + 3 + 2 * (size_t)b->nowed + 8 * (size_t)b->n, argc;
-	const char **argv = malloc(max * sizeof(*argv));
-	size_t *lens = malloc(max * sizeof(*lens));
-	char (*num)[QW_FMT_U64_LEN] = malloc((b->n + 3 + b->nowed) * sizeof(*num));
+	size_t nnum = b->n + 3 + b->nowed;
+	bool heap = max > QW_SETTLE_STACK_ARGS || nnum > QW_SETTLE_STACK_JOBS + 3;
+	const char **argv = heap ? malloc(max * sizeof(*argv)) : argv_s;
+	size_t *lens = heap ? malloc(max * sizeof(*lens)) : lens_s;
+	char (*num)[QW_FMT_U64_LEN] = heap ? malloc(nnum * sizeof(*num)) : num_s;
 	char deadmax[QW_FMT_U64_LEN], *akey = NULL, bconf[2 * QW_FMT_U64_LEN + 2];
-	char *events = qw_settle_breaker_events(b);
+	char *events = NULL;
 	const char *owner = b->n > 0 ? b->rec[0]->owner : NULL;
 	int rc = -1;
 
-	if (argv == NULL || lens == NULL || num == NULL || events == NULL)
+	if (argv == NULL || lens == NULL || num == NULL || qw_settle_breaker_events(b, &events) < 0)
 		goto out;
 	if (owner != NULL && asprintf(&akey, "%s:{%s}:active:%s", c->prefix, q->qc.name, owner) < 0) {
 		akey = NULL;
@@ -539,11 +554,11 @@ qw_settle_send_batch(struct qw_queue *q, struct qw_batch *b)
 	argv[9] = deadmax;
 	argv[10] = owner ? owner : "";
 	bconf[0] = '\0';
-	if (events[0] != '\0')
+	if (events != NULL)
 		snprintf(bconf, sizeof(bconf), "%u %llu", q->qc.breaker_failures,
 		    (unsigned long long)q->qc.breaker_cooldown_ms);
 	argv[11] = bconf;
-	argv[12] = events;
+	argv[12] = events != NULL ? events : "";
 	for (size_t i = 0; i < QW_SETTLE_FIXED; i++)
 		lens[i] = strlen(argv[i]);
 	argc = qw_settle_batch_args(b, argv, lens, num);
@@ -558,9 +573,11 @@ out:
 		qw_settle_batch_unsend(b, true);
 	free(akey);
 	free(events);
-	free(argv);
-	free(lens);
-	free(num);
+	if (heap) {
+		free(argv);
+		free(lens);
+		free(num);
+	}
 	return rc;
 }
 

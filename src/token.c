@@ -283,18 +283,15 @@ qw_cts_parent_cancelled(void *arg, int reason)
 	qw_cts_cancel(arg, reason);
 }
 
-struct qw_cts *
-qw_cts_new_linked(struct qw_cts *const *parents, unsigned n, struct event_base *base,
-    uint64_t delay_ms, int reason)
+/* Links S (not linked, not cancelled) to PARENTS, with its own delay. */
+static int
+qw_cts_link_in(struct qw_cts *s, struct qw_cts *const *parents, unsigned n,
+    struct event_base *base, uint64_t delay_ms, int reason)
 {
-	struct qw_cts *s = qw_cts_new();
-
-	if (s == NULL)
-		return NULL;
 	if (n == 1)
 		s->links = &s->link1;
 	else if (n > 1 && (s->links = calloc(n, sizeof(*s->links))) == NULL)
-		goto fail;
+		return -1;
 	for (unsigned i = 0; i < n; i++) {
 		struct qw_reg *storage = NULL;
 		if (n == 1) {
@@ -303,36 +300,85 @@ qw_cts_new_linked(struct qw_cts *const *parents, unsigned n, struct event_base *
 		}
 		uint64_t id = qw_token_register_in(parents[i], storage, qw_cts_parent_cancelled, s);
 		if (id == 0)
-			goto fail;
+			return -1;
 		s->links[s->nlinks].parent = parents[i];
 		s->links[s->nlinks++].id = id;
 	}
 	if (base != NULL && !qw_token_is_cancelled(s) &&
 	    qw_cts_cancel_after(s, base, delay_ms, reason) < 0)
-		goto fail;
-	return s;
-fail:
-	qw_cts_free(s);
-	return NULL;
+		return -1;
+	return 0;
 }
 
-void
-qw_cts_free(struct qw_cts *s)
+struct qw_cts *
+qw_cts_new_linked(struct qw_cts *const *parents, unsigned n, struct event_base *base,
+    uint64_t delay_ms, int reason)
+{
+	struct qw_cts *s = qw_cts_new();
+
+	if (s == NULL)
+		return NULL;
+	if (qw_cts_link_in(s, parents, n, base, delay_ms, reason) < 0) {
+		qw_cts_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Undoes qw_cts_link and every registration on S: nothing refers to S any
+ * more, and nothing of it runs. */
+static void
+qw_cts_unlink(struct qw_cts *s)
 {
 	struct qw_reg *r;
 
-	if (s == NULL)
-		return;
 	for (unsigned i = 0; i < s->nlinks; i++)
 		qw_token_unregister(s->links[i].parent, s->links[i].id);
 	if (s->links != &s->link1)
 		free(s->links);
+	s->links = NULL;
+	s->nlinks = 0;
 	if (s->timer_set)
 		event_del(&s->timer);
 	while ((r = s->regs) != NULL) {
 		s->regs = r->next;
 		qw_reg_release(s, r);
 	}
+	s->regs_tail = &s->regs;
+}
+
+void
+qw_cts_reset(struct qw_cts *s)
+{
+	qw_cts_unlink(s);
+	if (s->efd >= 0) {
+		close(s->efd);
+		s->efd = -1;
+	}
+	atomic_store(&s->reason, QW_CANCEL_NONE);
+}
+
+int
+qw_cts_link(struct qw_cts *s, struct qw_cts *const *parents, unsigned n,
+    struct event_base *base, uint64_t delay_ms, int reason)
+{
+	/* Its timer stays assigned: a delay on another base assigns it anew. */
+	if (s->timer_set && base != NULL && event_get_base(&s->timer) != base)
+		s->timer_set = false;
+	if (qw_cts_link_in(s, parents, n, base, delay_ms, reason) < 0) {
+		qw_cts_unlink(s);
+		atomic_store(&s->reason, reason > 0 ? reason : QW_CANCEL_SHUTDOWN);
+		return -1;
+	}
+	return 0;
+}
+
+void
+qw_cts_free(struct qw_cts *s)
+{
+	if (s == NULL)
+		return;
+	qw_cts_unlink(s);
 	if (s->efd >= 0)
 		close(s->efd);
 	pthread_cond_destroy(&s->cv);

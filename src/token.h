@@ -43,6 +43,16 @@ int qw_cts_cancel_after(struct qw_cts *s, struct event_base *base, uint64_t dela
 /* Unlinks from the parents, stops the delay and frees. No other thread may
  * use the source or its token any more. */
 void qw_cts_free(struct qw_cts *s);
+/* For a caller that keeps sources to use again instead of freeing them (a
+ * job's then costs no allocation): unlinks S from its parents, stops its
+ * delay, drops its callbacks and eventfd; S is then as qw_cts_new made it.
+ * As for qw_cts_free, no other thread may still use S. */
+void qw_cts_reset(struct qw_cts *s);
+/* Links S (new or reset) as qw_cts_new_linked links the source it makes.
+ * -1 when out of memory: S is then cancelled with REASON (or SHUTDOWN),
+ * and may be reset or freed. */
+int qw_cts_link(struct qw_cts *s, struct qw_cts *const *parents, unsigned n,
+    struct event_base *base, uint64_t delay_ms, int reason);
 qw_token *qw_cts_token(struct qw_cts *s);
 
 bool qw_token_is_cancelled(const qw_token *t);

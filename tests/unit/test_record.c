@@ -177,6 +177,58 @@ test_hold(void **state)
 	qw_record_set_fini(&rs);
 }
 
+/* A freed record is kept and made again clean: nothing of the job before
+ * (state, result, hold, owner) shows in the next one, short fields live in
+ * the record and long ones are copied, and the index finds each. */
+static void
+test_reuse_is_clean(void **state)
+{
+	struct qw_recset rs;
+	struct qw_rec *a, *b, *c;
+	char longf[100];
+
+	(void)state;
+	assert_int_equal(qw_record_set_init(&rs, "mail"), 0);
+	a = qw_record_new(&rs, NULL, strdup("old-1"), strdup("dead-instance"));
+	assert_non_null(a);
+	assert_int_equal(qw_record_move(&rs, a, QW_REC_BUFFERED), 0);
+	a->seq = 7;
+	a->mark = 3;
+	assert_int_equal(qw_record_finish(&rs, a, QW_DEST_DEAD, strdup("x"), 1, 5, "dead"), 0);
+	assert_int_equal(qw_record_hold(a, "id", "token"), 0);
+	qw_record_free(&rs, a);
+	assert_int_equal(rs.nspare, 1);
+
+	b = qw_record_new_copy(&rs, NULL, "new-12345", 5);	/* "new-1" */
+	assert_non_null(b);
+	assert_int_equal(rs.nspare, 0);
+	assert_string_equal(b->field, "new-1");
+	assert_ptr_equal(b->field, b->field_buf);
+	assert_int_equal(b->state, QW_REC_NEW);
+	assert_null(b->owner);
+	assert_null(b->elem);
+	assert_null(b->hold_id);
+	assert_null(b->run);
+	assert_int_equal(b->seq, 0);
+	assert_int_equal(b->mark, 0);
+	assert_int_equal(b->dest, 0);
+	assert_null(b->counters);
+
+	memset(longf, 'f', sizeof(longf) - 1);
+	longf[sizeof(longf) - 1] = '\0';
+	c = qw_record_new_copy(&rs, NULL, longf, strlen(longf));
+	assert_non_null(c);
+	assert_true(c->field != c->field_buf);
+	assert_string_equal(c->field, longf);
+	assert_ptr_equal(qw_record_find(&rs, "new-1", 5), b);
+	assert_ptr_equal(qw_record_find(&rs, longf, strlen(longf)), c);
+	assert_null(qw_record_find(&rs, "old-1", 5));
+	qw_record_free(&rs, b);
+	qw_record_free(&rs, c);
+	assert_int_equal(rs.count, 0);
+	qw_record_set_fini(&rs);
+}
+
 int
 main(void)
 {
@@ -186,6 +238,7 @@ main(void)
 		cmocka_unit_test(test_index_grows_and_finds),
 		cmocka_unit_test(test_fenced_job),
 		cmocka_unit_test(test_hold),
+		cmocka_unit_test(test_reuse_is_clean),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

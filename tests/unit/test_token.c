@@ -701,6 +701,89 @@ test_linked_child_cancel_leaves_parent(void **state)
 	qw_cts_free(p);
 }
 
+/* A reset source is as new: not cancelled, no callbacks, no eventfd value,
+ * and no longer reached by the parent it was linked to (a job's source kept
+ * for the next job must not hear the shutdown meant for nobody). */
+static void
+test_reset_unlinks_and_uncancels(void **state)
+{
+	struct qw_cts *p = new_cts(), *c;
+	atomic_int runs = 0;
+	int fd;
+	uint64_t v;
+
+	(void)state;
+	c = qw_cts_new_linked(&p, 1, NULL, 0, 0);
+	assert_non_null(c);
+	assert_true(qw_token_register(qw_cts_token(c), count_cb, &runs) > 0);
+	assert_true(qw_cts_cancel(c, QW_CANCEL_TIMEOUT));
+	assert_true((fd = qw_token_fd(qw_cts_token(c))) >= 0);
+	assert_int_equal(atomic_load(&runs), 1);
+
+	qw_cts_reset(c);
+	assert_false(qw_token_is_cancelled(qw_cts_token(c)));
+	assert_int_equal(qw_token_reason(qw_cts_token(c)), QW_CANCEL_NONE);
+	assert_true((fd = qw_token_fd(qw_cts_token(c))) >= 0);
+	assert_true(read(fd, &v, sizeof(v)) < 0);	/* not readable: not cancelled */
+	assert_true(qw_token_register(qw_cts_token(c), count_cb, &runs) > 0);
+	qw_cts_reset(c);	/* drops that callback unrun */
+	assert_true(qw_cts_cancel(p, QW_CANCEL_SHUTDOWN));
+	assert_false(qw_token_is_cancelled(qw_cts_token(c)));
+	assert_int_equal(atomic_load(&runs), 1);
+	qw_cts_free(c);
+	qw_cts_free(p);
+}
+
+/* A reset source linked again hears its new parent, and only it, once. */
+static void
+test_reset_then_link(void **state)
+{
+	struct qw_cts *p1 = new_cts(), *p2 = new_cts(), *c;
+	atomic_int runs = 0;
+
+	(void)state;
+	c = qw_cts_new_linked(&p1, 1, NULL, 0, 0);
+	assert_non_null(c);
+	qw_cts_reset(c);
+	assert_int_equal(qw_cts_link(c, &p2, 1, NULL, 0, 0), 0);
+	assert_true(qw_token_register(qw_cts_token(c), count_cb, &runs) > 0);
+	assert_true(qw_cts_cancel(p1, QW_CANCEL_SHUTDOWN));
+	assert_false(qw_token_is_cancelled(qw_cts_token(c)));
+	assert_true(qw_cts_cancel(p2, QW_CANCEL_TIMEOUT));
+	assert_int_equal(qw_token_reason(qw_cts_token(c)), QW_CANCEL_TIMEOUT);
+	assert_int_equal(atomic_load(&runs), 1);
+	/* Linked to a parent that is cancelled already: cancelled at once. */
+	qw_cts_reset(c);
+	assert_int_equal(qw_cts_link(c, &p1, 1, NULL, 0, 0), 0);
+	assert_int_equal(qw_token_reason(qw_cts_token(c)), QW_CANCEL_SHUTDOWN);
+	qw_cts_free(c);
+	qw_cts_free(p2);
+	qw_cts_free(p1);
+}
+
+/* Reset with its delay pending: the delay is gone; linked again with a new
+ * delay on the loop, that one fires with its reason. */
+static void
+test_reset_stops_delay(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct qw_cts *p = new_cts(), *c;
+
+	(void)state;
+	assert_non_null(base);
+	c = qw_cts_new_linked(&p, 1, base, 5, QW_CANCEL_TIMEOUT);
+	assert_non_null(c);
+	qw_cts_reset(c);
+	assert_true(event_base_loop(base, 0) >= 0);	/* nothing left to run */
+	assert_false(qw_token_is_cancelled(qw_cts_token(c)));
+	assert_int_equal(qw_cts_link(c, &p, 1, base, 5, QW_CANCEL_SHUTDOWN), 0);
+	assert_true(event_base_loop(base, 0) >= 0);
+	assert_int_equal(qw_token_reason(qw_cts_token(c)), QW_CANCEL_SHUTDOWN);
+	qw_cts_free(c);
+	qw_cts_free(p);
+	event_base_free(base);
+}
+
 /* The child's own delay first: its own reason, the parent is unaffected and a
  * later parent cancel changes nothing. */
 static void
@@ -1336,6 +1419,9 @@ main(void)
 		T(test_free_stops_delay),
 		T(test_linked_parent_cancel),
 		T(test_linked_child_cancel_leaves_parent),
+		T(test_reset_unlinks_and_uncancels),
+		T(test_reset_then_link),
+		T(test_reset_stops_delay),
 		T(test_linked_own_delay_first),
 		T(test_linked_parent_before_delay),
 		T(test_linked_no_parents_delay),
