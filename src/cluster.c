@@ -144,11 +144,27 @@ qw_cluster_parse_redirect(const redisReply *reply, unsigned *slot, char *addr, s
 	return kind;
 }
 
+/* The host of ASKED ("HOST:PORT", IPv6 in brackets), into *HOST, *LEN. */
+static void
+qw_cluster_host_of(const char *asked, const char **host, size_t *len)
+{
+	const char *colon = strrchr(asked, ':');
+
+	*host = asked;
+	*len = colon != NULL ? (size_t)(colon - asked) : strlen(asked);
+	if (*len >= 2 && asked[0] == '[' && asked[*len - 1] == ']') {
+		(*host)++;
+		*len -= 2;
+	}
+}
+
 int
-qw_cluster_parse_range(const redisReply *range, unsigned *start, unsigned *end,
-    char *addr, size_t len)
+qw_cluster_parse_range(const redisReply *range, const char *asked, unsigned *start,
+    unsigned *end, char *addr, size_t len)
 {
 	const redisReply *m;
+	const char *host;
+	size_t hlen;
 
 	if (range == NULL || range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
 	    range->element[0]->type != REDIS_REPLY_INTEGER ||
@@ -158,10 +174,18 @@ qw_cluster_parse_range(const redisReply *range, unsigned *start, unsigned *end,
 	if (range->element[0]->integer < 0 || range->element[1]->integer >= QW_CLUSTER_SLOTS ||
 	    range->element[0]->integer > range->element[1]->integer ||
 	    m->type != REDIS_REPLY_ARRAY || m->elements < 2 ||
-	    m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+	    (m->element[0]->type != REDIS_REPLY_STRING && m->element[0]->type != REDIS_REPLY_NIL) ||
+	    m->element[1]->type != REDIS_REPLY_INTEGER)
 		return -1;
-	if (qw_cluster_format_addr(m->element[0]->str, m->element[0]->len, m->element[1]->integer,
-	    addr, len) < 0)
+	host = m->element[0]->str;
+	hlen = m->element[0]->len;
+	/* NULL: an endpoint the node does not know (behind a load balancer);
+	 * "": a node that does not know its own IP (a cluster of one node, or
+	 * one not yet joined). Either way CLUSTER SLOTS says to use the host
+	 * it was asked on, with the port it gives. */
+	if ((m->element[0]->type == REDIS_REPLY_NIL || hlen == 0) && asked != NULL)
+		qw_cluster_host_of(asked, &host, &hlen);
+	if (qw_cluster_format_addr(host, hlen, m->element[1]->integer, addr, len) < 0)
 		return -1;
 	*start = (unsigned)range->element[0]->integer;
 	*end = (unsigned)range->element[1]->integer;
@@ -275,6 +299,7 @@ qw_cluster_prune(struct qw_cluster *cl)
 static int
 qw_cluster_read_map(struct qw_cluster *cl, const redisReply *reply, uint16_t *owner)
 {
+	const char *asked = qw_redis_target(cl->control);
 	char addr[80];
 	unsigned start, end;
 	size_t ranges = 0;
@@ -285,7 +310,7 @@ qw_cluster_read_map(struct qw_cluster *cl, const redisReply *reply, uint16_t *ow
 		owner[s] = QW_CLUSTER_NONE;
 	for (size_t i = 0; i < reply->elements; i++) {
 		ssize_t n;
-		if (qw_cluster_parse_range(reply->element[i], &start, &end, addr,
+		if (qw_cluster_parse_range(reply->element[i], asked, &start, &end, addr,
 		    sizeof(addr)) < 0 ||
 		    (n = qw_cluster_node(cl, addr)) < 0)
 			continue;

@@ -45,8 +45,10 @@ unsigned qw_cluster_slot(const char *key, size_t len);
  * ADDR), 0 for any other reply or a malformed one. */
 int qw_cluster_parse_redirect(const redisReply *reply, unsigned *slot, char *addr, size_t len);
 /* One range of CLUSTER SLOTS ([start, end, [ip, port, ...], replicas...]):
- * START, END and the master's "IP:PORT" into ADDR; -1 for a malformed one. */
-int qw_cluster_parse_range(const redisReply *range, unsigned *start, unsigned *end,
-    char *addr, size_t len);
+ * START, END and the master's "IP:PORT" into ADDR; -1 for a malformed one.
+ * A master whose IP is NULL or "" is on the host of ASKED ("HOST:PORT", the
+ * node asked; NULL: such a master is unusable). */
+int qw_cluster_parse_range(const redisReply *range, const char *asked, unsigned *start,
+    unsigned *end, char *addr, size_t len);
 
 #endif

@@ -253,6 +253,47 @@ def test_queues_on_three_masters_all_run(cluster, make_daemon, tmp):
     assert d.stop() == 0
 
 
+class OneNode(Cluster):
+    """A cluster of one master holding every slot, never joined to another
+    node: CLUSTER SLOTS gives its IP as "" (it does not know it)."""
+
+    def start(self):
+        port = free_node_port()
+        d = os.path.join(self.dir, str(port))
+        os.makedirs(d)
+        self.procs[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--dir", d, "--save", "", "--appendonly", "no",
+             "--logfile", os.path.join(d, "redis.log")])
+        self.ports.append(port)
+        wait_until(lambda: self._ping(port), 10, what="redis-server on %d" % port)
+        self.client(port).execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        wait_until(self.ok, 30, interval=0.1, what="the one-node cluster ok")
+
+
+def test_a_cluster_of_one_node_that_does_not_know_its_ip(make_daemon, tmp):
+    one = OneNode(0)
+    try:
+        one.start()
+        port = one.ports[0]
+        slots = one.client(port).execute_command("CLUSTER", "SLOTS")
+        assert slots[0][2][0] in ("", None), slots	# the case under test
+        h, runs = recorder(tmp)
+        d = make_daemon(one, {"solo": "handler = %s" % h})
+        d.start()
+        jobs = ["solo-%d" % i for i in range(20)]
+        push(one, "solo", jobs)
+        wait_until(lambda: all_ran(runs, ["solo " + j for j in jobs]) and settled(one, "solo"),
+                   60, interval=0.1, what="every job on the one-node cluster")
+        assert sorted(read_lines(runs)) == sorted("solo " + j for j in jobs)
+        d.wait_message("cluster: 1 of 1 masters up")
+        assert "no usable slot range" not in d.log()
+        assert d.stop() == 0
+    finally:
+        one.stop()
+
+
 def test_qw_enqueue_works_on_every_master(cluster, make_daemon, tmp):
     h, runs = recorder(tmp)
     spread = queues_on_every_master(cluster, per_master=1)

@@ -101,7 +101,7 @@ static void
 test_ranges(void **state)
 {
 	redisReply ip = STR("127.0.0.1"), port = INT(7000), id = STR("e7d1eecce"), v6 = STR("::1"),
-	    empty = STR(""), huge = INT(70000), zero = INT(0), last = INT(16383), big = INT(16384),
+	    empty = STR(""), qmark = STR("?"), nil = { .type = REDIS_REPLY_NIL }, huge = INT(70000), zero = INT(0), last = INT(16383), big = INT(16384),
 	    neg = INT(-1), five = INT(5);
 	redisReply *ns[3], node = { .type = REDIS_REPLY_ARRAY, .elements = 3, .element = ns };
 	redisReply *rs[3], r;
@@ -110,36 +110,52 @@ test_ranges(void **state)
 
 	(void)state;
 	ns[0] = &ip, ns[1] = &port, ns[2] = &id;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &last, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &last, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), 0);
 	assert_int_equal(a, 0);
 	assert_int_equal(b, 16383);
 	assert_string_equal(addr, "127.0.0.1:7000");
 	ns[0] = &v6;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), 0);
 	assert_string_equal(addr, "[::1]:7000");
-	/* An unknown endpoint, a bad port, slots out of range or reversed. */
+	/* An endpoint the node does not know ("" when it does not know its
+	 * own IP, a cluster of one node; NULL behind a load balancer): the
+	 * host that was asked, with the port given. Unusable with none. */
 	ns[0] = &empty;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
+	    addr, sizeof(addr)), 0);
+	assert_string_equal(addr, "10.0.0.9:7000");
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "[::1]:7001", &a, &b,
+	    addr, sizeof(addr)), 0);
+	assert_string_equal(addr, "[::1]:7000");
+	ns[0] = &nil;
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "h.example:7001", &a, &b,
+	    addr, sizeof(addr)), 0);
+	assert_string_equal(addr, "h.example:7000");
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), NULL, &a, &b,
 	    addr, sizeof(addr)), -1);
+	ns[0] = &qmark;
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
+	    addr, sizeof(addr)), -1);
+	/* A bad port, slots out of range or reversed. */
 	ns[0] = &ip, ns[1] = &huge;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
 	ns[1] = &port;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &big, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &big, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
-	assert_int_equal(qw_cluster_parse_range(range_of(&neg, &five, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&neg, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
-	assert_int_equal(qw_cluster_parse_range(range_of(&five, &zero, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&five, &zero, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
 	/* Not an array where one belongs. */
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &ip, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &ip, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
-	assert_int_equal(qw_cluster_parse_range(&ip, &a, &b, addr, sizeof(addr)), -1);
-	assert_int_equal(qw_cluster_parse_range(NULL, &a, &b, addr, sizeof(addr)), -1);
+	assert_int_equal(qw_cluster_parse_range(&ip, NULL, &a, &b, addr, sizeof(addr)), -1);
+	assert_int_equal(qw_cluster_parse_range(NULL, NULL, &a, &b, addr, sizeof(addr)), -1);
 	node.elements = 1;
-	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), &a, &b,
+	assert_int_equal(qw_cluster_parse_range(range_of(&zero, &five, &node, &r, rs), "10.0.0.9:7001", &a, &b,
 	    addr, sizeof(addr)), -1);
 }
 
