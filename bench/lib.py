@@ -849,7 +849,8 @@ def drain_queues(tmp, address, cluster_line, clients, nodes, n, tag):
     dt = t_end - d.t0
     return dict(n=n, queues=len(queues), seconds=dt, jobs_per_s=n / dt, redis_cpu_s=rc1 - rc0,
                 redis_cpu_s_per_100k=(rc1 - rc0) * 1e5 / n, qworkerd_cpu_s_per_100k=st["own"] * 1e5 / n,
-                script_calls_per_1000=calls * 1000.0 / n, script_us_per_job=usec / n,
+                script_calls_per_1000=calls * 1000.0 / n, script_calls_per_s=calls / dt, script_us_per_job=usec / n,
+                outside_scripts_us_per_job=((rc1 - rc0) * 1e6 - usec) / n,
                 redis_reads_per_1000=(rd1 - rd0) * 1000.0 / n if rd0 is not None and rd1 is not None else None,
                 idle_redis_cpu_per_s=idle_per_s, idle_share=idle_per_s * dt / (rc1 - rc0) if rc1 > rc0 else None)
 
@@ -1137,7 +1138,10 @@ def cluster_rows(res):
                  "<= 1.2x", verdict(ratio is not None and ratio <= 1.2)))
     rows.append(("", "  where it goes, one redis-server / cluster:", "", "", ""))
     rows.append(("", "    script calls (EVALSHA, FCALL) per 1000 jobs", two("script_calls_per_1000", "%.1f"), "", ""))
+    rows.append(("", "    the same per second", two("script_calls_per_s", "%.0f"), "", ""))
     rows.append(("", "    time inside them per job (INFO commandstats)", two("script_us_per_job", "%.2f us"), "", ""))
+    rows.append(("", "    redis CPU per job outside them (reads, parsing, replies, event loop)",
+                 two("outside_scripts_us_per_job", "%.2f us"), "", ""))
     rows.append(("", "    redis-server read calls per 1000 jobs (one per round of commands)",
                  two("redis_reads_per_1000", "%.1f"), "", ""))
     rows.append(("", "    idle redis CPU s per s, qworkerd connected (cron, cluster bus, polls)",
