@@ -839,7 +839,6 @@ def drain_queues(tmp, address, cluster_line, clients, nodes, n, tag):
         rc1, rd1, st = nodes.cpu(), nodes.reads(), proc_stat(d.pid)
         calls, usec = nodes.scripts()
         time.sleep(CLUSTER_IDLE_S)
-        d.check_alive()
         idle_per_s = (nodes.cpu() - rc1) / (time.monotonic() - t_end)
     finally:
         d.term()
