@@ -1,0 +1,128 @@
+"""Job deadlines with one timer per queue (run.c): jobs of one queue with
+different timeouts (the envelope's "timeout") each time out at their own,
+whichever order they start and end in; the one whose deadline comes first
+ending early leaves the others' deadlines armed; a SIGHUP reload keeps
+them; a job being cancelled (CANCELLING) when the timer passes its
+deadline changes nothing for the others. For exec, plugin and persistent
+worker queues.
+
+Nothing here is timed: each step waits for what Redis and the daemon show;
+a timeout that never fired shows as a wait that fails."""
+import json
+import os
+import signal
+import sys
+
+from conftest import inflight, stats, wait_until
+from test_cancel import dead_jobs, field_of
+from test_plugins import plugin
+from test_worker import PYLIB, LIB_WORKER, queue_conf, write
+
+EXEC = """#!/bin/sh
+p=$(cat)
+[ "$p" = quick ] && exit 0
+if [ "$p" = ignore ]; then
+    trap 'echo "$QW_JOB_ID" >> %s/term' TERM
+fi
+echo "$QW_JOB_ID" >> %s/started
+while :; do sleep 1; done
+"""
+
+
+def env(payload, jid, timeout):
+    return json.dumps({"payload": payload, "id": jid, "timeout": timeout})
+
+
+def started(tmp):
+    path = os.path.join(tmp, "started")
+    return open(path).read().split() if os.path.exists(path) else []
+
+
+def timed_out(dead, jid, secs):
+    return jid in dead and dead[jid]["error"] == "timed out after %ss" % secs
+
+
+def reload(d):
+    n = d.log().count("reloaded")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.log().count("reloaded") > n, 15, what="reloaded")
+
+
+def test_exec_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
+    h = os.path.join(tmp, "h.sh")
+    with open(h, "w") as f:
+        f.write(EXEC % (tmp, tmp))
+    os.chmod(h, 0o755)
+    d = daemon()
+    d.conf({"m": "handler = %s\ntimeout = 1h\nmax_attempts = 1" % h},
+           workers="concurrency = 4\nkill_grace = 30s\n")
+    d.start()
+    # The earliest deadline (0.5 s) ends first, at once; the later ones
+    # must still fire, the nearer one first.
+    r.lpush("qw:{m}:pending", env("quick", "q", 0.5), env("sleep", "long", 3),
+            env("sleep", "short", 1.5))
+    wait_until(lambda: timed_out(dead_jobs(r, "m"), "short", "1.5"), 30, what="short timed out")
+    wait_until(lambda: timed_out(dead_jobs(r, "m"), "long", "3"), 30, what="long timed out")
+    assert stats(r, "m").get("succeeded") == 1
+    # A job cancelled by an operator that ignores SIGTERM stays CANCELLING
+    # past its own deadline (kill_grace 30 s); a job that started after it
+    # with a later deadline still times out.
+    r.lpush("qw:{m}:pending", env("ignore", "ign", 1))
+    wait_until(lambda: "ign" in started(tmp), 30, what="ign started")
+    r.hset("qw:{m}:cancel", field_of(r, "m", "ign"), "stop")
+    wait_until(lambda: os.path.exists(os.path.join(tmp, "term")), 30, what="ign got SIGTERM")
+    r.lpush("qw:{m}:pending", env("sleep", "after", 2))
+    wait_until(lambda: timed_out(dead_jobs(r, "m"), "after", "2"), 30, what="after timed out")
+    # After a reload, a job started with a deadline later than the armed
+    # one, then one with an earlier one: both fire.
+    reload(d)
+    r.lpush("qw:{m}:pending", env("sleep", "r2", 2))
+    wait_until(lambda: "r2" in started(tmp), 30, what="r2 started")
+    r.lpush("qw:{m}:pending", env("sleep", "r1", 0.5))
+    wait_until(lambda: timed_out(dead_jobs(r, "m"), "r1", "0.5"), 30, what="r1 timed out")
+    wait_until(lambda: timed_out(dead_jobs(r, "m"), "r2", "2"), 30, what="r2 timed out")
+    assert d.stop() == 0
+    assert dead_jobs(r, "m")["ign"]["error"] == "cancelled: stop"
+    assert inflight(r, "m") == 0
+
+
+def test_plugin_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
+    d = daemon()
+    d.conf({"s": "plugin = %s\ntimeout = 1h\nmax_attempts = 1" % plugin("sleep")},
+           workers="concurrency = 4\n")
+    d.start()
+    r.lpush("qw:{s}:pending", env("10", "q", 0.3), env("600000", "long", 2),
+            env("600000", "short", 1))
+    wait_until(lambda: timed_out(dead_jobs(r, "s"), "short", "1"), 30, what="short timed out")
+    wait_until(lambda: timed_out(dead_jobs(r, "s"), "long", "2"), 30, what="long timed out")
+    assert stats(r, "s").get("succeeded") == 1
+    reload(d)
+    # Many short jobs on runs kept from the ones before, then one that
+    # must still time out.
+    r.lpush("qw:{s}:pending", *[env("1", "n%d" % i, 0.2) for i in range(50)])
+    wait_until(lambda: stats(r, "s").get("succeeded") == 51, 30, what="51 succeeded")
+    r.lpush("qw:{s}:pending", env("600000", "r1", 0.5))
+    wait_until(lambda: timed_out(dead_jobs(r, "s"), "r1", "0.5"), 30, what="r1 timed out")
+    assert d.stop() == 0
+    assert inflight(r, "s") == 0
+
+
+def test_worker_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
+    path = write(tmp, "lib_worker.py", LIB_WORKER)
+    save = os.path.join(tmp, "save")
+    os.makedirs(save, exist_ok=True)
+    d = daemon()
+    d.conf({"w": queue_conf("%s %s" % (sys.executable, path),
+                            "timeout = 1h\nmax_attempts = 1\nworker_inflight = 4")},
+           workers="concurrency = 4\nkill_grace = 5s\n")
+    d.start(env={"PYTHONPATH": PYLIB, "EVENTS": os.path.join(tmp, "events"), "SAVE": save})
+    ok, wait = json.dumps({"do": "ok"}), json.dumps({"do": "wait"})
+    r.lpush("qw:{w}:pending", env(ok, "q", 0.5), env(wait, "long", 3), env(wait, "short", 1.5))
+    wait_until(lambda: timed_out(dead_jobs(r, "w"), "short", "1.5"), 30, what="short timed out")
+    wait_until(lambda: timed_out(dead_jobs(r, "w"), "long", "3"), 30, what="long timed out")
+    assert stats(r, "w").get("succeeded") == 1
+    reload(d)
+    r.lpush("qw:{w}:pending", env(wait, "r1", 0.5))
+    wait_until(lambda: timed_out(dead_jobs(r, "w"), "r1", "0.5"), 30, what="r1 timed out")
+    assert d.stop() == 0
+    assert inflight(r, "w") == 0
