@@ -126,3 +126,39 @@ def test_worker_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
     wait_until(lambda: timed_out(dead_jobs(r, "w"), "r1", "0.5"), 30, what="r1 timed out")
     assert d.stop() == 0
     assert inflight(r, "w") == 0
+
+
+def test_plugin_left_after_kill_grace_while_its_queue_runs_on(r, daemon, tmp):
+    """A plugin that ignores its timeout is settled without it after
+    kill_grace and returns later; meanwhile the queue's other jobs run on
+    the runs it keeps, and time out at their own deadlines."""
+    from test_plugins import ABI, INIT, FINI, build_plugin
+    stubborn = build_plugin(tmp, "late", ABI % "QW_PLUGIN_ABI_VERSION" + INIT + FINI + """
+#include <unistd.h>
+int qw_plugin_handle(void *s, struct qw_plugin_job *j)
+{
+	const struct qw_plugin_api *a = s;
+
+	if (j->payload_len > 0 && ((const char *)j->payload)[0] == 'L')
+		usleep(1500000);	/* ignores its token */
+	if (j->payload_len > 0 && ((const char *)j->payload)[0] == 'W')
+		while (!a->wait(j, 1000))
+			;
+	return QW_PLUGIN_OK;
+}
+""")
+    d = daemon()
+    d.conf({"p": "plugin = %s\ntimeout = 1h\nmax_attempts = 1" % stubborn},
+           workers="concurrency = 4\nkill_grace = 200ms\n")
+    d.start()
+    r.lpush("qw:{p}:pending", *[env("L", "late%d" % i, 0.2) for i in range(3)])
+    wait_until(lambda: sum(timed_out(dead_jobs(r, "p"), "late%d" % i, "0.2") for i in range(3))
+               == 3, 30, what="3 late ones settled")
+    r.lpush("qw:{p}:pending", *[env("x", "n%d" % i, 5) for i in range(100)])
+    r.lpush("qw:{p}:pending", env("W", "w1", 0.5))
+    wait_until(lambda: stats(r, "p").get("succeeded") == 100, 30, what="100 succeeded")
+    wait_until(lambda: timed_out(dead_jobs(r, "p"), "w1", "0.5"), 30, what="w1 timed out")
+    wait_until(lambda: d.log().count("did not return within kill_grace") >= 3, 30,
+               what="3 left")
+    assert d.stop() == 0
+    assert inflight(r, "p") == 0
