@@ -48,6 +48,21 @@ def reload(d):
     wait_until(lambda: d.log().count("reloaded") > n, 15, what="reloaded")
 
 
+def earlier_deadline_moves_the_timer(r, d, q, payload):
+    """A job with a deadline 10 minutes away runs; one started after it
+    with a deadline 0.5 s away times out while the first still runs (the
+    timer was armed for the far one: it must move), then an operator
+    cancels the first."""
+    r.lpush("qw:{%s}:pending" % q, env(payload, "far", 600))
+    d.wait_log("job %s/far: started" % q, 30)
+    r.lpush("qw:{%s}:pending" % q, env(payload, "near", 0.5))
+    wait_until(lambda: timed_out(dead_jobs(r, q), "near", "0.5"), 60, what="near timed out")
+    assert "far" not in dead_jobs(r, q)
+    r.hset("qw:{%s}:cancel" % q, field_of(r, q, "far"), "done")
+    wait_until(lambda: "far" in dead_jobs(r, q), 30, what="far cancelled")
+    assert dead_jobs(r, q)["far"]["error"] == "cancelled: done"
+
+
 def test_exec_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
     h = os.path.join(tmp, "h.sh")
     with open(h, "w") as f:
@@ -76,11 +91,7 @@ def test_exec_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
     # After a reload, a job started with a deadline later than the armed
     # one, then one with an earlier one: both fire.
     reload(d)
-    r.lpush("qw:{m}:pending", env("sleep", "r2", 2))
-    wait_until(lambda: "r2" in started(tmp), 30, what="r2 started")
-    r.lpush("qw:{m}:pending", env("sleep", "r1", 0.5))
-    wait_until(lambda: timed_out(dead_jobs(r, "m"), "r1", "0.5"), 30, what="r1 timed out")
-    wait_until(lambda: timed_out(dead_jobs(r, "m"), "r2", "2"), 30, what="r2 timed out")
+    earlier_deadline_moves_the_timer(r, d, "m", "sleep")
     assert d.stop() == 0
     assert dead_jobs(r, "m")["ign"]["error"] == "cancelled: stop"
     assert inflight(r, "m") == 0
@@ -97,12 +108,12 @@ def test_plugin_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
     wait_until(lambda: timed_out(dead_jobs(r, "s"), "long", "2"), 30, what="long timed out")
     assert stats(r, "s").get("succeeded") == 1
     reload(d)
-    # Many short jobs on runs kept from the ones before, then one that
-    # must still time out.
-    r.lpush("qw:{s}:pending", *[env("1", "n%d" % i, 0.2) for i in range(50)])
+    # Many short jobs on runs kept from the ones before, each arming the
+    # timer an hour away (the queue's timeout): the next ones must move it.
+    r.lpush("qw:{s}:pending", *[json.dumps({"payload": "1", "id": "n%d" % i})
+                                for i in range(50)])
     wait_until(lambda: stats(r, "s").get("succeeded") == 51, 30, what="51 succeeded")
-    r.lpush("qw:{s}:pending", env("600000", "r1", 0.5))
-    wait_until(lambda: timed_out(dead_jobs(r, "s"), "r1", "0.5"), 30, what="r1 timed out")
+    earlier_deadline_moves_the_timer(r, d, "s", "600000")
     assert d.stop() == 0
     assert inflight(r, "s") == 0
 
@@ -122,8 +133,7 @@ def test_worker_jobs_of_one_queue_time_out_each_at_its_own(r, daemon, tmp):
     wait_until(lambda: timed_out(dead_jobs(r, "w"), "long", "3"), 30, what="long timed out")
     assert stats(r, "w").get("succeeded") == 1
     reload(d)
-    r.lpush("qw:{w}:pending", env(wait, "r1", 0.5))
-    wait_until(lambda: timed_out(dead_jobs(r, "w"), "r1", "0.5"), 30, what="r1 timed out")
+    earlier_deadline_moves_the_timer(r, d, "w", wait)
     assert d.stop() == 0
     assert inflight(r, "w") == 0
 
