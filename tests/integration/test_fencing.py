@@ -57,6 +57,13 @@ def test_two_processes_one_name_while_redis_is_paused(r, daemon, tmp):
     a, b = daemon("a"), daemon("b")
     a.conf({"mail": "handler = %s" % h}, instance="twin")
     b.conf_path = a.conf_path                   # the same config, the same name
+    # The handshake calls FCALL qw_version, which a paused Redis holds like
+    # a write while the function library is not loaded (a test run alone
+    # meets a fresh Redis): a daemon of its own loads it first.
+    pre = daemon("pre")
+    pre.conf({"other": "handler = %s" % h}, instance="pre")
+    pre.start()
+    assert pre.stop() == 0
     # Writes (scripts among them) wait while connections and handshakes go
     # through: both processes ask for the lease before either is answered.
     r.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
